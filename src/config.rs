@@ -1,0 +1,162 @@
+//! Command-line and environment configuration.
+//!
+//! Every option is a flag with an environment-variable twin (`--listen` and
+//! `PUSHGATE_LISTEN`), so the same binary is driven by a shell, systemd or a
+//! Kubernetes ConfigMap without a config file. Defaults are the ones a careful
+//! operator would pick (see the README's configuration table); every timeout is
+//! configurable so tests can run with short ones.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// pushgate: a real-time push gateway. Browsers hold WebSocket connections and
+/// bind a user id; backends push to that uid over the legacy text port or REST.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pushgate", version, about, long_about = None)]
+pub struct Config {
+    /// Address for HTTP: the WebSocket upgrade (on `/` and `/ws`), the REST API,
+    /// health and metrics.
+    #[arg(long, env = "PUSHGATE_LISTEN", default_value = "0.0.0.0:1234")]
+    pub listen: SocketAddr,
+
+    /// Address of the legacy text push port (one JSON object per line, answered
+    /// `ok` or `fail`). Loopback by default: the seed's 0.0.0.0 let anyone push.
+    /// `0.0.0.0:5678` restores the seed's behaviour.
+    #[arg(long, env = "PUSHGATE_TEXT_LISTEN", default_value = "127.0.0.1:5678")]
+    pub text_listen: SocketAddr,
+
+    /// Largest WebSocket message or frame a client may send, in bytes. Larger
+    /// ones close the connection with 1009 before they are buffered.
+    #[arg(long, env = "PUSHGATE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Largest line accepted on the text port, in bytes (without the line end).
+    /// A longer line answers `fail` and closes that connection.
+    #[arg(long, env = "PUSHGATE_MAX_LINE_BYTES", default_value_t = 64 * 1024)]
+    pub max_line_bytes: usize,
+
+    /// Largest REST request body, in bytes; larger bodies answer 413.
+    #[arg(long, env = "PUSHGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Messages that may wait in one connection's outbound queue. A client whose
+    /// queue is full is a slow consumer and is disconnected.
+    #[arg(long, env = "PUSHGATE_QUEUE_LEN", default_value_t = 1024)]
+    pub queue_len: usize,
+
+    /// Bytes that may wait in one connection's outbound queue (whichever of
+    /// `--queue-len` and this is reached first).
+    #[arg(long, env = "PUSHGATE_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub queue_bytes: usize,
+
+    /// Time a new WebSocket client has to send its uid before it is closed.
+    #[arg(long, env = "PUSHGATE_BIND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub bind_timeout: Duration,
+
+    /// Interval between WebSocket pings to each client.
+    #[arg(long, env = "PUSHGATE_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Time a client has to answer a ping (any frame counts) before it is dropped.
+    #[arg(long, env = "PUSHGATE_PONG_TIMEOUT", default_value = "8s", value_parser = parse_duration)]
+    pub pong_timeout: Duration,
+
+    /// Time one write to a WebSocket client may take before the client is
+    /// treated as stuck and dropped.
+    #[arg(long, env = "PUSHGATE_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Time a text-port connection may stay without a complete line before it
+    /// is closed (persistent backends reconnect; a line that never ends does not
+    /// hold a socket forever).
+    #[arg(long, env = "PUSHGATE_TEXT_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub text_idle_timeout: Duration,
+
+    /// Time an HTTP client has to send a request's headers (slowloris guard).
+    #[arg(long, env = "PUSHGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Longest graceful shutdown: after SIGTERM/SIGINT, whatever is still open
+    /// then is closed at once and the process exits 0. At most 20 s by default
+    /// so it fits Kubernetes' default 30 s grace with a preStop pause.
+    #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "PUSHGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Parses `10s`, `500ms`, `2m` (humantime syntax); a bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+impl Config {
+    /// Checks relations between options that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--max-message-bytes", self.max_message_bytes),
+            ("--max-line-bytes", self.max_line_bytes),
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--queue-len", self.queue_len),
+            ("--queue-bytes", self.queue_bytes),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            return Err("--ping-interval and --pong-timeout must be greater than zero".into());
+        }
+        Ok(())
+    }
+
+    /// A configuration with every default, as if no flag or variable was set.
+    /// Listeners default to loopback port 0, for tests and embedding.
+    pub fn for_tests() -> Self {
+        let mut config = Config::parse_from(["pushgate"]);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.text_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::parse_from(["pushgate"]);
+        assert_eq!(c.listen, "0.0.0.0:1234".parse().unwrap());
+        assert_eq!(c.text_listen, "127.0.0.1:5678".parse().unwrap());
+        assert!(c.shutdown_timeout <= Duration::from_secs(20));
+        assert!(c.validate().is_ok());
+    }
+}

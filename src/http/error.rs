@@ -1,0 +1,78 @@
+//! HTTP errors as `application/problem+json` (RFC 9457).
+//!
+//! Handlers return [`ApiError`]; its `IntoResponse` picks the status and writes
+//! a problem document. Details are written for the caller; internal causes are
+//! logged, never shown.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Everything an HTTP endpoint can refuse with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON or lacks a required field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller may not use this endpoint.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such endpoint.
+    #[error("no such endpoint")]
+    NotFound,
+    /// The endpoint exists but not for this method.
+    #[error("method not allowed for this endpoint")]
+    MethodNotAllowed,
+    /// The body is larger than `--max-body-bytes`.
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The body is not `application/json`.
+    #[error("expected a body of content type application/json")]
+    UnsupportedMediaType,
+    /// The gateway cannot serve this now (shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// An RFC 9457 problem document. `type` stays `about:blank`, so `title` is the
+/// status phrase and `detail` says what was wrong with this request.
+#[derive(Debug, Serialize)]
+struct Problem {
+    r#type: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let problem = Problem {
+            r#type: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}

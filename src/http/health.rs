@@ -1,0 +1,41 @@
+//! Health and metrics endpoints: always open, never authenticated, so probes
+//! and Prometheus need no credentials.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::App;
+
+/// `GET /healthz`: the process is alive and serving HTTP.
+pub async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /readyz`: ready to take traffic; 503 from the moment a shutdown begins,
+/// so the load balancer stops sending new clients here.
+pub async fn readyz(State(app): State<App>) -> Response {
+    if app.shutdown.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "status": "ready" })).into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.prometheus.render(),
+    )
+        .into_response()
+}

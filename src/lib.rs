@@ -1,0 +1,109 @@
+//! pushgate: a real-time push gateway.
+//!
+//! Browsers hold WebSocket connections and bind a user id (uid) by sending it
+//! as their first text frame. Backends push to a uid through the legacy text
+//! port (one JSON object per line, answered `ok` or `fail`, exactly as
+//! Workerman's `push.php` did) or through the REST API.
+//!
+//! # How a push flows
+//!
+//! ```text
+//! text port (text.rs) ─┐
+//!                      ├─> ConnectionMap::push(uid) ─> bounded queue per connection
+//! REST (http/push.rs) ─┘        (connections/)              │
+//!                                                           v
+//!                                          WebSocket session task (ws.rs) ─> browser
+//! ```
+//!
+//! Every front end translates its wire format into calls on the one
+//! [`ConnectionMap`]; none holds routing state. [`run`] wires the front ends
+//! to their listeners and runs until the shutdown future resolves, then drains
+//! (see [`shutdown`]).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod connections;
+pub mod http;
+pub mod model;
+pub mod shutdown;
+pub mod telemetry;
+pub mod text;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use connections::ConnectionMap;
+use connections::QueueLimits;
+use shutdown::Shutdown;
+
+/// State shared by every front end. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    /// The configuration the server was started with.
+    pub config: Arc<Config>,
+    /// The routing table.
+    pub map: ConnectionMap,
+    /// Shutdown phases and task trackers.
+    pub shutdown: Shutdown,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
+}
+
+impl App {
+    /// Builds the shared state for `config`.
+    pub fn new(config: Config) -> App {
+        let limits = QueueLimits {
+            max_len: config.queue_len,
+            max_bytes: config.queue_bytes,
+        };
+        App {
+            config: Arc::new(config),
+            map: ConnectionMap::new(limits),
+            shutdown: Shutdown::new(),
+            prometheus: telemetry::prometheus(),
+        }
+    }
+}
+
+/// The bound listeners the server runs on. Binding is the caller's job, so
+/// tests can bind `127.0.0.1:0` and read the ports before starting.
+pub struct Listeners {
+    /// HTTP: WebSocket upgrades, REST, health, metrics.
+    pub http: TcpListener,
+    /// The legacy text push port.
+    pub text: TcpListener,
+}
+
+/// Runs the gateway until `shutdown` resolves, then shuts down gracefully
+/// within `config.shutdown_timeout`. Returns once everything is closed (or the
+/// timeout has passed).
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let timeout = config.shutdown_timeout;
+    let app = App::new(config);
+    let upkeep = tokio::spawn(telemetry::run_upkeep(app.prometheus.clone()));
+    app.shutdown
+        .http()
+        .spawn(http::serve(listeners.http, app.clone()));
+    app.shutdown
+        .http()
+        .spawn(text::serve(listeners.text, app.clone()));
+
+    shutdown.await;
+    tracing::info!(
+        connections = app.map.connections(),
+        "draining: closing connections"
+    );
+    if app.shutdown.run(timeout).await {
+        tracing::info!("shutdown complete");
+    } else {
+        tracing::warn!(?timeout, "shutdown timeout reached; closing what is left");
+    }
+    upkeep.abort();
+}

@@ -1,0 +1,289 @@
+//! Identifiers and wire types shared by every front end.
+//!
+//! Keeping them in one place means the text port, REST and WebSocket agree on
+//! what a uid is (1 to 256 bytes, matched exactly; a JSON integer is its decimal
+//! text, as PHP arrays produced) and on what a client receives.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest uid, in bytes.
+pub const MAX_UID_BYTES: usize = 256;
+
+/// A user id that connections bind to and pushes address.
+///
+/// Cheap to clone (one shared allocation), because every binding and every
+/// routing entry keeps a copy.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uid(Arc<str>);
+
+/// Why a uid was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UidError {
+    /// The uid is the empty string.
+    #[error("uid is empty")]
+    Empty,
+    /// The uid is longer than [`MAX_UID_BYTES`].
+    #[error("uid is longer than {MAX_UID_BYTES} bytes")]
+    TooLong,
+}
+
+impl Uid {
+    /// Validates a uid: 1 to [`MAX_UID_BYTES`] bytes, taken exactly as given.
+    pub fn new(s: &str) -> Result<Uid, UidError> {
+        match s.len() {
+            0 => Err(UidError::Empty),
+            n if n > MAX_UID_BYTES => Err(UidError::TooLong),
+            _ => Ok(Uid(Arc::from(s))),
+        }
+    }
+
+    /// The uid's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Uid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A uid as it appears in JSON: a string, or an integer that stands for its
+/// decimal text (`{"uid":42}` reaches the client that bound `42`).
+impl<'de> Deserialize<'de> for Uid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct UidVisitor;
+        impl<'de> de::Visitor<'de> for UidVisitor {
+            type Value = Uid;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "a uid: a string of 1 to {MAX_UID_BYTES} bytes or an integer"
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Uid, E> {
+                Uid::new(v).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Uid, E> {
+                Uid::new(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Uid, E> {
+                Uid::new(&v.to_string()).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(UidVisitor)
+    }
+}
+
+/// Identifies one WebSocket connection for its whole life, so that removing a
+/// closed connection never removes another connection of the same uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// The text one push delivers: encoded once, shared by every recipient.
+pub type Payload = Utf8Bytes;
+
+/// Which front end a push came through (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The legacy text port.
+    Text,
+    /// The REST API.
+    Http,
+}
+
+impl Source {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Text => "text",
+            Source::Http => "http",
+        }
+    }
+}
+
+/// Why a text-port line was refused (it answers `fail`).
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// Not UTF-8, so it cannot be a WebSocket text frame.
+    #[error("line is not UTF-8")]
+    NotUtf8,
+    /// Not a JSON object with a valid `uid`.
+    #[error("invalid push line: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+/// The only part of a text-port line pushgate reads; every other field is
+/// carried to the client untouched, inside the line itself.
+#[derive(Deserialize)]
+struct LineHead {
+    uid: Uid,
+}
+
+/// Reads a text-port line (without its line end): the target uid and the
+/// payload, which is the line itself, byte for byte.
+pub fn parse_text_line(line: bytes::Bytes) -> Result<(Uid, Payload), LineError> {
+    let text = Utf8Bytes::try_from(line).map_err(|_| LineError::NotUtf8)?;
+    let head: LineHead = serde_json::from_str(text.as_str())?;
+    Ok((head.uid, text))
+}
+
+/// `uid` of a REST push: one uid or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum UidList {
+    /// A single uid.
+    One(Uid),
+    /// Several uids; each connection receives the push once even if a uid repeats.
+    Many(Vec<Uid>),
+}
+
+impl UidList {
+    /// The uids, without repeats, in the order given.
+    pub fn into_unique(self) -> Vec<Uid> {
+        match self {
+            UidList::One(uid) => vec![uid],
+            UidList::Many(list) => {
+                let mut seen = std::collections::HashSet::with_capacity(list.len());
+                list.into_iter()
+                    .filter(|u| seen.insert(u.clone()))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Body of `POST /push`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    /// Whose connections receive it.
+    pub uid: UidList,
+    /// What they receive.
+    pub data: Box<RawValue>,
+}
+
+/// Body of `POST /broadcast`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastRequest {
+    /// What every bound connection receives.
+    pub data: Box<RawValue>,
+}
+
+/// Turns a REST `data` value into what clients receive: a JSON string is sent
+/// as its text; anything else as the caller's own JSON text, unchanged (no
+/// re-encoding that would reorder keys or rewrite numbers).
+pub fn payload_from_data(data: &RawValue) -> Result<Payload, serde_json::Error> {
+    let raw = data.get();
+    if raw.starts_with('"') {
+        let text: Cow<'_, str> = serde_json::from_str(raw)?;
+        Ok(Utf8Bytes::from(text.into_owned()))
+    } else {
+        Ok(Utf8Bytes::from(raw))
+    }
+}
+
+/// Answer of `POST /push`.
+#[derive(Debug, Serialize)]
+pub struct PushResponse {
+    /// Connections that accepted the message into their queue.
+    pub delivered: usize,
+    /// Connections that were bound but could not take it (slow consumers,
+    /// disconnected for it).
+    pub dropped: usize,
+    /// Requested uids with no connection that accepted it.
+    pub offline: Vec<Uid>,
+}
+
+/// Answer of `POST /broadcast`.
+#[derive(Debug, Serialize)]
+pub struct BroadcastResponse {
+    /// Connections that accepted the message into their queue.
+    pub delivered: usize,
+    /// Bound connections that could not take it.
+    pub dropped: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn uid_of(line: &str) -> Option<String> {
+        parse_text_line(Bytes::copy_from_slice(line.as_bytes()))
+            .ok()
+            .map(|(u, p)| {
+                assert_eq!(p.as_str(), line, "the payload is the line, byte for byte");
+                u.to_string()
+            })
+    }
+
+    #[test]
+    fn text_lines_carry_string_and_integer_uids() {
+        assert_eq!(
+            uid_of(r#"{"uid":"uid1","percent":"88%"}"#).as_deref(),
+            Some("uid1")
+        );
+        assert_eq!(uid_of(r#"{"uid":42}"#).as_deref(), Some("42"));
+        assert_eq!(uid_of(r#"{"uid":-7,"x":[1,2]}"#).as_deref(), Some("-7"));
+        assert_eq!(uid_of(r#"{"uid":"\u00e9"}"#).as_deref(), Some("é"));
+    }
+
+    #[test]
+    fn bad_text_lines_are_refused() {
+        for line in [
+            "",
+            "not json",
+            r#"{"percent":"88%"}"#,
+            r#"{"uid":1.5}"#,
+            r#"{"uid":null}"#,
+            r#"{"uid":["a"]}"#,
+            r#"{"uid":""}"#,
+            r#"["uid","a"]"#,
+            r#"{"uid":"a","uid":"b"}"#,
+            r#"{"uid":"a"} trailing"#,
+        ] {
+            assert_eq!(uid_of(line), None, "{line:?} must fail");
+        }
+        let long = format!(r#"{{"uid":"{}"}}"#, "x".repeat(MAX_UID_BYTES + 1));
+        assert_eq!(uid_of(&long), None);
+        assert!(parse_text_line(Bytes::from_static(b"{\"uid\":\"\xff\"}")).is_err());
+    }
+
+    #[test]
+    fn rest_data_keeps_the_callers_json_text() {
+        let req: PushRequest =
+            serde_json::from_str(r#"{"uid":["a","b","a"],"data":{"z":1,"a":1.50}}"#).unwrap();
+        assert_eq!(
+            payload_from_data(&req.data).unwrap().as_str(),
+            r#"{"z":1,"a":1.50}"#
+        );
+        assert_eq!(req.uid.into_unique().len(), 2);
+        let req: PushRequest = serde_json::from_str(r#"{"uid":7,"data":"hi \"you\""}"#).unwrap();
+        assert_eq!(
+            payload_from_data(&req.data).unwrap().as_str(),
+            r#"hi "you""#
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! The legacy text push port, as Workerman's `text://` worker spoke it.
+//!
+//! A backend writes one JSON object per line (`{"uid":"uid1","percent":"88%"}\n`)
+//! and reads `ok\n` (a connection bound to that uid took the line) or `fail\n`
+//! (offline, invalid JSON, no usable uid). The line itself, byte for byte and
+//! without its line end, is what the browser receives. Lines on one connection
+//! are answered in order; answers to pipelined lines are written together.
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Decoder, FramedRead};
+
+use crate::App;
+use crate::model::{Source, parse_text_line};
+use crate::telemetry;
+
+/// Accepts text-port connections until the drain begins.
+pub async fn serve(listener: TcpListener, app: App) {
+    loop {
+        let accepted = tokio::select! {
+            _ = app.shutdown.draining() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let app2 = app.clone();
+                app.shutdown
+                    .sessions()
+                    .spawn(async move { handle(stream, peer, app2).await });
+            }
+            Err(e) => accept_error_pause(&e).await,
+        }
+    }
+}
+
+/// Out of file descriptors (or a similar transient failure) would otherwise
+/// spin the accept loop at full speed; pause briefly and retry.
+pub(crate) async fn accept_error_pause(e: &io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// Why a text connection ended, as a metrics label.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    PeerClosed,
+    LineTooLong,
+    Idle,
+    Shutdown,
+    Io,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::PeerClosed => "peer_closed",
+            End::LineTooLong => "line_too_long",
+            End::Idle => "idle_timeout",
+            End::Shutdown => "shutdown",
+            End::Io => "io_error",
+        }
+    }
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, app: App) {
+    let gauge = metrics::gauge!(telemetry::TEXT_CONNECTIONS);
+    gauge.increment(1.0);
+    let end = match session(stream, &app).await {
+        Ok(end) => end,
+        Err(_) => End::Io,
+    };
+    gauge.decrement(1.0);
+    if !matches!(end, End::PeerClosed) {
+        telemetry::text_disconnect(end.as_str());
+    }
+    tracing::debug!(%peer, reason = end.as_str(), "text connection closed");
+}
+
+async fn session(stream: TcpStream, app: &App) -> io::Result<End> {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut lines = FramedRead::with_capacity(rd, LineCodec::new(app.config.max_line_bytes), 4096);
+    let mut out = BufWriter::with_capacity(4096, wr);
+    let idle = app.config.text_idle_timeout;
+    let end = loop {
+        // Answer everything already readable before flushing once: pipelined
+        // lines cost one write for the lot.
+        let next = match lines.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                out.flush().await?;
+                tokio::select! {
+                    next = lines.next() => next,
+                    _ = tokio::time::sleep(idle) => break End::Idle,
+                    _ = app.shutdown.draining() => {
+                        // Lines that already arrived are answered, then close.
+                        while let Some(Some(next)) = lines.next().now_or_never() {
+                            let Ok(line) = next else { break };
+                            answer(&mut out, app, line).await?;
+                        }
+                        break End::Shutdown;
+                    }
+                }
+            }
+        };
+        match next {
+            None => break End::PeerClosed,
+            Some(Ok(line)) => answer(&mut out, app, line).await?,
+            Some(Err(LineError::TooLong)) => {
+                app.map.refused(Source::Text);
+                out.write_all(b"fail\n").await?;
+                break End::LineTooLong;
+            }
+            Some(Err(LineError::Io(e))) => return Err(e),
+        }
+    };
+    out.flush().await?;
+    Ok(end)
+}
+
+async fn answer<W: tokio::io::AsyncWrite + Unpin>(
+    out: &mut W,
+    app: &App,
+    line: Bytes,
+) -> io::Result<()> {
+    let ok = match parse_text_line(line) {
+        Ok((uid, payload)) => app.map.push(Source::Text, &uid, &payload).await.is_ok(),
+        Err(e) => {
+            tracing::debug!(error = %e, "refused text line");
+            app.map.refused(Source::Text);
+            false
+        }
+    };
+    out.write_all(if ok { b"ok\n" } else { b"fail\n" }).await
+}
+
+/// Splits a byte stream into lines ended by `\n` (a `\r` before it is removed
+/// too), each at most `max` bytes. A line longer than that is an error as soon
+/// as `max` bytes arrive without a line end, so a line that never ends cannot
+/// grow the buffer. Bytes after the last line end at EOF are not a line (the
+/// Workerman text protocol waited for the `\n` too).
+#[derive(Debug, Clone)]
+pub struct LineCodec {
+    max: usize,
+    /// Where the search for `\n` resumes, so a slowly arriving line is not
+    /// rescanned from the start on every read.
+    scanned: usize,
+}
+
+/// Why the line decoder stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// A line exceeded the maximum length.
+    #[error("line longer than the limit")]
+    TooLong,
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl LineCodec {
+    /// A decoder for lines of at most `max` bytes (line end excluded).
+    pub fn new(max: usize) -> LineCodec {
+        LineCodec { max, scanned: 0 }
+    }
+}
+
+impl Decoder for LineCodec {
+    type Item = Bytes;
+    type Error = LineError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
+        // A line of `max` bytes plus `\r\n` is still acceptable.
+        let window = buf.len().min(self.max + 2);
+        match buf[self.scanned.min(window)..window]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            Some(pos) => {
+                let end = self.scanned.min(window) + pos;
+                self.scanned = 0;
+                let mut line = buf.split_to(end + 1);
+                line.truncate(end);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(end - 1);
+                }
+                if line.len() > self.max {
+                    return Err(LineError::TooLong);
+                }
+                Ok(Some(line.freeze()))
+            }
+            None if buf.len() > self.max + 1 => Err(LineError::TooLong),
+            None => {
+                self.scanned = window;
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
+        match self.decode(buf)? {
+            Some(line) => Ok(Some(line)),
+            None => {
+                buf.clear();
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(max: usize, input: &[u8]) -> (Vec<Vec<u8>>, bool) {
+        let mut codec = LineCodec::new(max);
+        let mut buf = BytesMut::from(input);
+        let mut out = vec![];
+        loop {
+            match codec.decode_eof(&mut buf) {
+                Ok(Some(l)) => out.push(l.to_vec()),
+                Ok(None) => return (out, false),
+                Err(_) => return (out, true),
+            }
+        }
+    }
+
+    #[test]
+    fn splits_on_lf_and_crlf() {
+        let (lines, err) = decode_all(100, b"a\nb\r\n\nc");
+        assert_eq!(lines, vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec()]);
+        assert!(
+            !err,
+            "a trailing partial line is not an error, and not a line"
+        );
+    }
+
+    #[test]
+    fn the_limit_applies_without_the_line_end() {
+        assert_eq!(decode_all(3, b"abc\r\n").0, vec![b"abc".to_vec()]);
+        assert!(decode_all(3, b"abcd\n").1);
+        assert!(
+            decode_all(3, b"abcde").1,
+            "an endless line errors at the limit"
+        );
+    }
+
+    #[test]
+    fn lines_arriving_byte_by_byte() {
+        let mut codec = LineCodec::new(10);
+        let mut buf = BytesMut::new();
+        for &b in b"hello\r" {
+            buf.extend_from_slice(&[b]);
+            assert!(codec.decode(&mut buf).unwrap().is_none());
+        }
+        buf.extend_from_slice(b"\n");
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), &b"hello"[..]);
+    }
+}
