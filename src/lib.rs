@@ -63,11 +63,13 @@ impl App {
             max_len: config.queue_len,
             max_bytes: config.queue_bytes,
         };
+        // The recorder must exist before the map resolves its metric handles.
+        let prometheus = telemetry::prometheus();
         App {
             config: Arc::new(config),
             map: ConnectionMap::new(limits),
             shutdown: Shutdown::new(),
-            prometheus: telemetry::prometheus(),
+            prometheus,
         }
     }
 }

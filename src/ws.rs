@@ -27,6 +27,9 @@ use crate::telemetry;
 /// keeps a busy connection from starving its own inbound reads.
 const MAX_BATCH: usize = 64;
 
+/// How long a slow consumer gets to take its close frame.
+const SLOW_CLOSE_LIMIT: Duration = Duration::from_secs(1);
+
 /// `GET /` and `GET /ws`: the WebSocket upgrade.
 pub async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
     if app.shutdown.is_draining() {
@@ -142,8 +145,10 @@ async fn session(mut socket: WebSocket, mut conn: Connection, app: &App) {
             _ = app.shutdown.draining() => break End::Shutdown,
             delivery = conn.next(), if bound => match delivery {
                 Delivery::Message(first) => {
-                    if write_batch(&mut socket, &mut conn, first, write_timeout).await.is_err() {
-                        break End::WriteFailed;
+                    match write_batch(&mut socket, &mut conn, first, write_timeout).await {
+                        Ok(()) => {}
+                        Err(WriteError::Closing) => break End::SlowConsumer,
+                        Err(WriteError::Failed) => break End::WriteFailed,
                     }
                 }
                 Delivery::Close(_) => break End::SlowConsumer,
@@ -198,8 +203,22 @@ async fn session(mut socket: WebSocket, mut conn: Connection, app: &App) {
     // Unbind before the close handshake: a closing connection takes no pushes.
     drop(conn);
     if let Some((code, reason)) = end.close_frame() {
-        close(&mut socket, code, reason, write_timeout).await;
+        // A slow consumer's socket is likely stuck: try briefly, then drop it.
+        let limit = match end {
+            End::SlowConsumer => write_timeout.min(SLOW_CLOSE_LIMIT),
+            _ => write_timeout,
+        };
+        close(&mut socket, code, reason, limit).await;
     }
+}
+
+/// Why a batch write did not complete.
+enum WriteError {
+    /// The gateway asked the connection to close meanwhile (its queue
+    /// overflowed while the socket was stuck).
+    Closing,
+    /// The write failed or took longer than `--write-timeout`.
+    Failed,
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once.
@@ -208,20 +227,27 @@ async fn write_batch(
     conn: &mut Connection,
     first: crate::model::Payload,
     limit: Duration,
-) -> Result<(), ()> {
+) -> Result<(), WriteError> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match conn.try_next() {
+            Some(next) => batch.push(next),
+            None => break,
+        }
+    }
     let write = async {
-        socket.feed(Message::Text(first)).await?;
-        for _ in 1..MAX_BATCH {
-            match conn.try_next() {
-                Some(next) => socket.feed(Message::Text(next)).await?,
-                None => break,
-            }
+        for msg in batch {
+            socket.feed(Message::Text(msg)).await?;
         }
         socket.flush().await
     };
-    match timeout(limit, write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+    tokio::select! {
+        written = timeout(limit, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WriteError::Failed),
+        },
+        _ = conn.close_requested() => Err(WriteError::Closing),
     }
 }
 

@@ -86,6 +86,11 @@ pub(crate) enum Offer {
 }
 
 impl Outbox {
+    /// Whether this connection has been asked to close (it takes no more).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.ctl.close_reason().is_some()
+    }
+
     /// Enqueues without waiting. A full queue marks the connection a slow
     /// consumer.
     pub(crate) fn offer(&self, payload: &Payload) -> Offer {
@@ -149,6 +154,17 @@ impl Inbox {
                     None => return Delivery::Close(CloseReason::SlowConsumer),
                 },
             }
+        }
+    }
+
+    /// Resolves once the gateway asks this connection to close, so a write
+    /// stuck on a slow client can be abandoned.
+    pub(crate) async fn close_requested(&self) -> CloseReason {
+        loop {
+            if let Some(reason) = self.ctl.close_reason() {
+                return reason;
+            }
+            self.ctl.wake.notified().await;
         }
     }
 

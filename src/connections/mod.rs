@@ -116,11 +116,15 @@ impl ConnectionMap {
     pub async fn push(&self, source: Source, uid: &Uid, payload: &Payload) -> PushOutcome {
         let start = Instant::now();
         let outcome = {
-            let table = self.lock();
-            match table.by_uid.get(uid) {
+            let mut table = self.lock();
+            let outcome = match table.by_uid.get(uid) {
                 Some(conns) => offer_all(conns.iter(), payload),
                 None => PushOutcome::default(),
+            };
+            if outcome.dropped > 0 {
+                self.evict_closing(&mut table, uid);
             }
+            outcome
         };
         self.account(source, outcome, start);
         outcome
@@ -130,8 +134,20 @@ impl ConnectionMap {
     pub async fn broadcast(&self, source: Source, payload: &Payload) -> PushOutcome {
         let start = Instant::now();
         let outcome = {
-            let table = self.lock();
-            offer_all(table.by_uid.values().flatten(), payload)
+            let mut table = self.lock();
+            let outcome = offer_all(table.by_uid.values().flatten(), payload);
+            if outcome.dropped > 0 {
+                let closing: Vec<Uid> = table
+                    .by_uid
+                    .iter()
+                    .filter(|(_, conns)| conns.iter().any(Outbox::is_closing))
+                    .map(|(uid, _)| uid.clone())
+                    .collect();
+                for uid in closing {
+                    self.evict_closing(&mut table, &uid);
+                }
+            }
+            outcome
         };
         metrics::counter!(crate::telemetry::BROADCASTS, "source" => source.as_str()).increment(1);
         let m = &self.shared.metrics;
@@ -201,11 +217,22 @@ impl ConnectionMap {
     /// never removes a newer connection of the same uid (the seed's bug).
     fn unbind(&self, uid: &Uid, id: ConnId) {
         let mut table = self.lock();
+        self.remove_where(&mut table, uid, |o| o.id == id);
+    }
+
+    /// Takes connections that were just told to close (slow consumers) out of
+    /// routing at once: they are offline from this moment, not from when
+    /// their stuck socket finally gives up.
+    fn evict_closing(&self, table: &mut Table, uid: &Uid) {
+        self.remove_where(table, uid, Outbox::is_closing);
+    }
+
+    fn remove_where(&self, table: &mut Table, uid: &Uid, remove: impl Fn(&Outbox) -> bool) {
         let Some(conns) = table.by_uid.get_mut(uid) else {
             return;
         };
         let before = conns.len();
-        conns.retain(|o| o.id != id);
+        conns.retain(|o| !remove(o));
         let removed = before - conns.len();
         let now_empty = conns.is_empty();
         if now_empty {
@@ -262,6 +289,11 @@ impl Connection {
     /// connection ever receives anything.
     pub async fn next(&mut self) -> Delivery {
         self.inbox.next().await
+    }
+
+    /// Resolves once the gateway asks this connection to close.
+    pub async fn close_requested(&self) -> CloseReason {
+        self.inbox.close_requested().await
     }
 
     /// A further queued message, if one is ready now.

@@ -5,6 +5,7 @@ pub mod access;
 pub mod error;
 pub mod health;
 pub mod push;
+pub mod query;
 mod serve;
 
 use axum::Router;
@@ -22,6 +23,8 @@ pub fn router(app: App) -> Router {
     let api = Router::new()
         .route("/push", post(push::push))
         .route("/broadcast", post(push::broadcast))
+        .route("/users/{uid}", get(query::user))
+        .route("/stats", get(query::stats))
         .route_layer(middleware::from_fn(access::local_only))
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes));
     Router::new()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing, from Debian's
+# packages (and npm/PyPI where noted). Safe to run again: it only installs
+# what is absent. Needs root (or sudo) on a fresh Debian machine.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# name-of-command:debian-package
+for pair in php:php-cli redis-server:redis-server chromium:chromium; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  have "$cmd" || need_apt+=("$pkg")
+done
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi

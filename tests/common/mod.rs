@@ -1,0 +1,306 @@
+//! Test harness: runs the real `pushgate` binary on free loopback ports and
+//! gives tests real clients (tokio-tungstenite, raw TCP, reqwest).
+//!
+//! Each gateway is its own process, so its metrics, its open-file budget and
+//! its shutdown are its own. The ports are read from the binary's `listening`
+//! log line, so nothing waits on a sleep.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Child,
+    /// HTTP and WebSocket address.
+    pub http: SocketAddr,
+    /// Text port address.
+    pub text: SocketAddr,
+    /// Every log line so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Starts the binary with test-friendly defaults plus `args`.
+    pub fn start(args: &[&str]) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--text-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pushgate");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std_mpsc::channel();
+        let logs2 = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("\"listening\"") {
+                    let _ = tx.send(line.clone());
+                }
+                logs2.lock().unwrap().push(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("gateway did not start: {:?}", logs.lock().unwrap()));
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        let addr = |k: &str| v[k].as_str().expect("address field").parse().expect("addr");
+        Gateway {
+            http: addr("http"),
+            text: addr("text"),
+            child,
+            logs,
+        }
+    }
+
+    /// `ws://` URL of `path` on this gateway.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.http, path)
+    }
+
+    /// `http://` URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether any log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits until `uid` has exactly `n` bound connections (the bind frame is
+    /// processed asynchronously, so tests synchronise on the map's state).
+    pub async fn wait_bound(&self, uid: &str, n: u64) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let v: serde_json::Value = client
+                .get(self.url(&format!("/users/{uid}")))
+                .send()
+                .await
+                .expect("GET /users")
+                .json()
+                .await
+                .expect("json");
+            if v["connections"].as_u64() == Some(n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{uid} never reached {n} connections: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The value of one metric series in `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let body = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body");
+        metric_value(&body, series)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `series` (name plus labels, exactly as rendered) in a
+/// Prometheus text body; 0 when absent.
+pub fn metric_value(body: &str, series: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// A WebSocket client.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connects a WebSocket client to `url`.
+pub async fn ws_connect(url: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// Connects and binds `uid`, and waits until the gateway has bound it.
+pub async fn ws_bind(gw: &Gateway, uid: &str) -> Ws {
+    let before = connections_of(gw, uid).await;
+    let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+    ws.send(Message::text(uid)).await.expect("send uid");
+    gw.wait_bound(uid, before + 1).await;
+    ws
+}
+
+async fn connections_of(gw: &Gateway, uid: &str) -> u64 {
+    let v: serde_json::Value = reqwest::get(gw.url(&format!("/users/{uid}")))
+        .await
+        .expect("GET /users")
+        .json()
+        .await
+        .expect("json");
+    v["connections"].as_u64().unwrap_or(0)
+}
+
+/// The next text message, skipping pings; panics on anything else.
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended")
+            .expect("ws error");
+        match msg {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the close frame and returns it (code, reason).
+pub async fn next_close(ws: &mut Ws) -> Option<CloseFrame> {
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("timed out waiting for close");
+        match msg {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("ws error before close: {e}"),
+            None => panic!("stream ended without a close frame"),
+        }
+    }
+}
+
+/// Asserts that nothing more arrives: pushes a marker through the text port
+/// to `uid` and checks it is the very next message.
+pub async fn assert_nothing_else(gw: &Gateway, ws: &mut Ws, uid: &str) {
+    let marker = format!(r#"{{"uid":"{uid}","marker":true}}"#);
+    let mut text = TextClient::connect(gw).await;
+    assert_eq!(text.send(&marker).await, "ok");
+    assert_eq!(
+        next_text(ws).await,
+        marker,
+        "an unexpected message came first"
+    );
+}
+
+/// A raw TCP client of the text port.
+pub struct TextClient {
+    reader: TokioBufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl TextClient {
+    /// Connects to `gw`'s text port.
+    pub async fn connect(gw: &Gateway) -> TextClient {
+        let stream = TcpStream::connect(gw.text).await.expect("text connect");
+        let (r, w) = stream.into_split();
+        TextClient {
+            reader: TokioBufReader::new(r),
+            writer: w,
+        }
+    }
+
+    /// Writes raw bytes.
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one answer line, without its `\n`.
+    pub async fn answer(&mut self) -> String {
+        let mut line = String::new();
+        let n = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
+            .await
+            .expect("timed out waiting for an answer")
+            .expect("read");
+        assert!(n > 0, "connection closed before an answer");
+        assert!(line.ends_with('\n'), "answer {line:?} lacks its line end");
+        line.pop();
+        line
+    }
+
+    /// Sends one line (adding `\n`) and reads its answer.
+    pub async fn send(&mut self, line: &str) -> String {
+        self.write(format!("{line}\n").as_bytes()).await;
+        self.answer().await
+    }
+
+    /// Whether the server closed the connection (EOF next).
+    pub async fn is_closed(&mut self) -> bool {
+        let mut line = String::new();
+        matches!(
+            tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}

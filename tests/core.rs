@@ -1,0 +1,505 @@
+//! End-to-end tests of the core gateway against the real binary: WebSocket
+//! clients, the text port, REST, metrics and health.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn text_push_reaches_the_bound_client_byte_for_byte() {
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "uid1").await;
+    let mut text = TextClient::connect(&gw).await;
+    let line = r#"{"uid":"uid1","percent":"88%","msg":"\u4f60\u597d a\/b","n":1.50}"#;
+    assert_eq!(text.send(line).await, "ok");
+    assert_eq!(next_text(&mut ws).await, line);
+}
+
+#[tokio::test]
+async fn the_upgrade_works_on_root_too() {
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_connect(&gw.ws_url("/")).await;
+    ws.send(Message::text("root")).await.unwrap();
+    gw.wait_bound("root", 1).await;
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"root"}"#).await, "ok");
+    assert_eq!(next_text(&mut ws).await, r#"{"uid":"root"}"#);
+}
+
+#[tokio::test]
+async fn offline_and_invalid_lines_fail_and_the_connection_keeps_working() {
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "u").await;
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"nobody","x":1}"#).await, "fail");
+    for bad in [
+        "not json",
+        r#"{"percent":"88%"}"#,
+        r#"{"uid":1.5}"#,
+        r#"{"uid":null}"#,
+        r#"{"uid":["u"]}"#,
+        r#"{"uid":""}"#,
+        "",
+    ] {
+        assert_eq!(text.send(bad).await, "fail", "{bad:?}");
+    }
+    assert_eq!(text.send(r#"{"uid":"u","after":"errors"}"#).await, "ok");
+    assert_eq!(next_text(&mut ws).await, r#"{"uid":"u","after":"errors"}"#);
+}
+
+#[tokio::test]
+async fn crlf_lines_and_pipelined_lines_are_answered_in_order() {
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "p").await;
+    let mut text = TextClient::connect(&gw).await;
+    let mut batch = String::new();
+    let mut expected = vec![];
+    for i in 0..100 {
+        if i % 3 == 0 {
+            batch.push_str("{\"uid\":\"offline\"}\r\n");
+            expected.push("fail");
+        } else {
+            batch.push_str(&format!("{{\"uid\":\"p\",\"i\":{i}}}\r\n"));
+            expected.push("ok");
+        }
+    }
+    text.write(batch.as_bytes()).await;
+    for (i, want) in expected.iter().enumerate() {
+        assert_eq!(text.answer().await, *want, "answer {i}");
+    }
+    for i in (0..100).filter(|i| i % 3 != 0) {
+        assert_eq!(
+            next_text(&mut ws).await,
+            format!("{{\"uid\":\"p\",\"i\":{i}}}")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_number_uid_reaches_the_client_bound_by_its_decimal_text() {
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "42").await;
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":42,"v":"n"}"#).await, "ok");
+    assert_eq!(next_text(&mut ws).await, r#"{"uid":42,"v":"n"}"#);
+    let r: Value = reqwest::Client::new()
+        .post(gw.url("/push"))
+        .json(&json!({"uid": 42, "data": "via rest"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["delivered"], 1);
+    assert_eq!(next_text(&mut ws).await, "via rest");
+}
+
+#[tokio::test]
+async fn a_connection_per_push_works_like_the_seeds_php_client() {
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "c").await;
+    for i in 0..200 {
+        let mut text = TextClient::connect(&gw).await;
+        assert_eq!(text.send(&format!(r#"{{"uid":"c","i":{i}}}"#)).await, "ok");
+    }
+    for i in 0..200 {
+        assert_eq!(
+            next_text(&mut ws).await,
+            format!(r#"{{"uid":"c","i":{i}}}"#)
+        );
+    }
+    assert_nothing_else(&gw, &mut ws, "c").await;
+}
+
+#[tokio::test]
+async fn every_tab_of_a_uid_receives_and_closing_one_keeps_the_others() {
+    let gw = Gateway::start(&[]);
+    let mut tabs = vec![];
+    for _ in 0..3 {
+        tabs.push(ws_bind(&gw, "multi").await);
+    }
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"multi","n":1}"#).await, "ok");
+    for tab in &mut tabs {
+        assert_eq!(next_text(tab).await, r#"{"uid":"multi","n":1}"#);
+    }
+    // The oldest tab closes while newer ones of the same uid stay: they keep
+    // receiving (the seed's map lost them).
+    let mut oldest = tabs.remove(0);
+    oldest.close(None).await.unwrap();
+    gw.wait_bound("multi", 2).await;
+    assert_eq!(text.send(r#"{"uid":"multi","n":2}"#).await, "ok");
+    for tab in &mut tabs {
+        assert_eq!(next_text(tab).await, r#"{"uid":"multi","n":2}"#);
+        assert_nothing_else(&gw, tab, "multi").await;
+    }
+    for mut tab in tabs {
+        tab.close(None).await.unwrap();
+    }
+    gw.wait_bound("multi", 0).await;
+    assert_eq!(text.send(r#"{"uid":"multi","n":3}"#).await, "fail");
+}
+
+#[tokio::test]
+async fn a_reconnect_while_the_old_socket_is_still_open_keeps_the_new_one() {
+    let gw = Gateway::start(&[]);
+    let old = ws_bind(&gw, "re").await;
+    let mut new = ws_bind(&gw, "re").await;
+    // The old socket vanishes without a close handshake (a dropped TCP).
+    drop(old);
+    gw.wait_bound("re", 1).await;
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"re"}"#).await, "ok");
+    assert_eq!(next_text(&mut new).await, r#"{"uid":"re"}"#);
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_bound_connection_and_no_unbound_one() {
+    let gw = Gateway::start(&[]);
+    let mut a = ws_bind(&gw, "a").await;
+    let mut b1 = ws_bind(&gw, "b").await;
+    let mut b2 = ws_bind(&gw, "b").await;
+    let mut unbound = ws_connect(&gw.ws_url("/ws")).await;
+    let r: Value = reqwest::Client::new()
+        .post(gw.url("/broadcast"))
+        .header("content-type", "application/json")
+        .body(r#"{"data": {"z": 1, "a": [1.0, "x"]}}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"delivered": 3, "dropped": 0}));
+    for ws in [&mut a, &mut b1, &mut b2] {
+        assert_eq!(next_text(ws).await, r#"{"z": 1, "a": [1.0, "x"]}"#);
+    }
+    // The unbound client now binds; the next message it sees is the marker,
+    // so the broadcast never reached it.
+    unbound.send(Message::text("late")).await.unwrap();
+    gw.wait_bound("late", 1).await;
+    assert_nothing_else(&gw, &mut unbound, "late").await;
+}
+
+#[tokio::test]
+async fn rest_push_counts_connections_and_names_offline_uids() {
+    let gw = Gateway::start(&[]);
+    let mut x1 = ws_bind(&gw, "x").await;
+    let mut x2 = ws_bind(&gw, "x").await;
+    let mut y = ws_bind(&gw, "y").await;
+    let http = reqwest::Client::new();
+    let raw = r#"{"uid":["x","y","gone","x"],"data":{"b":2,"a":1e3,"s":"é"}}"#;
+    let r = http
+        .post(gw.url("/push"))
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(
+        r,
+        json!({"delivered": 3, "dropped": 0, "offline": ["gone"]})
+    );
+    for ws in [&mut x1, &mut x2, &mut y] {
+        assert_eq!(next_text(ws).await, r#"{"b":2,"a":1e3,"s":"é"}"#);
+    }
+    // A JSON string is sent as its text.
+    let r: Value = http
+        .post(gw.url("/push"))
+        .json(&json!({"uid": "y", "data": "plain \"text\""}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["delivered"], 1);
+    assert_eq!(next_text(&mut y).await, "plain \"text\"");
+}
+
+async fn assert_problem(resp: reqwest::Response, status: u16) -> Value {
+    assert_eq!(resp.status().as_u16(), status);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn rest_errors_are_problem_documents() {
+    let gw = Gateway::start(&["--max-body-bytes", "1000"]);
+    let http = reqwest::Client::new();
+    let post = |path: &str, ct: &str, body: String| {
+        http.post(gw.url(path))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    assert_problem(
+        post("/push", "application/json", "{nope".into())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    let missing = assert_problem(
+        post("/push", "application/json", r#"{"uid":"a"}"#.into())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        missing["detail"].as_str().unwrap().contains("data"),
+        "{missing}"
+    );
+    assert_problem(
+        post(
+            "/push",
+            "application/json",
+            r#"{"uid":1.5,"data":1}"#.into(),
+        )
+        .await
+        .unwrap(),
+        400,
+    )
+    .await;
+    assert_problem(
+        post("/broadcast", "application/json", "{}".into())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    let big = format!(r#"{{"uid":"a","data":"{}"}}"#, "x".repeat(2000));
+    assert_problem(post("/push", "application/json", big).await.unwrap(), 413).await;
+    assert_problem(
+        post("/push", "text/plain", r#"{"uid":"a","data":1}"#.into())
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    assert_problem(http.get(gw.url("/nope")).send().await.unwrap(), 404).await;
+    assert_problem(http.get(gw.url("/push")).send().await.unwrap(), 405).await;
+    // Still serving after all that.
+    let ok = post(
+        "/push",
+        "application/json",
+        r#"{"uid":"a","data":1}"#.into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn rest_pushes_through_a_proxy_are_refused_but_websockets_and_health_stay_open() {
+    let gw = Gateway::start(&[]);
+    let http = reqwest::Client::new();
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        for path in ["/push", "/broadcast"] {
+            let r = http
+                .post(gw.url(path))
+                .header(header, "for=203.0.113.9")
+                .json(&json!({"uid": "a", "data": 1}))
+                .send()
+                .await
+                .unwrap();
+            assert_problem(r, 403).await;
+        }
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = http
+            .get(gw.url(path))
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let gw = Gateway::start(&[]);
+    let r = reqwest::get(gw.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(gw.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "ready");
+}
+
+#[tokio::test]
+async fn metrics_count_connections_pushes_and_deliveries() {
+    let gw = Gateway::start(&[]);
+    let mut a = ws_bind(&gw, "m").await;
+    let _b = ws_bind(&gw, "m").await;
+    let _unbound = ws_connect(&gw.ws_url("/ws")).await;
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"m"}"#).await, "ok");
+    assert_eq!(text.send(r#"{"uid":"zz"}"#).await, "fail");
+    assert_eq!(text.send("bad").await, "fail");
+    next_text(&mut a).await;
+    reqwest::Client::new()
+        .post(gw.url("/push"))
+        .json(&json!({"uid": "m", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    let body = reqwest::get(gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v = |s: &str| metric_value(&body, s);
+    assert_eq!(v("pushgate_ws_connections"), 3.0, "{body}");
+    assert_eq!(v("pushgate_bound_uids"), 1.0);
+    assert_eq!(v("pushgate_text_connections"), 1.0);
+    assert_eq!(
+        v(r#"pushgate_pushes_total{source="text",result="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"pushgate_pushes_total{source="text",result="fail"}"#),
+        2.0
+    );
+    assert_eq!(
+        v(r#"pushgate_pushes_total{source="http",result="ok"}"#),
+        1.0
+    );
+    assert_eq!(v("pushgate_deliveries_total"), 4.0);
+    assert!(v("pushgate_push_enqueue_seconds_count") >= 2.0, "{body}");
+    assert!(
+        body.contains("# TYPE pushgate_push_enqueue_seconds histogram"),
+        "{body}"
+    );
+    assert!(!body.contains("\"m\""), "a uid must never be a label");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_while_a_fast_one_keeps_receiving() {
+    let gw = Gateway::start(&["--queue-len", "16", "--write-timeout", "30s"]);
+    let mut fast = ws_bind(&gw, "fast").await;
+    // Binds, then never reads again: its socket buffers fill, then its queue.
+    let _slow = ws_bind(&gw, "slow").await;
+    let http = reqwest::Client::new();
+    let chunk = "x".repeat(60 * 1024);
+    let mut sent = 0;
+    let mut slow_dropped = false;
+    while !slow_dropped {
+        assert!(sent < 5000, "the slow consumer was never disconnected");
+        let r: Value = http
+            .post(gw.url("/push"))
+            .json(&json!({"uid": ["fast", "slow"], "data": format!("{sent} {chunk}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            r["offline"].as_array().unwrap().iter().all(|u| u == "slow"),
+            "{r}"
+        );
+        slow_dropped = r["dropped"] == 1 || r["offline"] == json!(["slow"]);
+        // The fast client keeps up: it reads each message as it comes.
+        let got = next_text(&mut fast).await;
+        assert!(
+            got.starts_with(&format!("{sent} ")),
+            "fast client got message out of order"
+        );
+        sent += 1;
+    }
+    gw.wait_bound("slow", 0).await;
+    assert_eq!(
+        gw.metric(r#"pushgate_disconnects_total{reason="slow_consumer"}"#)
+            .await,
+        1.0
+    );
+    assert!(
+        gw.metric(r#"pushgate_dropped_messages_total{reason="slow_consumer"}"#)
+            .await
+            >= 1.0
+    );
+    assert_nothing_else(&gw, &mut fast, "fast").await;
+}
+
+#[tokio::test]
+async fn bad_bind_frames_close_with_1008() {
+    let gw = Gateway::start(&[]);
+    for uid in [String::new(), "u".repeat(257)] {
+        let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+        ws.send(Message::text(uid)).await.unwrap();
+        let frame = next_close(&mut ws).await.expect("close frame");
+        assert_eq!(u16::from(frame.code), 1008);
+        assert!(frame.reason.contains("uid"), "{}", frame.reason);
+    }
+    // 256 bytes is still fine.
+    let long = "u".repeat(256);
+    let _ws = ws_bind(&gw, &long).await;
+}
+
+#[tokio::test]
+async fn frames_after_the_bind_are_ignored() {
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "first").await;
+    ws.send(Message::text("second")).await.unwrap();
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_nothing_else(&gw, &mut ws, "first").await;
+    let v: Value = reqwest::get(gw.url("/users/second"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["online"], false);
+}
+
+#[tokio::test]
+async fn a_client_that_never_binds_is_closed_after_the_bind_timeout() {
+    let gw = Gateway::start(&["--bind-timeout", "300ms"]);
+    let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+    let frame = next_close(&mut ws).await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 1008);
+    assert!(frame.reason.contains("bind timeout"));
+}
+
+#[tokio::test]
+async fn unanswered_pings_drop_the_connection() {
+    let gw = Gateway::start(&["--ping-interval", "100ms", "--pong-timeout", "200ms"]);
+    // Answers pings while it is polled (tungstenite replies on read).
+    let mut alive = ws_bind(&gw, "alive").await;
+    // Never polled again after binding: pings go unanswered.
+    let _dead = ws_bind(&gw, "dead").await;
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = alive.next().await {} });
+    gw.wait_bound("dead", 0).await;
+    assert_eq!(
+        gw.metric(r#"pushgate_disconnects_total{reason="pong_timeout"}"#)
+            .await,
+        1.0
+    );
+    let v: Value = reqwest::get(gw.url("/users/alive"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["connections"], 1, "a client that answers pings stays");
+    assert_eq!(gw.metric("pushgate_ws_connections").await, 1.0);
+    reader.abort();
+}

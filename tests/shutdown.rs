@@ -1,0 +1,102 @@
+//! Graceful shutdown of the real binary under SIGTERM and SIGINT.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+
+#[tokio::test]
+async fn sigterm_drains_with_1001_turns_unready_and_exits_0() {
+    let mut gw = Gateway::start(&["--shutdown-timeout", "15s", "--write-timeout", "15s"]);
+    let mut clients = vec![];
+    for i in 0..20 {
+        clients.push(ws_bind(&gw, &format!("u{i}")).await);
+    }
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"u0"}"#).await, "ok");
+    assert_eq!(next_text(&mut clients[0]).await, r#"{"uid":"u0"}"#);
+
+    gw.signal("TERM");
+
+    // The first client takes its close frame but does not answer yet, which
+    // holds the gateway in its drain phase while we look at it.
+    let frame = next_close(&mut clients[0]).await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 1001);
+    let r = reqwest::get(gw.url("/readyz")).await.unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "readyz must fail as soon as the drain begins"
+    );
+    match tokio_tungstenite::connect_async(gw.ws_url("/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503)
+        }
+        other => panic!("a new WebSocket must be refused while draining: {other:?}"),
+    }
+    assert!(
+        tokio::net::TcpStream::connect(gw.text).await.is_err() || text.is_closed().await,
+        "the text port stops taking work"
+    );
+
+    for ws in clients.iter_mut().skip(1) {
+        let frame = next_close(ws).await.expect("close frame");
+        assert_eq!(u16::from(frame.code), 1001);
+        assert!(frame.reason.contains("shutting down"));
+    }
+    // Now the close replies go out and the drain can finish.
+    for mut ws in clients {
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+    let status = gw.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(gw.logged("shutdown complete"));
+}
+
+#[tokio::test]
+async fn sigint_exits_0_too() {
+    let mut gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "a").await;
+    gw.signal("INT");
+    assert_eq!(u16::from(next_close(&mut ws).await.unwrap().code), 1001);
+    while let Some(Ok(_)) = ws.next().await {}
+    assert!(gw.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_cannot_hold_the_shutdown_past_its_timeout() {
+    let mut gw = Gateway::start(&["--shutdown-timeout", "1s", "--write-timeout", "60s"]);
+    let _silent = ws_bind(&gw, "silent").await;
+    let start = Instant::now();
+    gw.signal("TERM");
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(gw.logged("shutdown timeout reached"));
+}
+
+#[tokio::test]
+async fn a_text_connection_gets_its_answers_then_is_closed_by_the_drain() {
+    let mut gw = Gateway::start(&["--shutdown-timeout", "15s", "--write-timeout", "15s"]);
+    let mut ws = ws_bind(&gw, "t").await;
+    let mut text = TextClient::connect(&gw).await;
+    // Sent before the signal, read after it: the answer is not lost.
+    text.write(b"{\"uid\":\"t\"}\n{\"uid\":\"nobody\"}\n").await;
+    gw.signal("TERM");
+    assert_eq!(text.answer().await, "ok");
+    assert_eq!(text.answer().await, "fail");
+    assert!(
+        text.is_closed().await,
+        "the drain closes idle text connections"
+    );
+    assert_eq!(next_text(&mut ws).await, r#"{"uid":"t"}"#);
+    assert_eq!(u16::from(next_close(&mut ws).await.unwrap().code), 1001);
+    while let Some(Ok(_)) = ws.next().await {}
+    assert!(gw.wait_exit(Duration::from_secs(20)).success());
+}
