@@ -7,9 +7,11 @@
 //! configurable so tests can run with short ones.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
 
 /// pushgate: a real-time push gateway. Browsers hold WebSocket connections and
 /// bind a user id; backends push to that uid over the legacy text port or REST.
@@ -87,6 +89,109 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "PUSHGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve the REST API (push, broadcast, disconnect, online queries) and
+    /// `/metrics` only on this separate address; the public `--listen` then
+    /// serves WebSocket and health alone. Unset: everything on `--listen`.
+    #[arg(long, env = "PUSHGATE_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// Secure mode with HS256 tokens: clients present a JWT (`?token=` on the
+    /// upgrade, or as the first text frame) and are bound to its `sub`.
+    #[arg(
+        long,
+        env = "PUSHGATE_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    pub jwt_secret: Option<Secret>,
+
+    /// Secure mode with RS256 or ES256 tokens: a PEM file with the public key.
+    #[arg(long, env = "PUSHGATE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `aud` claim (secure mode).
+    #[arg(long, env = "PUSHGATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim (secure mode).
+    #[arg(long, env = "PUSHGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Clock skew allowed when checking `exp` and `nbf`.
+    #[arg(long, env = "PUSHGATE_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// API keys for the REST API, sent as `Authorization: Bearer KEY`.
+    /// Repeat the flag (or separate with commas in the variable) to accept
+    /// several at once while rotating. Unset: only local callers may push.
+    #[arg(
+        long = "api-key",
+        env = "PUSHGATE_API_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_keys: Vec<Secret>,
+
+    /// A file of API keys, one per line (blank lines and `#` comments
+    /// ignored), added to `--api-key`.
+    #[arg(long, env = "PUSHGATE_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Reverse proxies (CIDR list) whose `Forwarded` / `X-Forwarded-For`
+    /// headers are believed for the client address. A request through a proxy
+    /// is never a local caller.
+    #[arg(long, env = "PUSHGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Peers (CIDR list) allowed on the text port; others are closed at
+    /// accept. Unset: every peer that can reach the port.
+    #[arg(long, env = "PUSHGATE_TEXT_ALLOW", value_delimiter = ',')]
+    pub text_allow: Vec<IpNet>,
+
+    /// Origins (`scheme://host[:port]`) allowed to open a WebSocket; others
+    /// get 403. Requests without `Origin` (non-browser clients) pass. Unset:
+    /// any origin.
+    #[arg(long, env = "PUSHGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Connections one uid may hold; binding one more closes its oldest (4002).
+    #[arg(long, env = "PUSHGATE_MAX_CONNS_PER_UID", default_value_t = 32)]
+    pub max_conns_per_uid: usize,
+
+    /// WebSocket connections the gateway holds at most; beyond it upgrades
+    /// answer 503. 0: derived from the open-file limit, leaving headroom.
+    #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// WebSocket connections one client address may hold. 0: no limit (many
+    /// clients share one NAT address).
+    #[arg(long, env = "PUSHGATE_MAX_CONNS_PER_IP", default_value_t = 0)]
+    pub max_conns_per_ip: usize,
+
+    /// WebSocket upgrades one client address may make per second. 0: no limit.
+    #[arg(long, env = "PUSHGATE_MAX_CONNECTS_PER_IP", default_value_t = 0)]
+    pub max_connects_per_ip: u32,
+}
+
+/// A secret value (JWT secret, API key): never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Secret(s.trim().to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// How log lines are written to standard error.
@@ -122,6 +227,9 @@ impl Config {
                 return Err(format!("{name} must be greater than zero"));
             }
         }
+        if self.max_conns_per_uid == 0 {
+            return Err("--max-conns-per-uid must be greater than zero".into());
+        }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be greater than zero".into());
         }
@@ -149,6 +257,18 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn secrets_are_never_printed_and_never_empty() {
+        let c = Config::parse_from(["pushgate", "--api-key", "k1,k2", "--jwt-secret", "hush"]);
+        assert_eq!(c.api_keys.len(), 2);
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("hush") && !printed.contains("k1"),
+            "{printed}"
+        );
+        assert!(Config::try_parse_from(["pushgate", "--api-key", " "]).is_err());
     }
 
     #[test]

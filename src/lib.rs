@@ -23,9 +23,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod http;
+pub mod limits;
 pub mod model;
 pub mod shutdown;
 pub mod telemetry;
@@ -54,23 +56,54 @@ pub struct App {
     pub shutdown: Shutdown,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
+    /// Client token verification; `None` in legacy mode.
+    pub verifier: Option<auth::TokenVerifier>,
+    /// REST API keys (empty: local callers only).
+    pub api_keys: auth::ApiKeys,
+    /// WebSocket admission limits.
+    pub admission: limits::Admission,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The JWT key could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthConfigError),
+    /// The API key file could not be read.
+    #[error("cannot read the API key file: {0}")]
+    ApiKeyFile(std::io::Error),
 }
 
 impl App {
     /// Builds the shared state for `config`.
-    pub fn new(config: Config) -> App {
+    pub fn new(config: Config) -> Result<App, StartError> {
         let limits = QueueLimits {
             max_len: config.queue_len,
             max_bytes: config.queue_bytes,
         };
         // The recorder must exist before the map resolves its metric handles.
         let prometheus = telemetry::prometheus();
-        App {
+        let verifier = auth::TokenVerifier::from_config(&config)?;
+        let api_keys = auth::ApiKeys::from_config(&config).map_err(StartError::ApiKeyFile)?;
+        let max_connections = match config.max_connections {
+            0 => limits::default_max_connections(),
+            n => n,
+        };
+        let admission = limits::Admission::new(
+            max_connections,
+            config.max_conns_per_ip,
+            config.max_connects_per_ip,
+        );
+        Ok(App {
+            map: ConnectionMap::new(limits, config.max_conns_per_uid),
             config: Arc::new(config),
-            map: ConnectionMap::new(limits),
             shutdown: Shutdown::new(),
             prometheus,
-        }
+            verifier,
+            api_keys,
+            admission,
+        })
     }
 }
 
@@ -81,18 +114,37 @@ pub struct Listeners {
     pub http: TcpListener,
     /// The legacy text push port.
     pub text: TcpListener,
+    /// The internal REST API listener (`--api-listen`), if separate.
+    pub api: Option<TcpListener>,
 }
 
 /// Runs the gateway until `shutdown` resolves, then shuts down gracefully
 /// within `config.shutdown_timeout`. Returns once everything is closed (or the
 /// timeout has passed).
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let timeout = config.shutdown_timeout;
-    let app = App::new(config);
+    let app = App::new(config)?;
+    tracing::info!(
+        max_connections = app.admission.max_connections(),
+        "connection capacity"
+    );
     let upkeep = tokio::spawn(telemetry::run_upkeep(app.prometheus.clone()));
+    let (public, api) = match listeners.api {
+        Some(api) => (http::public_router(app.clone()), Some(api)),
+        None => (http::router(app.clone()), None),
+    };
     app.shutdown
         .http()
-        .spawn(http::serve(listeners.http, app.clone()));
+        .spawn(http::serve(listeners.http, public, app.clone()));
+    if let Some(api) = api {
+        app.shutdown
+            .http()
+            .spawn(http::serve(api, http::api_router(app.clone()), app.clone()));
+    }
     app.shutdown
         .http()
         .spawn(text::serve(listeners.text, app.clone()));
@@ -108,4 +160,5 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         tracing::warn!(?timeout, "shutdown timeout reached; closing what is left");
     }
     upkeep.abort();
+    Ok(())
 }

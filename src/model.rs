@@ -216,6 +216,21 @@ pub struct PushResponse {
     pub offline: Vec<Uid>,
 }
 
+/// Body of `POST /disconnect`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectRequest {
+    /// Whose connections to close.
+    pub uid: UidList,
+}
+
+/// Answer of `POST /disconnect`.
+#[derive(Debug, Serialize)]
+pub struct DisconnectResponse {
+    /// Connections closed.
+    pub disconnected: usize,
+}
+
 /// Answer of `POST /broadcast`.
 #[derive(Debug, Serialize)]
 pub struct BroadcastResponse {

@@ -28,6 +28,14 @@ pub async fn serve(listener: TcpListener, app: App) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                let allowed = &app.config.text_allow;
+                let ip = peer.ip().to_canonical();
+                if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
+                    telemetry::text_disconnect("not_allowed");
+                    tracing::info!(%peer, "text port: peer not in --text-allow, closed");
+                    drop(stream);
+                    continue;
+                }
                 let app2 = app.clone();
                 app.shutdown
                     .sessions()

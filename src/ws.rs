@@ -11,14 +11,21 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
+use serde::Deserialize;
 use tokio::time::{Instant, timeout};
 
 use crate::App;
-use crate::connections::{Connection, Delivery};
+use crate::auth::{Identity, TokenError};
+use crate::connections::{CloseReason, Connection, Delivery};
+use crate::http::access::client_ip;
 use crate::http::error::ApiError;
 use crate::model::Uid;
 use crate::telemetry;
@@ -27,15 +34,62 @@ use crate::telemetry;
 /// keeps a busy connection from starving its own inbound reads.
 const MAX_BATCH: usize = 64;
 
+/// Close code for a connection closed by `POST /disconnect`.
+pub const CLOSE_KICKED: u16 = 4001;
+/// Close code for the oldest connection of a uid past `--max-conns-per-uid`.
+pub const CLOSE_REPLACED: u16 = 4002;
+
 /// How long a slow consumer gets to take its close frame.
 const SLOW_CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
+/// Query parameters of the upgrade.
+#[derive(Debug, Deserialize)]
+pub struct UpgradeQuery {
+    /// A JWT, in secure mode (instead of sending it as the first frame).
+    token: Option<String>,
+}
+
 /// `GET /` and `GET /ws`: the WebSocket upgrade.
-pub async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+///
+/// Refusals happen here, before the upgrade, as HTTP answers: 503 while
+/// shutting down or past a connection cap, 403 for an origin not allowed.
+pub async fn upgrade(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<UpgradeQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if app.shutdown.is_draining() {
         telemetry::rejected_upgrade("shutting_down");
         return ApiError::Unavailable("the gateway is shutting down".into()).into_response();
     }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin_allowed(&app.config.allowed_origins, origin.as_bytes())
+    {
+        telemetry::rejected_upgrade("origin");
+        return ApiError::Forbidden("this origin may not open a WebSocket here".into())
+            .into_response();
+    }
+    let client = client_ip(peer, &headers, &app.config.trusted_proxies);
+    let permit = match app.admission.admit(client, app.map.connections()) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            telemetry::rejected_upgrade(refusal.as_str());
+            tracing::debug!(%client, reason = refusal.as_str(), "upgrade refused");
+            return ApiError::Unavailable(format!(
+                "connection limit reached ({})",
+                refusal.as_str()
+            ))
+            .into_response();
+        }
+    };
+    // A token on the query string is checked now; the session closes with
+    // 1008 at once if it is bad (the client learns why from the close frame).
+    let preauth = match (&app.verifier, query.token) {
+        (Some(verifier), Some(token)) => Some(verifier.verify(&token)),
+        _ => None,
+    };
     let cfg = &app.config;
     // The tracker counts this session from now, not from when the upgrade
     // completes, so a shutdown never misses a connection mid-handshake.
@@ -50,8 +104,20 @@ pub async fn upgrade(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
         .max_frame_size(cfg.max_message_bytes)
         .on_upgrade(move |socket| async move {
             let conn = app.map.open();
-            session(socket, conn, &app).await;
+            session(socket, conn, preauth, &app).await;
+            drop(permit);
             drop(token);
+        })
+}
+
+/// Whether `origin` is one of `allowed` (exact `scheme://host[:port]`,
+/// ASCII case-insensitive); an empty list allows every origin.
+fn origin_allowed(allowed: &[String], origin: &[u8]) -> bool {
+    allowed.is_empty()
+        || allowed.iter().any(|a| {
+            a.trim_end_matches('/')
+                .as_bytes()
+                .eq_ignore_ascii_case(origin)
         })
 }
 
@@ -76,8 +142,12 @@ enum End {
     Protocol,
     /// No answer to a ping in time.
     PongTimeout,
-    /// The outbound queue overflowed.
-    SlowConsumer,
+    /// The gateway asked it to close (slow consumer, kicked, replaced).
+    Closed(CloseReason),
+    /// Secure mode: the token was missing, invalid or expired.
+    Token(TokenError),
+    /// Secure mode: the token expired while the connection was open.
+    TokenExpired,
     /// A write did not complete in time, or failed.
     WriteFailed,
 }
@@ -94,7 +164,17 @@ impl End {
             End::TooBig => (close_code::SIZE, "message too big"),
             End::BadUtf8 => (close_code::INVALID, "text is not valid UTF-8"),
             End::Protocol => (close_code::PROTOCOL, "protocol error"),
-            End::SlowConsumer => (close_code::POLICY, "slow consumer: outbound queue full"),
+            End::Closed(CloseReason::SlowConsumer) => {
+                (close_code::POLICY, "slow consumer: outbound queue full")
+            }
+            End::Closed(CloseReason::Kicked) => (CLOSE_KICKED, "disconnected by the server"),
+            End::Closed(CloseReason::Replaced) => {
+                (CLOSE_REPLACED, "too many connections for this uid")
+            }
+            End::Token(TokenError::Expired) | End::TokenExpired => {
+                (close_code::POLICY, "token expired")
+            }
+            End::Token(TokenError::Invalid) => (close_code::POLICY, "invalid token"),
         })
     }
 
@@ -109,37 +189,71 @@ impl End {
             End::BadUtf8 => "invalid_utf8",
             End::Protocol => "protocol_error",
             End::PongTimeout => "pong_timeout",
-            End::SlowConsumer => "slow_consumer",
+            End::Closed(reason) => reason.as_str(),
+            End::Token(TokenError::Expired) => "token_expired",
+            End::Token(TokenError::Invalid) => "invalid_token",
+            End::TokenExpired => "token_expired",
             End::WriteFailed => "write_failed",
         }
     }
 }
 
-/// What the single timer of a session stands for when it fires.
+/// When the single timer of a session must fire next: the bind deadline
+/// (unbound), the pong deadline or the next ping, or the token's expiry.
 fn next_wake(
     bound: bool,
     bind_deadline: Instant,
     next_ping: Instant,
     pong_due: Option<Instant>,
+    expires: Option<Instant>,
 ) -> Instant {
-    let heartbeat = pong_due.unwrap_or(next_ping);
-    if bound {
-        heartbeat
-    } else {
-        heartbeat.min(bind_deadline)
+    let mut wake = pong_due.unwrap_or(next_ping);
+    if !bound {
+        wake = wake.min(bind_deadline);
     }
+    if let Some(expires) = expires {
+        wake = wake.min(expires);
+    }
+    wake
 }
 
-async fn session(mut socket: WebSocket, mut conn: Connection, app: &App) {
+/// Binds `conn` to a verified identity; returns when the token expires.
+fn bind_identity(conn: &mut Connection, id: Identity) -> Instant {
+    tracing::debug!(conn = conn.id().0, uid = %id.uid, "bound (token)");
+    // A fresh connection's first bind cannot fail.
+    let _ = conn.bind(id.uid);
+    let left = id
+        .expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left
+}
+
+async fn session(
+    mut socket: WebSocket,
+    mut conn: Connection,
+    preauth: Option<Result<Identity, TokenError>>,
+    app: &App,
+) {
     let cfg = &app.config;
     let write_timeout = cfg.write_timeout;
     let bind_deadline = Instant::now() + cfg.bind_timeout;
     let mut next_ping = Instant::now() + cfg.ping_interval;
     let mut pong_due: Option<Instant> = None;
+    let mut expires: Option<Instant> = None;
+    let mut early_end = None;
+    match preauth {
+        Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id)),
+        Some(Err(e)) => early_end = Some(End::Token(e)),
+        None => {}
+    }
 
     let end = loop {
+        if let Some(end) = early_end.take() {
+            break end;
+        }
         let bound = conn.uid().is_some();
-        let wake = next_wake(bound, bind_deadline, next_ping, pong_due);
+        let wake = next_wake(bound, bind_deadline, next_ping, pong_due, expires);
         tokio::select! {
             biased;
             _ = app.shutdown.draining() => break End::Shutdown,
@@ -147,26 +261,33 @@ async fn session(mut socket: WebSocket, mut conn: Connection, app: &App) {
                 Delivery::Message(first) => {
                     match write_batch(&mut socket, &mut conn, first, write_timeout).await {
                         Ok(()) => {}
-                        Err(WriteError::Closing) => break End::SlowConsumer,
+                        Err(WriteError::Closing(reason)) => break End::Closed(reason),
                         Err(WriteError::Failed) => break End::WriteFailed,
                     }
                 }
-                Delivery::Close(_) => break End::SlowConsumer,
+                Delivery::Close(reason) => break End::Closed(reason),
             },
             frame = socket.recv() => {
                 pong_due = None;
                 match frame {
                     None | Some(Ok(Message::Close(_))) => break End::Peer,
-                    Some(Ok(Message::Text(text))) if !bound => {
-                        match Uid::new(text.as_str()) {
+                    Some(Ok(Message::Text(text))) if !bound => match &app.verifier {
+                        // Legacy mode: the first frame is the uid, trusted as
+                        // the seed trusted it.
+                        None => match Uid::new(text.as_str()) {
                             Ok(uid) => {
                                 tracing::debug!(conn = conn.id().0, %uid, "bound");
                                 // A fresh connection's first bind cannot fail.
                                 let _ = conn.bind(uid);
                             }
                             Err(e) => break End::BadUid(uid_error_reason(e)),
-                        }
-                    }
+                        },
+                        // Secure mode: the first frame is a token.
+                        Some(verifier) => match verifier.verify(text.as_str()) {
+                            Ok(id) => expires = Some(bind_identity(&mut conn, id)),
+                            Err(e) => break End::Token(e),
+                        },
+                    },
                     Some(Ok(Message::Binary(_))) if !bound => break End::BinaryUid,
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break classify_read_error(e),
@@ -176,6 +297,9 @@ async fn session(mut socket: WebSocket, mut conn: Connection, app: &App) {
                 let now = Instant::now();
                 if !bound && now >= bind_deadline {
                     break End::BindTimeout;
+                }
+                if expires.is_some_and(|at| now >= at) {
+                    break End::TokenExpired;
                 }
                 if pong_due.is_some_and(|due| now >= due) {
                     break End::PongTimeout;
@@ -205,7 +329,7 @@ async fn session(mut socket: WebSocket, mut conn: Connection, app: &App) {
     if let Some((code, reason)) = end.close_frame() {
         // A slow consumer's socket is likely stuck: try briefly, then drop it.
         let limit = match end {
-            End::SlowConsumer => write_timeout.min(SLOW_CLOSE_LIMIT),
+            End::Closed(CloseReason::SlowConsumer) => write_timeout.min(SLOW_CLOSE_LIMIT),
             _ => write_timeout,
         };
         close(&mut socket, code, reason, limit).await;
@@ -215,8 +339,8 @@ async fn session(mut socket: WebSocket, mut conn: Connection, app: &App) {
 /// Why a batch write did not complete.
 enum WriteError {
     /// The gateway asked the connection to close meanwhile (its queue
-    /// overflowed while the socket was stuck).
-    Closing,
+    /// overflowed while the socket was stuck, or it was kicked).
+    Closing(CloseReason),
     /// The write failed or took longer than `--write-timeout`.
     Failed,
 }
@@ -247,7 +371,7 @@ async fn write_batch(
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteError::Failed),
         },
-        _ = conn.close_requested() => Err(WriteError::Closing),
+        reason = conn.close_requested() => Err(WriteError::Closing(reason)),
     }
 }
 

@@ -20,12 +20,19 @@ use crate::model::{ConnId, Payload};
 pub enum CloseReason {
     /// Its outbound queue overflowed: it reads slower than it is pushed to.
     SlowConsumer = 1,
+    /// An operator disconnected its uid (`POST /disconnect`).
+    Kicked = 2,
+    /// Its uid bound more than `--max-conns-per-uid` connections; the
+    /// oldest goes.
+    Replaced = 3,
 }
 
 impl CloseReason {
     fn from_u8(v: u8) -> Option<CloseReason> {
         match v {
             1 => Some(CloseReason::SlowConsumer),
+            2 => Some(CloseReason::Kicked),
+            3 => Some(CloseReason::Replaced),
             _ => None,
         }
     }
@@ -34,6 +41,8 @@ impl CloseReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Kicked => "kicked",
+            CloseReason::Replaced => "too_many_for_uid",
         }
     }
 }
@@ -89,6 +98,11 @@ impl Outbox {
     /// Whether this connection has been asked to close (it takes no more).
     pub(crate) fn is_closing(&self) -> bool {
         self.ctl.close_reason().is_some()
+    }
+
+    /// Asks this connection to close.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.ctl.close(reason);
     }
 
     /// Enqueues without waiting. A full queue marks the connection a slow

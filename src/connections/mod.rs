@@ -57,6 +57,7 @@ pub struct ConnectionMap {
 
 struct Shared {
     table: Mutex<Table>,
+    max_per_uid: usize,
     next_id: AtomicU64,
     open: AtomicUsize,
     limits: QueueLimits,
@@ -81,11 +82,13 @@ pub enum BindError {
 }
 
 impl ConnectionMap {
-    /// An empty map whose connections get queues bounded by `limits`.
-    pub fn new(limits: QueueLimits) -> ConnectionMap {
+    /// An empty map whose connections get queues bounded by `limits`, with at
+    /// most `max_per_uid` connections per uid.
+    pub fn new(limits: QueueLimits, max_per_uid: usize) -> ConnectionMap {
         ConnectionMap {
             shared: Arc::new(Shared {
                 table: Mutex::new(Table::default()),
+                max_per_uid: max_per_uid.max(1),
                 next_id: AtomicU64::new(1),
                 open: AtomicUsize::new(0),
                 limits,
@@ -157,6 +160,21 @@ impl ConnectionMap {
         outcome
     }
 
+    /// Closes every connection of `uid` (they get a close code of their own,
+    /// 4001) and returns how many there were. They are offline at once.
+    pub fn disconnect(&self, uid: &Uid) -> usize {
+        let mut table = self.lock();
+        let Some(conns) = table.by_uid.get(uid) else {
+            return 0;
+        };
+        for conn in conns {
+            conn.close(CloseReason::Kicked);
+        }
+        let n = conns.len();
+        self.evict_closing(&mut table, uid);
+        n
+    }
+
     /// Counts a push that was refused before routing (bad input): it answers
     /// `fail` like an offline uid.
     pub fn refused(&self, source: Source) {
@@ -202,11 +220,22 @@ impl ConnectionMap {
     }
 
     fn bind(&self, uid: &Uid, outbox: Outbox) {
-        let mut table = self.lock();
-        table.bound += 1;
+        let mut guard = self.lock();
+        let table = &mut *guard;
         match table.by_uid.entry(uid.clone()) {
-            Entry::Occupied(mut e) => e.get_mut().push(outbox),
+            Entry::Occupied(mut e) => {
+                let conns = e.get_mut();
+                // One user opening tab after tab must not grow without bound:
+                // the oldest connection gives way.
+                if conns.len() >= self.shared.max_per_uid {
+                    conns.remove(0).close(CloseReason::Replaced);
+                } else {
+                    table.bound += 1;
+                }
+                conns.push(outbox);
+            }
             Entry::Vacant(e) => {
+                table.bound += 1;
                 e.insert(vec![outbox]);
                 self.shared.metrics.bound_uids.increment(1.0);
             }
@@ -317,10 +346,13 @@ mod tests {
     use super::*;
 
     fn map() -> ConnectionMap {
-        ConnectionMap::new(QueueLimits {
-            max_len: 4,
-            max_bytes: 1024,
-        })
+        ConnectionMap::new(
+            QueueLimits {
+                max_len: 4,
+                max_bytes: 1024,
+            },
+            2,
+        )
     }
 
     fn uid(s: &str) -> Uid {
@@ -372,6 +404,29 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn the_oldest_connection_gives_way_past_the_per_uid_cap() {
+        let map = map();
+        let mut conns: Vec<Connection> = (0..3).map(|_| map.open()).collect();
+        for c in &mut conns {
+            c.bind(uid("u")).unwrap();
+        }
+        assert_eq!(map.connections_of(&uid("u")), 2);
+        assert_eq!(map.bound_connections(), 2);
+        assert!(matches!(
+            conns[0].next().await,
+            Delivery::Close(CloseReason::Replaced)
+        ));
+        assert_eq!(map.disconnect(&uid("u")), 2);
+        assert!(matches!(
+            conns[2].next().await,
+            Delivery::Close(CloseReason::Kicked)
+        ));
+        assert_eq!(map.bound_uids(), 0);
+        drop(conns);
+        assert_eq!(map.bound_connections(), 0);
     }
 
     #[tokio::test]

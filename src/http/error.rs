@@ -14,6 +14,9 @@ pub enum ApiError {
     /// The body is not valid JSON or lacks a required field.
     #[error("{0}")]
     BadRequest(String),
+    /// The request lacks a valid API key.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The caller may not use this endpoint.
     #[error("{0}")]
     Forbidden(String),
@@ -38,6 +41,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

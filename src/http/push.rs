@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use crate::App;
 use crate::model::{
-    BroadcastRequest, BroadcastResponse, PushRequest, PushResponse, Source, payload_from_data,
+    BroadcastRequest, BroadcastResponse, DisconnectRequest, DisconnectResponse, PushRequest,
+    PushResponse, Source, payload_from_data,
 };
 
 /// A JSON body whose every failure is a problem document: 415 for another
@@ -85,4 +86,18 @@ pub async fn broadcast(
         delivered: outcome.delivered,
         dropped: outcome.dropped,
     }))
+}
+
+/// `POST /disconnect`: close every connection of each uid (close code 4001).
+pub async fn disconnect(
+    State(app): State<App>,
+    JsonBody(req): JsonBody<DisconnectRequest>,
+) -> Json<DisconnectResponse> {
+    let disconnected = req
+        .uid
+        .into_unique()
+        .iter()
+        .map(|uid| app.map.disconnect(uid))
+        .sum();
+    Json(DisconnectResponse { disconnected })
 }

@@ -18,8 +18,7 @@ use crate::App;
 
 /// Serves HTTP on `listener` until the stop phase of shutdown, then lets each
 /// connection finish the request it is serving.
-pub async fn serve(listener: TcpListener, app: App) {
-    let router = super::router(app.clone());
+pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
