@@ -8,7 +8,7 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # name-of-command:debian-package
-for pair in php:php-cli redis-server:redis-server chromium:chromium; do
+for pair in php:php-cli redis-server:redis-server chromium:chromium node:nodejs npm:npm; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   have "$cmd" || need_apt+=("$pkg")
 done
@@ -19,4 +19,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# tests/browser.rs drives Debian's chromium through playwright-core (the npm
+# package alone: it never downloads a browser). Installed from the committed
+# lock file when missing or when the lock file changed.
+browser_dir="$(dirname "$0")/../tests/browser"
+stamp="$browser_dir/node_modules/.package-lock.json"
+if [ ! -d "$browser_dir/node_modules/playwright-core" ] || [ "$browser_dir/package-lock.json" -nt "$stamp" ]; then
+  echo "installing: npm packages of tests/browser"
+  npm ci --prefix "$browser_dir" --no-audit --no-fund --loglevel=error
 fi
