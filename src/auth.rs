@@ -83,7 +83,16 @@ impl TokenVerifier {
         };
         let mut validation = Validation::new(alg);
         validation.leeway = config.jwt_leeway.as_secs();
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured audience or issuer must be present, not merely
+        // correct when present.
+        let mut required = vec!["exp", "sub"];
+        if config.jwt_audience.is_some() {
+            required.push("aud");
+        }
+        if config.jwt_issuer.is_some() {
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
         match &config.jwt_audience {
             Some(aud) => validation.set_audience(&[aud]),

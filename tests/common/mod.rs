@@ -30,6 +30,8 @@ pub struct Gateway {
     pub http: SocketAddr,
     /// Text port address.
     pub text: SocketAddr,
+    /// The separate API listener (`--api-listen`), if any.
+    pub api: Option<SocketAddr>,
     /// Every log line so far.
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -37,15 +39,15 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the binary with test-friendly defaults plus `args`.
     pub fn start(args: &[&str]) -> Gateway {
+        // Loopback port 0 unless the test names its own address.
+        let mut defaults = vec!["--log-format", "json"];
+        for flag in ["--listen", "--text-listen"] {
+            if !args.contains(&flag) {
+                defaults.extend([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--text-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+            .args(defaults)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -73,6 +75,7 @@ impl Gateway {
         Gateway {
             http: addr("http"),
             text: addr("text"),
+            api: v["api"].as_str().and_then(|a| a.parse().ok()),
             child,
             logs,
         }
@@ -303,4 +306,86 @@ impl TextClient {
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
+}
+
+/// Opens a WebSocket by hand over raw TCP (for frames a well-behaved client
+/// library refuses to send) and returns the stream after the 101 answer.
+pub async fn raw_ws(gw: &Gateway) -> TcpStream {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(gw.http).await.expect("connect");
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gw.http
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = s.read(&mut b).await.expect("read");
+        assert!(n == 1, "closed during handshake");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked client frame header: FIN set, `opcode`, declared `len`.
+pub fn frame_header(opcode: u8, len: u64) -> Vec<u8> {
+    let mut h = vec![0x80 | opcode];
+    if len < 126 {
+        h.push(0x80 | len as u8);
+    } else if len <= u16::MAX as u64 {
+        h.push(0x80 | 126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(0x80 | 127);
+        h.extend_from_slice(&len.to_be_bytes());
+    }
+    h.extend_from_slice(&[0, 0, 0, 0]); // mask key 0: payload goes as is
+    h
+}
+
+/// Reads server frames from a raw WebSocket until a close frame and returns
+/// its code (None if the connection ends without one).
+pub async fn raw_close_code(s: &mut TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        loop {
+            let mut h = [0u8; 2];
+            s.read_exact(&mut h).await.ok()?;
+            let mut len = (h[1] & 0x7f) as u64;
+            if len == 126 {
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b).await.ok()?;
+                len = u16::from_be_bytes(b) as u64;
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                s.read_exact(&mut b).await.ok()?;
+                len = u64::from_be_bytes(b);
+            }
+            let mut payload = vec![0u8; len as usize];
+            s.read_exact(&mut payload).await.ok()?;
+            if h[0] & 0x0f == 0x8 {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("timed out waiting for close")
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }

@@ -1,0 +1,593 @@
+//! Secure mode, access control, limits and bad input, each against the real
+//! binary: every case here fails without the behaviour it names.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use futures_util::SinkExt;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SECRET: &str = "test-secret";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn jwt(claims: Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn close_of(ws: &mut Ws) -> (u16, String) {
+    let f = next_close(ws).await.expect("close frame");
+    (u16::from(f.code), f.reason.to_string())
+}
+
+async fn online(gw: &Gateway, uid: &str) -> bool {
+    let v: Value = reqwest::get(gw.url(&format!("/users/{uid}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["online"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn secure_mode_binds_the_tokens_sub_from_the_query_or_the_first_frame() {
+    let gw = Gateway::start(&["--jwt-secret", SECRET]);
+    let token = jwt(json!({"sub": "alice", "exp": now() + 600}));
+    let mut q = ws_connect(&gw.ws_url(&format!("/ws?token={token}"))).await;
+    gw.wait_bound("alice", 1).await;
+    let mut f = ws_connect(&gw.ws_url("/ws")).await;
+    f.send(Message::text(jwt(
+        json!({"sub": "bob", "exp": now() + 600}),
+    )))
+    .await
+    .unwrap();
+    gw.wait_bound("bob", 1).await;
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"alice"}"#).await, "ok");
+    assert_eq!(text.send(r#"{"uid":"bob"}"#).await, "ok");
+    assert_eq!(next_text(&mut q).await, r#"{"uid":"alice"}"#);
+    assert_eq!(next_text(&mut f).await, r#"{"uid":"bob"}"#);
+    assert!(
+        !gw.logged("LEGACY MODE"),
+        "no legacy warning in secure mode"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_close_with_1008_and_never_bind() {
+    let gw = Gateway::start(&["--jwt-secret", SECRET, "--jwt-leeway", "0s"]);
+    let expired = jwt(json!({"sub": "eve", "exp": now() - 30}));
+    let wrong_key = encode(
+        &Header::default(),
+        &json!({"sub": "eve", "exp": now() + 600}),
+        &EncodingKey::from_secret(b"another"),
+    )
+    .unwrap();
+    // alg none: header {"alg":"none","typ":"JWT"}, claims {"sub":"eve","exp":9999999999}.
+    let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJldmUiLCJleHAiOjk5OTk5OTk5OTl9.";
+    for (token, reason) in [
+        (expired.as_str(), "token expired"),
+        (wrong_key.as_str(), "invalid token"),
+        (none, "invalid token"),
+        ("eve", "invalid token"),
+    ] {
+        let mut ws = ws_connect(&gw.ws_url(&format!("/ws?token={token}"))).await;
+        assert_eq!(
+            close_of(&mut ws).await,
+            (1008, reason.to_string()),
+            "query {token}"
+        );
+        let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+        ws.send(Message::text(token)).await.unwrap();
+        assert_eq!(
+            close_of(&mut ws).await,
+            (1008, reason.to_string()),
+            "frame {token}"
+        );
+    }
+    assert!(!online(&gw, "eve").await);
+}
+
+#[tokio::test]
+async fn a_missing_token_closes_at_the_bind_timeout() {
+    let gw = Gateway::start(&["--jwt-secret", SECRET, "--bind-timeout", "200ms"]);
+    let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+    assert_eq!(close_of(&mut ws).await.0, 1008);
+}
+
+#[tokio::test]
+async fn audience_and_issuer_are_enforced_when_configured() {
+    let gw = Gateway::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--jwt-audience",
+        "app",
+        "--jwt-issuer",
+        "auth",
+    ]);
+    let exp = now() + 600;
+    for (claims, ok) in [
+        (
+            json!({"sub": "a", "exp": exp, "aud": "app", "iss": "auth"}),
+            true,
+        ),
+        (
+            json!({"sub": "b", "exp": exp, "aud": "other", "iss": "auth"}),
+            false,
+        ),
+        (
+            json!({"sub": "c", "exp": exp, "aud": "app", "iss": "other"}),
+            false,
+        ),
+        (json!({"sub": "d", "exp": exp}), false),
+    ] {
+        let sub = claims["sub"].as_str().unwrap().to_owned();
+        let mut ws = ws_connect(&gw.ws_url(&format!("/ws?token={}", jwt(claims)))).await;
+        if ok {
+            gw.wait_bound(&sub, 1).await;
+        } else {
+            assert_eq!(close_of(&mut ws).await.0, 1008);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_that_expires_while_open_closes_the_connection() {
+    let gw = Gateway::start(&["--jwt-secret", SECRET, "--jwt-leeway", "0s"]);
+    let mut ws = ws_connect(&gw.ws_url(&format!(
+        "/ws?token={}",
+        jwt(json!({"sub": "short", "exp": now() + 2}))
+    )))
+    .await;
+    gw.wait_bound("short", 1).await;
+    assert_eq!(close_of(&mut ws).await, (1008, "token expired".to_string()));
+    assert!(!online(&gw, "short").await);
+}
+
+#[tokio::test]
+async fn api_keys_are_required_and_several_are_valid_at_once() {
+    let dir = std::env::temp_dir().join(format!("pushgate-keys-{}", std::process::id()));
+    std::fs::write(&dir, "# rotated in\nfrom-file\n\n").unwrap();
+    let gw = Gateway::start(&[
+        "--api-key",
+        "old-key",
+        "--api-key",
+        "new-key",
+        "--api-key-file",
+        dir.to_str().unwrap(),
+    ]);
+    let mut ws = ws_bind_with_key(&gw, "k", "new-key").await;
+    let http = reqwest::Client::new();
+    let push = |key: Option<&str>| {
+        let mut r = http
+            .post(gw.url("/push"))
+            .json(&json!({"uid": "k", "data": "hi"}));
+        if let Some(key) = key {
+            r = r.bearer_auth(key);
+        }
+        r.send()
+    };
+    let r = push(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(push(Some("wrong")).await.unwrap().status(), 401);
+    assert_eq!(push(Some("old-ke")).await.unwrap().status(), 401);
+    for key in ["old-key", "new-key", "from-file"] {
+        assert_eq!(push(Some(key)).await.unwrap().status(), 200, "{key}");
+        assert_eq!(next_text(&mut ws).await, "hi");
+    }
+    // A key works through a proxy too: it is the key, not the address, that counts.
+    let r = http
+        .get(gw.url("/stats"))
+        .bearer_auth("old-key")
+        .header("x-forwarded-for", "203.0.113.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        http.get(gw.url("/stats")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        http.get(gw.url("/users/k")).send().await.unwrap().status(),
+        401
+    );
+    for open in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(
+            http.get(gw.url(open)).send().await.unwrap().status(),
+            200,
+            "{open}"
+        );
+    }
+    assert!(!gw.logged("no API key configured"));
+    let _ = std::fs::remove_file(dir);
+}
+
+/// Binds `uid` on a gateway whose online query needs `key`.
+async fn ws_bind_with_key(gw: &Gateway, uid: &str, key: &str) -> Ws {
+    let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+    ws.send(Message::text(uid)).await.unwrap();
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let v: Value = http
+            .get(gw.url(&format!("/users/{uid}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["online"] == true {
+            return ws;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_empty_api_key_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "--api-key",
+            "",
+            "--listen",
+            "127.0.0.1:0",
+            "--text-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must not be empty"));
+}
+
+#[tokio::test]
+async fn api_listen_splits_public_and_internal_routes() {
+    let gw = Gateway::start(&["--api-listen", "127.0.0.1:0"]);
+    let api = gw.api.expect("api address logged");
+    let http = reqwest::Client::new();
+    let mut ws = ws_bind_on_api(&gw, api, "split").await;
+    for path in ["/push", "/broadcast", "/disconnect"] {
+        let r = http
+            .post(gw.url(path))
+            .json(&json!({"uid": "split", "data": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "public {path}");
+    }
+    for path in ["/metrics", "/stats", "/users/split"] {
+        assert_eq!(
+            http.get(gw.url(path)).send().await.unwrap().status(),
+            404,
+            "public {path}"
+        );
+    }
+    assert_eq!(
+        http.get(gw.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    let r = http
+        .post(format!("http://{api}/push"))
+        .json(&json!({"uid": "split", "data": "internal"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(next_text(&mut ws).await, "internal");
+    assert_eq!(
+        http.get(format!("http://{api}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The WebSocket endpoint is not on the internal listener.
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{api}/ws"))
+            .await
+            .is_err()
+    );
+}
+
+async fn ws_bind_on_api(gw: &Gateway, api: std::net::SocketAddr, uid: &str) -> Ws {
+    let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+    ws.send(Message::text(uid)).await.unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let v: Value = reqwest::get(format!("http://{api}/users/{uid}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["online"] == true {
+            return ws;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn ws_with_header(gw: &Gateway, name: &'static str, value: &str) -> Result<Ws, u16> {
+    let mut req = gw.ws_url("/ws").into_client_request().unwrap();
+    req.headers_mut().insert(name, value.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn per_ip_caps_use_forwarded_addresses_only_from_trusted_proxies() {
+    let trusted = Gateway::start(&[
+        "--max-conns-per-ip",
+        "1",
+        "--trusted-proxies",
+        "127.0.0.1/32",
+    ]);
+    let _a = ws_with_header(&trusted, "x-forwarded-for", "198.51.100.1")
+        .await
+        .unwrap();
+    let _b = ws_with_header(&trusted, "x-forwarded-for", "198.51.100.2")
+        .await
+        .unwrap();
+    assert_eq!(
+        ws_with_header(&trusted, "x-forwarded-for", "198.51.100.1")
+            .await
+            .err(),
+        Some(503)
+    );
+
+    let untrusted = Gateway::start(&["--max-conns-per-ip", "1"]);
+    let _a = ws_with_header(&untrusted, "x-forwarded-for", "198.51.100.1")
+        .await
+        .unwrap();
+    // The header is ignored: both come from 127.0.0.1.
+    assert_eq!(
+        ws_with_header(&untrusted, "x-forwarded-for", "198.51.100.2")
+            .await
+            .err(),
+        Some(503)
+    );
+    assert_eq!(
+        untrusted
+            .metric(r#"pushgate_rejected_upgrades_total{reason="per_ip_cap"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn the_global_cap_and_the_connect_rate_answer_503() {
+    let gw = Gateway::start(&["--max-connections", "2"]);
+    let _a = ws_connect(&gw.ws_url("/ws")).await;
+    let _b = ws_connect(&gw.ws_url("/ws")).await;
+    assert_eq!(ws_with_header(&gw, "x-test", "1").await.err(), Some(503));
+    assert_eq!(
+        gw.metric(r#"pushgate_rejected_upgrades_total{reason="connection_cap"}"#)
+            .await,
+        1.0
+    );
+
+    let gw = Gateway::start(&["--max-connects-per-ip", "3"]);
+    for _ in 0..3 {
+        drop(ws_connect(&gw.ws_url("/ws")).await);
+    }
+    assert_eq!(ws_with_header(&gw, "x-test", "1").await.err(), Some(503));
+    assert_eq!(
+        gw.metric(r#"pushgate_rejected_upgrades_total{reason="per_ip_rate"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn kick_closes_every_connection_of_the_uid_with_4001() {
+    let gw = Gateway::start(&[]);
+    let mut a = ws_bind(&gw, "kick").await;
+    let mut b = ws_bind(&gw, "kick").await;
+    let mut other = ws_bind(&gw, "stay").await;
+    let r: Value = reqwest::Client::new()
+        .post(gw.url("/disconnect"))
+        .json(&json!({"uid": "kick"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"disconnected": 2}));
+    assert_eq!(close_of(&mut a).await.0, 4001);
+    assert_eq!(close_of(&mut b).await.0, 4001);
+    assert!(!online(&gw, "kick").await);
+    assert_nothing_else(&gw, &mut other, "stay").await;
+}
+
+#[tokio::test]
+async fn past_the_per_uid_cap_the_oldest_connection_is_closed_with_4002() {
+    let gw = Gateway::start(&["--max-conns-per-uid", "2"]);
+    let mut first = ws_bind(&gw, "tabs").await;
+    let mut second = ws_bind(&gw, "tabs").await;
+    let mut third = ws_connect(&gw.ws_url("/ws")).await;
+    third.send(Message::text("tabs")).await.unwrap();
+    assert_eq!(close_of(&mut first).await.0, 4002);
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"tabs"}"#).await, "ok");
+    assert_eq!(next_text(&mut second).await, r#"{"uid":"tabs"}"#);
+    assert_eq!(next_text(&mut third).await, r#"{"uid":"tabs"}"#);
+}
+
+#[tokio::test]
+async fn the_text_allow_list_closes_other_peers_at_accept() {
+    let gw = Gateway::start(&["--text-allow", "10.0.0.0/8"]);
+    let mut text = TextClient::connect(&gw).await;
+    text.write(b"{\"uid\":\"x\"}\n").await;
+    assert!(text.is_closed().await);
+    assert_eq!(
+        gw.metric(r#"pushgate_text_disconnects_total{reason="not_allowed"}"#)
+            .await,
+        1.0
+    );
+
+    let gw = Gateway::start(&["--text-allow", "127.0.0.0/8,::1/128"]);
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"x"}"#).await, "fail");
+}
+
+#[tokio::test]
+async fn a_text_port_open_to_the_world_is_warned_about() {
+    let gw = Gateway::start(&["--text-listen", "0.0.0.0:0"]);
+    assert!(gw.logged("accepts pushes from any peer"));
+    assert!(gw.logged("LEGACY MODE"));
+    assert!(gw.logged("no API key configured"));
+}
+
+#[tokio::test]
+async fn origins_outside_the_allow_list_get_403() {
+    let gw = Gateway::start(&[
+        "--allowed-origins",
+        "https://app.example,http://localhost:8080",
+    ]);
+    assert_eq!(
+        ws_with_header(&gw, "origin", "https://evil.example")
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(
+        ws_with_header(&gw, "origin", "https://app.example")
+            .await
+            .is_ok()
+    );
+    assert!(
+        ws_with_header(&gw, "origin", "http://localhost:8080")
+            .await
+            .is_ok()
+    );
+    // No Origin header (a non-browser client) passes.
+    let _ws = ws_connect(&gw.ws_url("/ws")).await;
+}
+
+#[tokio::test]
+async fn oversized_frames_close_with_1009_without_buffering() {
+    let gw = Gateway::start(&["--max-message-bytes", "1024"]);
+    let before = rss_kib(gw.pid());
+    // A 100 MB frame is announced; only its header and a little data come.
+    let mut s = raw_ws(&gw).await;
+    s.write_all(&frame_header(0x1, 100 * 1024 * 1024))
+        .await
+        .unwrap();
+    s.write_all(&[b'a'; 4096]).await.unwrap();
+    assert_eq!(raw_close_code(&mut s).await, Some(1009));
+    let after = rss_kib(gw.pid());
+    assert!(
+        after < before + 8 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    // A message over the limit in several small frames is refused too.
+    let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+    ws.send(Message::text("x".repeat(2000))).await.unwrap();
+    assert_eq!(close_of(&mut ws).await.0, 1009);
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007_and_a_binary_uid_with_1003() {
+    let gw = Gateway::start(&[]);
+    let mut s = raw_ws(&gw).await;
+    s.write_all(&frame_header(0x1, 2)).await.unwrap();
+    s.write_all(&[0xc3, 0x28]).await.unwrap();
+    assert_eq!(raw_close_code(&mut s).await, Some(1007));
+
+    let mut ws = ws_connect(&gw.ws_url("/ws")).await;
+    ws.send(Message::binary(b"uid1".to_vec())).await.unwrap();
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1003);
+    assert!(reason.contains("text frame"), "{reason}");
+}
+
+#[tokio::test]
+async fn text_lines_over_the_limit_answer_fail_and_close() {
+    let gw = Gateway::start(&["--max-line-bytes", "100"]);
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(
+        text.send(&format!(r#"{{"uid":"a","x":"{}"}}"#, "y".repeat(200)))
+            .await,
+        "fail"
+    );
+    assert!(text.is_closed().await);
+    // A line that never ends is cut at the limit, not buffered.
+    let mut text = TextClient::connect(&gw).await;
+    text.write(&[b'x'; 500]).await;
+    assert_eq!(text.answer().await, "fail");
+    assert!(text.is_closed().await);
+    assert_eq!(
+        gw.metric(r#"pushgate_text_disconnects_total{reason="line_too_long"}"#)
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn an_idle_text_connection_is_closed() {
+    let gw = Gateway::start(&["--text-idle-timeout", "200ms"]);
+    let mut text = TextClient::connect(&gw).await;
+    text.write(b"{\"uid\":").await;
+    assert!(text.is_closed().await);
+    assert_eq!(
+        gw.metric(r#"pushgate_text_disconnects_total{reason="idle_timeout"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let gw = Gateway::start(&["--header-read-timeout", "500ms"]);
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // One header byte every 100 ms, as a slowloris client does; the gateway
+    // must close long before the 200 bytes are sent.
+    let mut closed = false;
+    for _ in 0..200 {
+        if s.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "the gateway kept a slowloris connection open");
+}
