@@ -86,6 +86,13 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// WebSocket closes per second during a drain (0: all at once). Spreading
+    /// them keeps a rolling deploy from making every client reconnect in the
+    /// same second; whatever is left at three quarters of
+    /// `--shutdown-timeout` is closed at once.
+    #[arg(long, env = "PUSHGATE_DRAIN_RATE", default_value_t = 1000)]
+    pub drain_rate: u32,
+
     /// Log format.
     #[arg(long, env = "PUSHGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -97,8 +97,8 @@ impl App {
         );
         Ok(App {
             map: ConnectionMap::new(limits, config.max_conns_per_uid),
+            shutdown: Shutdown::with_drain_rate(config.drain_rate, config.shutdown_timeout),
             config: Arc::new(config),
-            shutdown: Shutdown::new(),
             prometheus,
             verifier,
             api_keys,

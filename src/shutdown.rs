@@ -14,6 +14,8 @@
 //! (tokio-rs/axum#3003), which is why every session is started through
 //! [`Shutdown::sessions`] here rather than left to axum.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,17 +29,59 @@ pub struct Shutdown {
     stop: CancellationToken,
     sessions: TaskTracker,
     http: TaskTracker,
+    pacer: Arc<Pacer>,
+}
+
+/// Spreads WebSocket closes over time during a drain, so a rolling deploy
+/// does not make every client reconnect in the same second.
+#[derive(Debug, Default)]
+struct Pacer {
+    /// Closes per second; 0 closes everything at once.
+    rate: u32,
+    /// Slots go no later than this after the drain starts, so the drain
+    /// finishes inside the shutdown timeout.
+    last_slot: Duration,
+    started: OnceLock<Instant>,
+    issued: AtomicU64,
 }
 
 impl Shutdown {
-    /// A shutdown that has not begun.
+    /// A shutdown that has not begun, closing all WebSockets at once.
     pub fn new() -> Shutdown {
         Shutdown::default()
     }
 
+    /// A shutdown that closes `rate` WebSockets per second (0: all at once),
+    /// the last of them at three quarters of `timeout` at the latest, which
+    /// leaves the rest of it for close handshakes and HTTP requests.
+    pub fn with_drain_rate(rate: u32, timeout: Duration) -> Shutdown {
+        Shutdown {
+            pacer: Arc::new(Pacer {
+                rate,
+                last_slot: timeout.mul_f64(0.75),
+                ..Pacer::default()
+            }),
+            ..Shutdown::default()
+        }
+    }
+
     /// Starts the drain phase. Idempotent.
     pub fn begin(&self) {
+        self.pacer.started.get_or_init(Instant::now);
         self.drain.cancel();
+    }
+
+    /// When this session should close, once the drain has begun: the next
+    /// free slot at `--drain-rate` closes per second. The first few go at
+    /// once; call it once per session.
+    pub fn close_slot(&self) -> Instant {
+        let started = *self.pacer.started.get_or_init(Instant::now);
+        if self.pacer.rate == 0 {
+            return started;
+        }
+        let n = self.pacer.issued.fetch_add(1, Ordering::Relaxed);
+        let offset = Duration::from_secs_f64(n as f64 / f64::from(self.pacer.rate));
+        started + offset.min(self.pacer.last_slot)
     }
 
     /// Whether the drain phase has begun.
@@ -124,6 +168,24 @@ mod tests {
         assert!(!s.run(Duration::from_secs(3)).await);
         assert!(s.is_draining());
         stuck.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_slots_are_spread_at_the_rate_and_capped() {
+        let s = Shutdown::with_drain_rate(100, Duration::from_secs(4));
+        s.begin();
+        let start = Instant::now();
+        let slots: Vec<Duration> = (0..1000).map(|_| s.close_slot() - start).collect();
+        assert_eq!(slots[0], Duration::ZERO);
+        assert_eq!(slots[100], Duration::from_secs(1));
+        assert_eq!(
+            slots[999],
+            Duration::from_secs(3),
+            "capped at 3/4 of the timeout"
+        );
+        let at_once = Shutdown::with_drain_rate(0, Duration::from_secs(4));
+        at_once.begin();
+        assert_eq!(at_once.close_slot(), at_once.close_slot());
     }
 
     #[tokio::test(start_paused = true)]

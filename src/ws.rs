@@ -241,6 +241,8 @@ async fn session(
     let mut next_ping = Instant::now() + cfg.ping_interval;
     let mut pong_due: Option<Instant> = None;
     let mut expires: Option<Instant> = None;
+    // Set once the drain begins: when this session's paced close is due.
+    let mut close_at: Option<Instant> = None;
     let mut early_end = None;
     match preauth {
         Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id)),
@@ -254,9 +256,13 @@ async fn session(
         }
         let bound = conn.uid().is_some();
         let wake = next_wake(bound, bind_deadline, next_ping, pong_due, expires);
+        let wake = close_at.map_or(wake, |at| wake.min(at));
         tokio::select! {
             biased;
-            _ = app.shutdown.draining() => break End::Shutdown,
+            _ = app.shutdown.draining(), if close_at.is_none() => {
+                // Keep serving until this connection's slot comes up.
+                close_at = Some(app.shutdown.close_slot());
+            }
             delivery = conn.next(), if bound => match delivery {
                 Delivery::Message(first) => {
                     match write_batch(&mut socket, &mut conn, first, write_timeout).await {
@@ -295,6 +301,9 @@ async fn session(
             }
             _ = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
+                if close_at.is_some_and(|at| now >= at) {
+                    break End::Shutdown;
+                }
                 if !bound && now >= bind_deadline {
                     break End::BindTimeout;
                 }

@@ -100,3 +100,71 @@ async fn a_text_connection_gets_its_answers_then_is_closed_by_the_drain() {
     while let Some(Ok(_)) = ws.next().await {}
     assert!(gw.wait_exit(Duration::from_secs(20)).success());
 }
+
+#[tokio::test]
+async fn a_drain_spreads_closes_over_time_at_the_drain_rate() {
+    let mut gw = Gateway::start(&["--drain-rate", "1000", "--shutdown-timeout", "15s"]);
+    const CLIENTS: usize = 2000;
+    let mut tasks = Vec::with_capacity(CLIENTS);
+    let (bound_tx, mut bound_rx) = tokio::sync::mpsc::channel::<()>(CLIENTS);
+    for i in 0..CLIENTS {
+        let url = gw.ws_url("/ws");
+        let bound_tx = bound_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            use futures_util::SinkExt;
+            let mut ws = ws_connect(&url).await;
+            ws.send(tokio_tungstenite::tungstenite::Message::text(format!(
+                "d{i}"
+            )))
+            .await
+            .unwrap();
+            bound_tx.send(()).await.unwrap();
+            let code = next_close(&mut ws).await.map(|f| u16::from(f.code));
+            let at = Instant::now();
+            while let Some(Ok(_)) = ws.next().await {}
+            (code, at)
+        }));
+    }
+    for _ in 0..CLIENTS {
+        bound_rx.recv().await.unwrap();
+    }
+    // Every bind frame is sent; wait until the gateway has bound them all.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let v: serde_json::Value = reqwest::get(gw.url("/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["bound_connections"] == CLIENTS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all bound: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.signal("TERM");
+    let mut times = Vec::with_capacity(CLIENTS);
+    for task in tasks {
+        let (code, at) = task.await.unwrap();
+        assert_eq!(code, Some(1001));
+        times.push(at);
+    }
+    let first = *times.iter().min().unwrap();
+    let last = *times.iter().max().unwrap();
+    let spread = last - first;
+    // 2,000 closes at 1,000 per second take about two seconds, not one burst.
+    assert!(
+        spread >= Duration::from_millis(1500),
+        "closes spread over only {spread:?}"
+    );
+    let in_first_quarter_second = times
+        .iter()
+        .filter(|t| **t - first < Duration::from_millis(250))
+        .count();
+    assert!(
+        in_first_quarter_second < CLIENTS / 2,
+        "{in_first_quarter_second} closed at once"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(20)).success());
+}
