@@ -179,6 +179,34 @@ pub struct Config {
     /// WebSocket upgrades one client address may make per second. 0: no limit.
     #[arg(long, env = "PUSHGATE_MAX_CONNECTS_PER_IP", default_value_t = 0)]
     pub max_connects_per_ip: u32,
+
+    /// Cluster mode: nodes share routing through this Redis
+    /// (`redis://[:password@]host:port[/db]`). Unset: a single node.
+    #[arg(long, env = "PUSHGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Prefix of every Redis key and channel, so deployments can share a Redis.
+    #[arg(long, env = "PUSHGATE_REDIS_PREFIX", default_value = "pushgate:")]
+    pub redis_prefix: String,
+
+    /// This node's id on the bus. Default: `POD_NAME` when set, else the host
+    /// name with the process id and a random suffix.
+    #[arg(long, env = "PUSHGATE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Longest wait for Redis on a push; past it the push answers `fail`/503.
+    #[arg(long, env = "PUSHGATE_REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// How often a node checks, by publishing to its own channel, that its
+    /// subscription still receives.
+    #[arg(long, env = "PUSHGATE_REDIS_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub redis_probe_interval: Duration,
+
+    /// `/readyz` answers 503 while Redis is unreachable (cluster mode), taking
+    /// the node out of rotation instead of serving local clients only.
+    #[arg(long, env = "PUSHGATE_REQUIRE_REDIS")]
+    pub require_redis: bool,
 }
 
 /// A secret value (JWT secret, API key): never printed by `Debug`.
@@ -220,6 +248,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// This node's id: `--node-id`, else `POD_NAME`, else host name, process
+    /// id and a random suffix (unique even for two processes on one host).
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        if let Ok(pod) = std::env::var("POD_NAME")
+            && !pod.is_empty()
+        {
+            return pod;
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "node".to_owned());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!("{host}-{}-{nanos:x}", std::process::id())
+    }
+
     /// Checks relations between options that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -236,6 +284,14 @@ impl Config {
         }
         if self.max_conns_per_uid == 0 {
             return Err("--max-conns-per-uid must be greater than zero".into());
+        }
+        if self.redis_probe_interval.is_zero() || self.redis_timeout.is_zero() {
+            return Err(
+                "--redis-probe-interval and --redis-timeout must be greater than zero".into(),
+            );
+        }
+        if self.require_redis && self.redis_url.is_none() {
+            return Err("--require-redis needs --redis-url".into());
         }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be greater than zero".into());

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod http;
@@ -73,6 +74,9 @@ pub enum StartError {
     /// The API key file could not be read.
     #[error("cannot read the API key file: {0}")]
     ApiKeyFile(std::io::Error),
+    /// The Redis URL is not valid.
+    #[error("invalid --redis-url: {0}")]
+    RedisUrl(redis::RedisError),
 }
 
 impl App {
@@ -95,8 +99,21 @@ impl App {
             config.max_conns_per_ip,
             config.max_connects_per_ip,
         );
+        let cluster = match &config.redis_url {
+            Some(url) => Some(
+                cluster::Cluster::new(cluster::ClusterConfig {
+                    url: url.0.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    node_id: config.node_id(),
+                    probe_interval: config.redis_probe_interval,
+                    timeout: config.redis_timeout,
+                })
+                .map_err(StartError::RedisUrl)?,
+            ),
+            None => None,
+        };
         Ok(App {
-            map: ConnectionMap::new(limits, config.max_conns_per_uid),
+            map: ConnectionMap::new(limits, config.max_conns_per_uid, cluster),
             shutdown: Shutdown::with_drain_rate(config.drain_rate, config.shutdown_timeout),
             config: Arc::new(config),
             prometheus,
@@ -133,6 +150,17 @@ pub async fn run(
         "connection capacity"
     );
     let upkeep = tokio::spawn(telemetry::run_upkeep(app.prometheus.clone()));
+    if let Some(cluster) = app.map.cluster() {
+        tracing::info!(
+            node = cluster.node_id(),
+            "cluster mode: routing through Redis"
+        );
+        app.shutdown.http().spawn(cluster::run(
+            cluster.clone(),
+            app.map.clone(),
+            app.shutdown.clone(),
+        ));
+    }
     let (public, api) = match listeners.api {
         Some(api) => (http::public_router(app.clone()), Some(api)),
         None => (http::router(app.clone()), None),

@@ -207,12 +207,14 @@ pub fn payload_from_data(data: &RawValue) -> Result<Payload, serde_json::Error> 
 /// Answer of `POST /push`.
 #[derive(Debug, Serialize)]
 pub struct PushResponse {
-    /// Connections that accepted the message into their queue.
+    /// Connections on this node that accepted the message into their queue.
     pub delivered: usize,
-    /// Connections that were bound but could not take it (slow consumers,
-    /// disconnected for it).
+    /// Connections on this node that were bound but could not take it (slow
+    /// consumers, disconnected for it).
     pub dropped: usize,
-    /// Requested uids with no connection that accepted it.
+    /// Other nodes that received it (cluster mode; 0 on a single node).
+    pub nodes: usize,
+    /// Requested uids no connection on any node took it for.
     pub offline: Vec<Uid>,
 }
 
@@ -227,17 +229,19 @@ pub struct DisconnectRequest {
 /// Answer of `POST /disconnect`.
 #[derive(Debug, Serialize)]
 pub struct DisconnectResponse {
-    /// Connections closed.
+    /// Connections closed on this node (other nodes close theirs too).
     pub disconnected: usize,
 }
 
 /// Answer of `POST /broadcast`.
 #[derive(Debug, Serialize)]
 pub struct BroadcastResponse {
-    /// Connections that accepted the message into their queue.
+    /// Connections on this node that accepted the message into their queue.
     pub delivered: usize,
-    /// Bound connections that could not take it.
+    /// Bound connections on this node that could not take it.
     pub dropped: usize,
+    /// Other nodes that received it (cluster mode; 0 on a single node).
+    pub nodes: usize,
 }
 
 #[cfg(test)]

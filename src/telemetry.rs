@@ -40,6 +40,17 @@ pub const TEXT_DISCONNECTS: &str = "pushgate_text_disconnects_total";
 /// WebSocket upgrades refused, by `reason`.
 pub const REJECTED_UPGRADES: &str = "pushgate_rejected_upgrades_total";
 
+/// Pushes that answered `fail`, by `reason` (offline, invalid, redis_unavailable).
+pub const PUSH_FAILURES: &str = "pushgate_push_failures_total";
+/// 1 while the Redis bus is connected and subscribed (cluster mode).
+pub const REDIS_UP: &str = "pushgate_redis_up";
+/// Redis bus reconnections, by `reason`.
+pub const REDIS_RECONNECTS: &str = "pushgate_redis_reconnects_total";
+/// Time one PUBLISH took.
+pub const REDIS_PUBLISH_SECONDS: &str = "pushgate_redis_publish_seconds";
+/// Uid channels this node subscribes to.
+pub const REDIS_SUBSCRIPTIONS: &str = "pushgate_redis_subscriptions";
+
 /// Sets up the tracing subscriber: `RUST_LOG` filters (default `info`), text or
 /// JSON lines on standard error.
 pub fn init_tracing(format: LogFormat) {
@@ -130,6 +141,18 @@ fn describe() {
         "Text-port connections closed by the gateway, by reason."
     );
     describe_counter!(REJECTED_UPGRADES, "WebSocket upgrades refused, by reason.");
+    describe_counter!(PUSH_FAILURES, "Pushes that answered fail, by reason.");
+    describe_gauge!(
+        REDIS_UP,
+        "1 while the Redis bus is connected and subscribed."
+    );
+    describe_counter!(REDIS_RECONNECTS, "Redis bus reconnections, by reason.");
+    describe_histogram!(
+        REDIS_PUBLISH_SECONDS,
+        Unit::Seconds,
+        "Time one Redis PUBLISH took."
+    );
+    describe_gauge!(REDIS_SUBSCRIPTIONS, "Uid channels this node subscribes to.");
 }
 
 /// Pre-resolved handles for the hot path.
@@ -178,6 +201,11 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Counts a push that answered `fail`.
+pub fn push_failed(reason: &'static str) {
+    metrics::counter!(PUSH_FAILURES, "reason" => reason).increment(1);
 }
 
 /// Counts a WebSocket connection closed by the gateway.

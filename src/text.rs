@@ -137,7 +137,11 @@ async fn answer<W: tokio::io::AsyncWrite + Unpin>(
     line: Bytes,
 ) -> io::Result<()> {
     let ok = match parse_text_line(line) {
-        Ok((uid, payload)) => app.map.push(Source::Text, &uid, &payload).await.is_ok(),
+        // Cluster trouble answers `fail` too: never a false `ok`.
+        Ok((uid, payload)) => matches!(
+            app.map.push(Source::Text, &uid, &payload).await,
+            Ok(outcome) if outcome.is_ok()
+        ),
         Err(e) => {
             tracing::debug!(error = %e, "refused text line");
             app.map.refused(Source::Text);

@@ -174,7 +174,7 @@ async fn broadcast_reaches_every_bound_connection_and_no_unbound_one() {
         .json()
         .await
         .unwrap();
-    assert_eq!(r, json!({"delivered": 3, "dropped": 0}));
+    assert_eq!(r, json!({"delivered": 3, "dropped": 0, "nodes": 0}));
     for ws in [&mut a, &mut b1, &mut b2] {
         assert_eq!(next_text(ws).await, r#"{"z": 1, "a": [1.0, "x"]}"#);
     }
@@ -204,7 +204,7 @@ async fn rest_push_counts_connections_and_names_offline_uids() {
     let r: Value = r.json().await.unwrap();
     assert_eq!(
         r,
-        json!({"delivered": 3, "dropped": 0, "offline": ["gone"]})
+        json!({"delivered": 3, "dropped": 0, "nodes": 0, "offline": ["gone"]})
     );
     for ws in [&mut x1, &mut x2, &mut y] {
         assert_eq!(next_text(ws).await, r#"{"b":2,"a":1e3,"s":"é"}"#);

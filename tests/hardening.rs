@@ -64,6 +64,7 @@ async fn secure_mode_binds_the_tokens_sub_from_the_query_or_the_first_frame() {
     assert_eq!(text.send(r#"{"uid":"bob"}"#).await, "ok");
     assert_eq!(next_text(&mut q).await, r#"{"uid":"alice"}"#);
     assert_eq!(next_text(&mut f).await, r#"{"uid":"bob"}"#);
+    gw.wait_logged("connection capacity");
     assert!(
         !gw.logged("LEGACY MODE"),
         "no legacy warning in secure mode"
@@ -218,6 +219,7 @@ async fn api_keys_are_required_and_several_are_valid_at_once() {
             "{open}"
         );
     }
+    gw.wait_logged("connection capacity");
     assert!(!gw.logged("no API key configured"));
     let _ = std::fs::remove_file(dir);
 }
@@ -462,9 +464,9 @@ async fn the_text_allow_list_closes_other_peers_at_accept() {
 #[tokio::test]
 async fn a_text_port_open_to_the_world_is_warned_about() {
     let gw = Gateway::start(&["--text-listen", "0.0.0.0:0"]);
-    assert!(gw.logged("accepts pushes from any peer"));
-    assert!(gw.logged("LEGACY MODE"));
-    assert!(gw.logged("no API key configured"));
+    gw.wait_logged("accepts pushes from any peer");
+    gw.wait_logged("LEGACY MODE");
+    gw.wait_logged("no API key configured");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::App;
+use crate::connections::RouteError;
 use crate::model::{
     BroadcastRequest, BroadcastResponse, DisconnectRequest, DisconnectResponse, PushRequest,
     PushResponse, Source, payload_from_data,
@@ -61,15 +62,31 @@ pub async fn push(
     let mut answer = PushResponse {
         delivered: 0,
         dropped: 0,
+        nodes: 0,
         offline: Vec::new(),
     };
+    let mut unknown = Vec::new();
     for uid in req.uid.into_unique() {
-        let outcome = app.map.push(Source::Http, &uid, &payload).await;
+        let outcome = match app.map.push(Source::Http, &uid, &payload).await {
+            Ok(outcome) => outcome,
+            Err(RouteError::ClusterUnavailable(outcome)) => {
+                unknown.push(uid.to_string());
+                outcome
+            }
+        };
         answer.delivered += outcome.delivered;
         answer.dropped += outcome.dropped;
+        answer.nodes += outcome.nodes;
         if !outcome.is_ok() {
             answer.offline.push(uid);
         }
+    }
+    if !unknown.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "Redis is unavailable: not delivered to {}; delivered to {} local connection(s)",
+            unknown.join(", "),
+            answer.delivered
+        )));
     }
     Ok(Json(answer))
 }
@@ -81,23 +98,35 @@ pub async fn broadcast(
 ) -> Result<Json<BroadcastResponse>, ApiError> {
     let payload = payload_from_data(&req.data)
         .map_err(|e| ApiError::BadRequest(format!("invalid data: {e}")))?;
-    let outcome = app.map.broadcast(Source::Http, &payload).await;
-    Ok(Json(BroadcastResponse {
-        delivered: outcome.delivered,
-        dropped: outcome.dropped,
-    }))
+    match app.map.broadcast(Source::Http, &payload).await {
+        Ok(outcome) => Ok(Json(BroadcastResponse {
+            delivered: outcome.delivered,
+            dropped: outcome.dropped,
+            nodes: outcome.nodes,
+        })),
+        Err(RouteError::ClusterUnavailable(outcome)) => Err(ApiError::Unavailable(format!(
+            "Redis is unavailable: delivered to {} local connection(s) only",
+            outcome.delivered
+        ))),
+    }
 }
 
-/// `POST /disconnect`: close every connection of each uid (close code 4001).
+/// `POST /disconnect`: close every connection of each uid (close code 4001),
+/// on every node.
 pub async fn disconnect(
     State(app): State<App>,
     JsonBody(req): JsonBody<DisconnectRequest>,
-) -> Json<DisconnectResponse> {
-    let disconnected = req
-        .uid
-        .into_unique()
-        .iter()
-        .map(|uid| app.map.disconnect(uid))
-        .sum();
-    Json(DisconnectResponse { disconnected })
+) -> Result<Json<DisconnectResponse>, ApiError> {
+    let mut disconnected = 0;
+    for uid in req.uid.into_unique() {
+        match app.map.disconnect(&uid).await {
+            Ok(n) => disconnected += n,
+            Err(RouteError::ClusterUnavailable(_)) => {
+                return Err(ApiError::Unavailable(
+                    "Redis is unavailable: other nodes were not told".into(),
+                ));
+            }
+        }
+    }
+    Ok(Json(DisconnectResponse { disconnected }))
 }

@@ -30,7 +30,8 @@ pub struct Stats {
     pub connections: usize,
     /// Bound connections.
     pub bound_connections: usize,
-    /// Distinct bound uids.
+    /// Distinct bound uids (in cluster mode summed over nodes: a uid held by
+    /// two nodes counts twice).
     pub bound_uids: usize,
     /// Nodes in the deployment (1 without a cluster).
     pub nodes: usize,
@@ -43,20 +44,39 @@ pub async fn user(
 ) -> Result<Json<UserStatus>, ApiError> {
     let uid = Uid::new(&uid).map_err(|e| ApiError::BadRequest(format!("invalid uid: {e}")))?;
     let connections = app.map.connections_of(&uid);
+    let nodes = match app.map.cluster() {
+        // Confirmed subscriptions only: what a push would reach.
+        Some(cluster) => cluster.nodes_holding(&uid).await.map_err(unavailable)?,
+        None => usize::from(connections > 0),
+    };
     Ok(Json(UserStatus {
         uid,
-        online: connections > 0,
+        online: connections > 0 || nodes > 0,
         connections,
-        nodes: usize::from(connections > 0),
+        nodes,
     }))
 }
 
-/// `GET /stats`.
-pub async fn stats(State(app): State<App>) -> Json<Stats> {
-    Json(Stats {
+/// `GET /stats`: this node's counts, or the cluster's totals in cluster mode
+/// (each node reports every two seconds).
+pub async fn stats(State(app): State<App>) -> Result<Json<Stats>, ApiError> {
+    if let Some(cluster) = app.map.cluster() {
+        let totals = cluster.stats().await.map_err(unavailable)?;
+        return Ok(Json(Stats {
+            connections: totals.connections,
+            bound_connections: totals.bound_connections,
+            bound_uids: totals.bound_uids,
+            nodes: totals.nodes,
+        }));
+    }
+    Ok(Json(Stats {
         connections: app.map.connections(),
         bound_connections: app.map.bound_connections(),
         bound_uids: app.map.bound_uids(),
         nodes: 1,
-    })
+    }))
+}
+
+fn unavailable(e: crate::cluster::BusError) -> ApiError {
+    ApiError::Unavailable(e.to_string())
 }

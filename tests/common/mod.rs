@@ -127,6 +127,16 @@ impl Gateway {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// Waits until a log line contains `needle` (lines arrive on a reader
+    /// thread, after the `listening` line that `start` waits for).
+    pub fn wait_logged(&self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.logged(needle) {
+            assert!(Instant::now() < deadline, "never logged {needle:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits until `uid` has exactly `n` bound connections (the bind frame is
     /// processed asynchronously, so tests synchronise on the map's state).
     pub async fn wait_bound(&self, uid: &str, n: u64) {

@@ -1,0 +1,304 @@
+//! The bus supervisor: one subscription connection and one publishing
+//! connection per node, re-established with capped backoff whenever Redis
+//! goes away, starves the subscription, or fails a probe.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::PubSubSink;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
+
+use super::wire::{self, Kind, Target};
+use super::{Cluster, lock, unix_secs};
+use crate::connections::ConnectionMap;
+use crate::model::{Payload, Uid};
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+
+/// First and longest pause between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+/// Channels per SUBSCRIBE command when resubscribing everything.
+const CHUNK: usize = 1000;
+/// How often a node reports its counts for `/stats`.
+const STATS_EVERY: Duration = Duration::from_secs(2);
+
+/// Why a bus session ended (a metrics label).
+#[derive(Debug, Clone, Copy)]
+enum Lost {
+    Connect,
+    Connection,
+    Command,
+    Probe,
+    Shutdown,
+}
+
+impl Lost {
+    fn as_str(self) -> &'static str {
+        match self {
+            Lost::Connect => "connect_failed",
+            Lost::Connection => "connection_lost",
+            Lost::Command => "command_failed",
+            Lost::Probe => "probe_failed",
+            Lost::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Runs the bus for this node until the stop phase of shutdown.
+pub async fn run(cluster: Cluster, map: ConnectionMap, shutdown: Shutdown) {
+    let mut backoff = BACKOFF_MIN;
+    let up = metrics::gauge!(telemetry::REDIS_UP);
+    up.set(0.0);
+    loop {
+        let lost = tokio::select! {
+            _ = shutdown.stopping() => Lost::Shutdown,
+            lost = session(&cluster, &map, &mut backoff) => lost,
+        };
+        set_down(&cluster);
+        up.set(0.0);
+        if let Lost::Shutdown = lost {
+            return;
+        }
+        metrics::counter!(telemetry::REDIS_RECONNECTS, "reason" => lost.as_str()).increment(1);
+        tracing::warn!(reason = lost.as_str(), retry_in = ?backoff, "redis bus down");
+        tokio::select! {
+            _ = shutdown.stopping() => return,
+            _ = sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn set_down(cluster: &Cluster) {
+    cluster.inner.up.store(false, Ordering::Release);
+    *cluster
+        .inner
+        .publisher
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = None;
+    lock(&cluster.inner.confirmed).clear();
+    metrics::gauge!(telemetry::REDIS_SUBSCRIPTIONS).set(0.0);
+}
+
+/// One connected period: connect, subscribe everything, then serve messages,
+/// subscription changes, probes and stats reports until something fails.
+async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration) -> Lost {
+    let inner = &cluster.inner;
+    let limit = inner.config.timeout.max(Duration::from_secs(1));
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(limit))
+        .set_response_timeout(Some(inner.config.timeout));
+    let Ok(Ok(pubsub)) = timeout(limit, inner.client.get_async_pubsub()).await else {
+        return Lost::Connect;
+    };
+    let Ok(Ok(mut publisher)) = timeout(
+        limit,
+        inner
+            .client
+            .get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    else {
+        return Lost::Connect;
+    };
+    let (mut sink, mut stream) = pubsub.split();
+    let node_channel = inner.channels.node(cluster.node_id());
+    let fixed = vec![inner.channels.broadcast(), node_channel];
+    if !matches!(timeout(limit, sink.subscribe(&fixed)).await, Ok(Ok(()))) {
+        return Lost::Command;
+    }
+    // Start from the map itself: whatever changed before this snapshot is in
+    // it, whatever changes after is in `dirty`.
+    lock(&inner.dirty).clear();
+    let mut subscribed: HashSet<Uid> = HashSet::new();
+    let all: Vec<Uid> = map.uids();
+    for chunk in all.chunks(CHUNK) {
+        if subscribe(cluster, &mut sink, &mut subscribed, chunk.to_vec(), limit)
+            .await
+            .is_err()
+        {
+            return Lost::Command;
+        }
+    }
+    *inner.publisher.write().unwrap_or_else(|p| p.into_inner()) = Some(publisher.clone());
+    inner.up.store(true, Ordering::Release);
+    metrics::gauge!(telemetry::REDIS_UP).set(1.0);
+    *backoff = BACKOFF_MIN;
+    tracing::info!(
+        node = cluster.node_id(),
+        uids = subscribed.len(),
+        "redis bus up"
+    );
+
+    let mut probe = interval(inner.config.probe_interval);
+    probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    probe.tick().await;
+    let mut stats = interval(STATS_EVERY);
+    stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut probe_seq: u64 = 0;
+    let mut probe_due: Option<(u64, Instant)> = None;
+
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(msg) => {
+                    let probe_ok = handle(cluster, map, &msg, probe_due.map(|(seq, _)| seq));
+                    if probe_ok {
+                        probe_due = None;
+                    }
+                }
+                None => return Lost::Connection,
+            },
+            _ = inner.wake.notified() => {
+                if apply_changes(cluster, map, &mut sink, &mut subscribed, limit).await.is_err() {
+                    return Lost::Command;
+                }
+            }
+            _ = probe.tick() => {
+                if probe_due.is_some_and(|(_, due)| Instant::now() >= due) {
+                    tracing::warn!("redis subscription probe was not received: reconnecting");
+                    return Lost::Probe;
+                }
+                if probe_due.is_none() {
+                    probe_seq += 1;
+                    let message = wire::encode(Kind::Probe, cluster.node_id(), probe_seq.to_string().as_bytes());
+                    let channel = inner.channels.node(cluster.node_id());
+                    match timeout(limit, publisher.publish::<_, _, usize>(channel, message)).await {
+                        // Redis counts no subscriber on our own channel: the
+                        // subscription is gone even though the socket lives.
+                        Ok(Ok(0)) => return Lost::Probe,
+                        Ok(Ok(_)) => probe_due = Some((probe_seq, Instant::now() + inner.config.probe_interval)),
+                        _ => return Lost::Probe,
+                    }
+                }
+            }
+            _ = stats.tick() => {
+                let report = format!(
+                    "{} {} {} {}",
+                    unix_secs(),
+                    map.connections(),
+                    map.bound_connections(),
+                    map.bound_uids()
+                );
+                let key = inner.channels.stats_key();
+                if !matches!(
+                    timeout(limit, publisher.hset::<_, _, _, ()>(key, cluster.node_id(), report)).await,
+                    Ok(Ok(()))
+                ) {
+                    return Lost::Command;
+                }
+            }
+        }
+    }
+}
+
+/// Delivers one bus message locally. Returns whether it was the awaited probe.
+fn handle(cluster: &Cluster, map: &ConnectionMap, msg: &redis::Msg, probe: Option<u64>) -> bool {
+    let Some(message) = wire::decode(msg.get_payload_bytes()) else {
+        metrics::counter!(telemetry::DROPPED, "reason" => "bus_malformed").increment(1);
+        return false;
+    };
+    let own = message.origin == cluster.node_id();
+    match (
+        cluster.inner.channels.target(msg.get_channel_name()),
+        message.kind,
+    ) {
+        (Target::Node, Kind::Probe) => {
+            own && probe.is_some_and(|seq| message.payload == seq.to_string().as_bytes())
+        }
+        // This node delivered its own pushes locally already.
+        _ if own => false,
+        (Target::Uid(uid), Kind::Push) => {
+            match Payload::try_from(message.payload) {
+                Ok(payload) => map.deliver_local(&uid, &payload),
+                Err(_) => {
+                    metrics::counter!(telemetry::DROPPED, "reason" => "bus_malformed").increment(1);
+                }
+            }
+            false
+        }
+        (Target::Uid(uid), Kind::Kick) => {
+            map.disconnect_local(&uid);
+            false
+        }
+        (Target::Broadcast, Kind::Push) => {
+            if let Ok(payload) = Payload::try_from(message.payload) {
+                map.broadcast_local(&payload);
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Applies the batched presence changes: one SUBSCRIBE for every uid that
+/// gained its first local connection, one UNSUBSCRIBE for every uid that lost
+/// its last, whatever their number.
+async fn apply_changes(
+    cluster: &Cluster,
+    map: &ConnectionMap,
+    sink: &mut PubSubSink,
+    subscribed: &mut HashSet<Uid>,
+    limit: Duration,
+) -> Result<(), ()> {
+    let changed: Vec<Uid> = lock(&cluster.inner.dirty).drain().collect();
+    let mut add = Vec::new();
+    let mut remove = Vec::new();
+    for uid in changed {
+        let wanted = map.connections_of(&uid) > 0;
+        match (wanted, subscribed.contains(&uid)) {
+            (true, false) => add.push(uid),
+            (false, true) => remove.push(uid),
+            _ => {}
+        }
+    }
+    for chunk in add.chunks(CHUNK) {
+        subscribe(cluster, sink, subscribed, chunk.to_vec(), limit).await?;
+    }
+    for chunk in remove.chunks(CHUNK) {
+        let channels: Vec<String> = chunk
+            .iter()
+            .map(|u| cluster.inner.channels.uid(u))
+            .collect();
+        if !matches!(
+            timeout(limit, sink.unsubscribe(&channels)).await,
+            Ok(Ok(()))
+        ) {
+            return Err(());
+        }
+        let mut confirmed = lock(&cluster.inner.confirmed);
+        for uid in chunk {
+            subscribed.remove(uid);
+            confirmed.remove(uid);
+        }
+    }
+    metrics::gauge!(telemetry::REDIS_SUBSCRIPTIONS).set(subscribed.len() as f64);
+    Ok(())
+}
+
+async fn subscribe(
+    cluster: &Cluster,
+    sink: &mut PubSubSink,
+    subscribed: &mut HashSet<Uid>,
+    uids: Vec<Uid>,
+    limit: Duration,
+) -> Result<(), ()> {
+    if uids.is_empty() {
+        return Ok(());
+    }
+    let channels: Vec<String> = uids.iter().map(|u| cluster.inner.channels.uid(u)).collect();
+    if !matches!(timeout(limit, sink.subscribe(&channels)).await, Ok(Ok(()))) {
+        return Err(());
+    }
+    let mut confirmed = lock(&cluster.inner.confirmed);
+    for uid in uids {
+        confirmed.insert(uid.clone());
+        subscribed.insert(uid);
+    }
+    metrics::gauge!(telemetry::REDIS_SUBSCRIPTIONS).set(subscribed.len() as f64);
+    Ok(())
+}

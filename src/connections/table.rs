@@ -1,0 +1,185 @@
+//! The local routing table: uid → this node's live connections, and every
+//! operation that touches only this node. The cluster bus calls the
+//! `*_local` operations for pushes that arrive from other nodes.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::MutexGuard;
+use std::sync::atomic::Ordering;
+
+use super::mailbox::{Offer, Outbox};
+use super::{CloseReason, ConnectionMap, PushOutcome};
+use crate::model::{ConnId, Payload, Uid};
+
+#[derive(Default)]
+pub(super) struct Table {
+    /// Every bound connection, grouped by uid, oldest first. A uid is present
+    /// only while it has at least one connection.
+    by_uid: HashMap<Uid, Vec<Outbox>>,
+    /// Bound connections across all uids.
+    bound: usize,
+}
+
+impl ConnectionMap {
+    /// Enqueues `payload` for this node's connections of `uid`.
+    pub(super) fn push_local(&self, uid: &Uid, payload: &Payload) -> PushOutcome {
+        let mut table = self.lock();
+        let outcome = match table.by_uid.get(uid) {
+            Some(conns) => offer_all(conns.iter(), payload),
+            None => PushOutcome::default(),
+        };
+        if outcome.dropped > 0 {
+            self.evict_closing(&mut table, uid);
+        }
+        outcome
+    }
+
+    /// Enqueues `payload` for every bound connection on this node.
+    pub(super) fn broadcast_local_outcome(&self, payload: &Payload) -> PushOutcome {
+        let mut table = self.lock();
+        let outcome = offer_all(table.by_uid.values().flatten(), payload);
+        if outcome.dropped > 0 {
+            let closing: Vec<Uid> = table
+                .by_uid
+                .iter()
+                .filter(|(_, conns)| conns.iter().any(Outbox::is_closing))
+                .map(|(uid, _)| uid.clone())
+                .collect();
+            for uid in closing {
+                self.evict_closing(&mut table, &uid);
+            }
+        }
+        outcome
+    }
+
+    /// Delivers a push that another node published (no push is counted
+    /// here: the node that took it counted it).
+    pub fn deliver_local(&self, uid: &Uid, payload: &Payload) {
+        let outcome = self.push_local(uid, payload);
+        self.count_deliveries(outcome);
+    }
+
+    /// Delivers a broadcast that another node published.
+    pub fn broadcast_local(&self, payload: &Payload) {
+        let outcome = self.broadcast_local_outcome(payload);
+        self.count_deliveries(outcome);
+    }
+
+    /// Closes this node's connections of `uid` (4001); returns how many.
+    pub fn disconnect_local(&self, uid: &Uid) -> usize {
+        let mut table = self.lock();
+        let Some(conns) = table.by_uid.get(uid) else {
+            return 0;
+        };
+        for conn in conns {
+            conn.close(CloseReason::Kicked);
+        }
+        let n = conns.len();
+        self.evict_closing(&mut table, uid);
+        n
+    }
+
+    /// Distinct uids with at least one bound connection.
+    pub fn bound_uids(&self) -> usize {
+        self.lock().by_uid.len()
+    }
+
+    /// Bound connections across all uids.
+    pub fn bound_connections(&self) -> usize {
+        self.lock().bound
+    }
+
+    /// Connections bound to `uid` on this node.
+    pub fn connections_of(&self, uid: &Uid) -> usize {
+        self.lock().by_uid.get(uid).map_or(0, Vec::len)
+    }
+
+    /// Every uid bound on this node (a snapshot, for resubscribing).
+    pub fn uids(&self) -> Vec<Uid> {
+        self.lock().by_uid.keys().cloned().collect()
+    }
+
+    pub(super) fn connection_closed(&self) {
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.ws_connections.decrement(1.0);
+    }
+
+    /// The table lock. A panic while holding it cannot leave the table
+    /// half-updated in a way later calls would trip on (every update is a
+    /// single insert or remove), so a poisoned lock is taken over.
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.shared
+            .table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn bind(&self, uid: &Uid, outbox: Outbox) {
+        let mut guard = self.lock();
+        let table = &mut *guard;
+        match table.by_uid.entry(uid.clone()) {
+            Entry::Occupied(mut e) => {
+                let conns = e.get_mut();
+                // One user opening tab after tab must not grow without bound:
+                // the oldest connection gives way.
+                if conns.len() >= self.shared.max_per_uid {
+                    conns.remove(0).close(CloseReason::Replaced);
+                } else {
+                    table.bound += 1;
+                }
+                conns.push(outbox);
+            }
+            Entry::Vacant(e) => {
+                table.bound += 1;
+                e.insert(vec![outbox]);
+                self.shared.metrics.bound_uids.increment(1.0);
+                if let Some(cluster) = &self.shared.cluster {
+                    cluster.uid_changed(uid);
+                }
+            }
+        }
+    }
+
+    /// Removes exactly connection `id` from `uid`'s list, so a closing socket
+    /// never removes a newer connection of the same uid (the seed's bug).
+    pub(super) fn unbind(&self, uid: &Uid, id: ConnId) {
+        let mut table = self.lock();
+        self.remove_where(&mut table, uid, |o| o.id == id);
+    }
+
+    /// Takes connections that were just told to close (slow consumers,
+    /// kicked) out of routing at once: they are offline from this moment,
+    /// not from when their stuck socket finally gives up.
+    fn evict_closing(&self, table: &mut Table, uid: &Uid) {
+        self.remove_where(table, uid, Outbox::is_closing);
+    }
+
+    fn remove_where(&self, table: &mut Table, uid: &Uid, remove: impl Fn(&Outbox) -> bool) {
+        let Some(conns) = table.by_uid.get_mut(uid) else {
+            return;
+        };
+        let before = conns.len();
+        conns.retain(|o| !remove(o));
+        let removed = before - conns.len();
+        if conns.is_empty() {
+            table.by_uid.remove(uid);
+            self.shared.metrics.bound_uids.decrement(1.0);
+            if let Some(cluster) = &self.shared.cluster {
+                cluster.uid_changed(uid);
+            }
+        }
+        table.bound -= removed;
+    }
+}
+
+fn offer_all<'a>(conns: impl Iterator<Item = &'a Outbox>, payload: &Payload) -> PushOutcome {
+    let mut outcome = PushOutcome::default();
+    for conn in conns {
+        match conn.offer(payload) {
+            Offer::Queued => outcome.delivered += 1,
+            Offer::Dropped => outcome.dropped += 1,
+            Offer::Closed => {}
+        }
+    }
+    outcome
+}
