@@ -23,6 +23,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// Channels per SUBSCRIBE command when resubscribing everything.
 const CHUNK: usize = 1000;
+/// How long presence changes gather before one batch goes to Redis.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
 /// How often a node reports its counts for `/stats`.
 const STATS_EVERY: Duration = Duration::from_secs(2);
 
@@ -154,6 +156,9 @@ async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration)
                 None => return Lost::Connection,
             },
             _ = inner.wake.notified() => {
+                // Let a storm of connects and disconnects gather into one
+                // SUBSCRIBE and one UNSUBSCRIBE.
+                sleep(BATCH_WINDOW).await;
                 if apply_changes(cluster, map, &mut sink, &mut subscribed, limit).await.is_err() {
                     return Lost::Command;
                 }

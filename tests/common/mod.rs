@@ -399,3 +399,130 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
 }
+
+/// A `redis-server` this test started on a free loopback port, so it can
+/// stop and restart it. Killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts a fresh redis-server (no persistence) on a free port.
+    pub fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Redis { child: None, port };
+        redis.restart();
+        redis
+    }
+
+    /// `redis://` URL of this server.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-test-deps.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if self.command("PING").starts_with("+PONG") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends one inline command and returns the first reply line ("" on failure).
+    pub fn command(&self, cmd: &str) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(format!("{cmd}\r\n").as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if out.ends_with(b"\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Gateway {
+    /// Waits until the node's Redis bus is up (`pushgate_redis_up` is 1).
+    pub async fn wait_redis_up(&self) {
+        self.wait_metric("pushgate_redis_up", 1.0).await;
+    }
+
+    /// Waits until a metric series has `value`.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let v = self.metric(series).await;
+            if v == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} stayed {v}, wanted {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `uid` is held by exactly `nodes` nodes, as Redis counts
+    /// confirmed subscriptions (`GET /users/{uid}`).
+    pub async fn wait_nodes(&self, uid: &str, nodes: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let v: serde_json::Value = reqwest::get(self.url(&format!("/users/{uid}")))
+                .await
+                .expect("GET /users")
+                .json()
+                .await
+                .expect("json");
+            if v["nodes"].as_u64() == Some(nodes) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{uid}: nodes never {nodes}: {v}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

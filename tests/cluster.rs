@@ -1,0 +1,398 @@
+//! Cluster mode: three real pushgate nodes and a real redis-server that the
+//! test starts on a free port (and kills, and restarts).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::tungstenite::Message;
+
+fn node(redis: &Redis, extra: &[&str]) -> Gateway {
+    let url = redis.url();
+    let mut args = vec![
+        "--redis-url",
+        url.as_str(),
+        "--redis-probe-interval",
+        "300ms",
+        "--redis-timeout",
+        "500ms",
+    ];
+    args.extend_from_slice(extra);
+    Gateway::start(&args)
+}
+
+async fn three_nodes(redis: &Redis) -> (Gateway, Gateway, Gateway) {
+    let (a, b, c) = (node(redis, &[]), node(redis, &[]), node(redis, &[]));
+    for n in [&a, &b, &c] {
+        n.wait_redis_up().await;
+    }
+    (a, b, c)
+}
+
+async fn push_http(gw: &Gateway, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(gw.url("/push"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_push_on_any_node_reaches_the_node_holding_the_uid_once() {
+    let redis = Redis::start();
+    let (a, b, c) = three_nodes(&redis).await;
+    let mut on_b = ws_bind(&b, "bob").await;
+    a.wait_nodes("bob", 1).await;
+    let mut text = TextClient::connect(&a).await;
+    assert_eq!(text.send(r#"{"uid":"bob","n":1}"#).await, "ok");
+    assert_eq!(next_text(&mut on_b).await, r#"{"uid":"bob","n":1}"#);
+    let (status, r) = push_http(&c, json!({"uid": ["bob", "nobody"], "data": "via c"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        r,
+        json!({"delivered": 0, "dropped": 0, "nodes": 1, "offline": ["nobody"]})
+    );
+    assert_eq!(next_text(&mut on_b).await, "via c");
+    // Offline answers fail from every node.
+    for n in [&a, &b, &c] {
+        let mut t = TextClient::connect(n).await;
+        assert_eq!(t.send(r#"{"uid":"nobody"}"#).await, "fail");
+    }
+    assert_nothing_else(&b, &mut on_b, "bob").await;
+}
+
+#[tokio::test]
+async fn the_same_uid_on_two_nodes_receives_once_on_each_including_the_pushing_node() {
+    let redis = Redis::start();
+    let (a, b, c) = three_nodes(&redis).await;
+    let mut on_a = ws_bind(&a, "multi").await;
+    let mut on_b = ws_bind(&b, "multi").await;
+    c.wait_nodes("multi", 2).await;
+    let mut text = TextClient::connect(&a).await;
+    assert_eq!(text.send(r#"{"uid":"multi","from":"a"}"#).await, "ok");
+    let (_, r) = push_http(&c, json!({"uid": "multi", "data": "from c"})).await;
+    assert_eq!(r["nodes"], 2);
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(next_text(ws).await, r#"{"uid":"multi","from":"a"}"#);
+        assert_eq!(next_text(ws).await, "from c");
+    }
+    assert_nothing_else(&a, &mut on_a, "multi").await;
+    assert_nothing_else(&b, &mut on_b, "multi").await;
+    let v: Value = reqwest::get(c.url("/users/multi"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        json!({"uid": "multi", "online": true, "connections": 0, "nodes": 2})
+    );
+}
+
+#[tokio::test]
+async fn broadcast_from_any_node_reaches_every_client_once() {
+    let redis = Redis::start();
+    let (a, b, c) = three_nodes(&redis).await;
+    let mut clients = vec![
+        ws_bind(&a, "x1").await,
+        ws_bind(&b, "x2").await,
+        ws_bind(&b, "x3").await,
+        ws_bind(&c, "x4").await,
+    ];
+    let r: Value = reqwest::Client::new()
+        .post(c.url("/broadcast"))
+        .json(&json!({"data": "everyone"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"delivered": 1, "dropped": 0, "nodes": 2}));
+    for ws in &mut clients {
+        assert_eq!(next_text(ws).await, "everyone");
+    }
+    for (gw, ws, uid) in [(&a, 0, "x1"), (&b, 1, "x2"), (&b, 2, "x3"), (&c, 3, "x4")] {
+        assert_nothing_else(gw, &mut clients[ws], uid).await;
+    }
+    // Cluster totals.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s: Value = reqwest::get(a.url("/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["nodes"] == 3 && s["bound_connections"] == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn kick_closes_the_uid_on_every_node() {
+    let redis = Redis::start();
+    let (a, b, _c) = three_nodes(&redis).await;
+    let mut on_a = ws_bind(&a, "k").await;
+    let mut on_b = ws_bind(&b, "k").await;
+    a.wait_nodes("k", 2).await;
+    let r = reqwest::Client::new()
+        .post(a.url("/disconnect"))
+        .json(&json!({"uid": "k"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(u16::from(next_close(ws).await.unwrap().code), 4001);
+    }
+    a.wait_nodes("k", 0).await;
+}
+
+#[tokio::test]
+async fn redis_down_keeps_local_pushes_and_fails_remote_ones_then_recovers() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &["--require-redis"]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let mut on_a = ws_bind(&a, "local").await;
+    let mut on_b = ws_bind(&b, "remote").await;
+    a.wait_nodes("remote", 1).await;
+    assert_eq!(reqwest::get(b.url("/readyz")).await.unwrap().status(), 200);
+
+    redis.kill();
+    a.wait_metric("pushgate_redis_up", 0.0).await;
+    let mut text = TextClient::connect(&a).await;
+    assert_eq!(
+        text.send(r#"{"uid":"local"}"#).await,
+        "ok",
+        "local delivery needs no Redis"
+    );
+    assert_eq!(next_text(&mut on_a).await, r#"{"uid":"local"}"#);
+    let start = Instant::now();
+    assert_eq!(
+        text.send(r#"{"uid":"remote"}"#).await,
+        "fail",
+        "never a false ok"
+    );
+    let (status, problem) = push_http(&a, json!({"uid": "remote", "data": 1})).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(status, 503, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("Redis"));
+    assert_eq!(
+        reqwest::get(a.url("/healthz")).await.unwrap().status(),
+        200,
+        "the node stays up"
+    );
+    assert_eq!(reqwest::get(a.url("/readyz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(b.url("/readyz")).await.unwrap().status(),
+        503,
+        "--require-redis"
+    );
+    assert!(
+        a.metric(r#"pushgate_push_failures_total{reason="redis_unavailable"}"#)
+            .await
+            >= 2.0
+    );
+
+    redis.restart();
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    a.wait_nodes("remote", 1).await;
+    assert_eq!(text.send(r#"{"uid":"remote","back":true}"#).await, "ok");
+    // Nothing pushed while Redis was down arrives later: at most once.
+    assert_eq!(
+        next_text(&mut on_b).await,
+        r#"{"uid":"remote","back":true}"#
+    );
+    assert_eq!(reqwest::get(b.url("/readyz")).await.unwrap().status(), 200);
+    assert!(
+        a.metric(r#"pushgate_redis_reconnects_total{reason="connection_lost"}"#)
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_dead_nodes_uids_stop_answering_ok() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let mut b = node(&redis, &[]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let _on_b = ws_bind(&b, "doomed").await;
+    a.wait_nodes("doomed", 1).await;
+    b.signal("KILL");
+    b.wait_exit(PATIENCE);
+    a.wait_nodes("doomed", 0).await;
+    let mut text = TextClient::connect(&a).await;
+    assert_eq!(text.send(r#"{"uid":"doomed"}"#).await, "fail");
+}
+
+#[tokio::test]
+async fn subscription_churn_is_batched() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    a.wait_redis_up().await;
+    assert!(redis.command("CONFIG RESETSTAT").starts_with("+OK"));
+    const N: usize = 300;
+    // A storm: every client connects and binds at once.
+    let connects = (0..N).map(|i| {
+        let url = a.ws_url("/ws");
+        tokio::spawn(async move {
+            let mut ws = ws_connect(&url).await;
+            ws.send(Message::text(format!("churn{i}"))).await.unwrap();
+            ws
+        })
+    });
+    let mut clients = Vec::new();
+    for c in connects.collect::<Vec<_>>() {
+        clients.push(c.await.unwrap());
+    }
+    a.wait_metric("pushgate_redis_subscriptions", N as f64)
+        .await;
+    drop(clients);
+    a.wait_metric("pushgate_redis_subscriptions", 0.0).await;
+    let stats = redis.command("INFO commandstats");
+    let calls = |cmd: &str| -> u64 {
+        stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (sub, unsub) = (calls("subscribe"), calls("unsubscribe"));
+    assert!(sub >= 1 && unsub >= 1, "{stats}");
+    assert!(
+        sub + unsub < (N / 5) as u64,
+        "{sub} SUBSCRIBE and {unsub} UNSUBSCRIBE for {N} uids"
+    );
+}
+
+/// A loopback TCP proxy in front of Redis that can freeze every connection it
+/// carries (bytes stop flowing, sockets stay open): the silent starvation of
+/// Centrifugo issue #1189. Connections opened after the freeze flow normally.
+struct FreezingProxy {
+    port: u16,
+    epoch: Arc<AtomicU64>,
+}
+
+impl FreezingProxy {
+    async fn start(upstream: u16) -> FreezingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let shared = epoch.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let born = shared.load(Ordering::SeqCst);
+                let epoch = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = tokio::spawn(pipe(cr, sw, epoch.clone(), born));
+                    let down = tokio::spawn(pipe(sr, cw, epoch, born));
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        FreezingProxy { port, epoch }
+    }
+
+    fn freeze(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes until EOF; once the proxy froze after this connection was
+/// born, swallows them instead (the socket stays open).
+async fn pipe(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, epoch: Arc<AtomicU64>, born: u64) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if epoch.load(Ordering::SeqCst) > born {
+            continue;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_starved_subscription_is_caught_by_the_probe_and_reestablished() {
+    let redis = Redis::start();
+    let proxy = FreezingProxy::start(redis.port).await;
+    let through_proxy = format!("redis://127.0.0.1:{}/", proxy.port);
+    let a = Gateway::start(&[
+        "--redis-url",
+        &through_proxy,
+        "--redis-probe-interval",
+        "300ms",
+        "--redis-timeout",
+        "500ms",
+    ]);
+    let b = node(&redis, &[]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let mut on_a = ws_bind(&a, "starved").await;
+    b.wait_nodes("starved", 1).await;
+
+    // Redis still sees the subscription (its socket is open) but nothing
+    // reaches node a any more.
+    proxy.freeze();
+    let deadline = Instant::now() + PATIENCE;
+    while a
+        .metric(r#"pushgate_redis_reconnects_total{reason="probe_failed"}"#)
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the probe never caught the starvation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.wait_redis_up().await;
+    // The old, frozen subscription is gone and the new one is confirmed.
+    b.wait_nodes("starved", 1).await;
+    let mut text = TextClient::connect(&b).await;
+    assert_eq!(
+        text.send(r#"{"uid":"starved","after":"probe"}"#).await,
+        "ok"
+    );
+    // Whatever was published during the freeze is lost (at most once); the
+    // first message to arrive after recovery is the new one.
+    assert_eq!(
+        next_text(&mut on_a).await,
+        r#"{"uid":"starved","after":"probe"}"#
+    );
+}
