@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Smoke run of pushgate-bench so the tool never rots: every scenario, tiny
+# (100 connections, about a second each), against gateways (and, for the
+# cluster scenario, a redis-server) it starts itself with --spawn. Checks that
+# each scenario prints its JSON line with no loss and no duplicates. Speed is
+# never asserted: CI machines are shared and noisy. Run by scripts/test.sh;
+# also runs alone: `bash scripts/test.d/bench-smoke.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cargo build --bins --locked -q
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+# The bench kills what it started on exit; `timeout` bounds the whole run.
+status=0
+timeout 240 target/debug/pushgate-bench all --spawn --json \
+  --connections 100 --duration 1s --rate 2000 >"$out" || status=$?
+
+python3 - "$out" <<'PY' || status=1
+import json, sys
+want = ["idle", "push-text", "push-http", "broadcast", "latency", "growth", "cluster"]
+seen = {}
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line.startswith("{"):
+        v = json.loads(line)
+        seen[v["scenario"]] = v
+bad = []
+for name in want:
+    v = seen.get(name)
+    if v is None:
+        bad.append(f"{name}: no JSON line")
+        continue
+    if not v.get("ok") or "error" in v:
+        bad.append(f"{name}: {v.get('error', 'lost or duplicated messages')}")
+        continue
+    for row in v["rows"]:
+        i = row["integrity"]
+        if i["lost"] or i["duplicates"]:
+            bad.append(f"{name}/{row['variant']}: lost {i['lost']} dup {i['duplicates']}")
+        if name not in ("idle",) and row["deliveries"] == 0:
+            bad.append(f"{name}/{row['variant']}: nothing delivered")
+    print(f"bench-smoke: {name}: ok ({len(v['rows'])} rows)")
+if bad:
+    print("bench-smoke: FAIL\n  " + "\n  ".join(bad), file=sys.stderr)
+    sys.exit(1)
+PY
+if [ "$status" -ne 0 ]; then
+  echo "bench-smoke: FAIL (exit $status)" >&2
+  cat "$out" >&2
+  exit 1
+fi
+echo "bench-smoke: every scenario ran without loss or duplicates"

@@ -1,0 +1,289 @@
+//! `pushgate-bench`: load generator and measuring tool for pushgate.
+//!
+//! Runs against any gateway (`--http`, `--text`, `--gateway-pid`) or starts
+//! its own (`--spawn`). Every pushed message carries a sequence number and a
+//! send timestamp; the WebSocket clients record push→receive latency and
+//! detect loss and duplicates. Beside every throughput figure it reports the
+//! gateway's CPU per delivery (`/proc/PID/stat`) and the generator's own CPU
+//! (`getrusage`), since on a small machine both share the cores.
+//! Output: a table, and one JSON line per scenario. See BENCHMARKS.md.
+
+mod phase;
+mod push;
+mod report;
+mod scenarios;
+mod spawn;
+mod sys;
+mod track;
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+
+use phase::Target;
+
+/// Load generator and benchmark for pushgate.
+#[derive(Debug, Parser)]
+#[command(name = "pushgate-bench", version, about)]
+pub struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// The gateway's HTTP address (WebSocket, REST).
+    #[arg(long, default_value = "127.0.0.1:1234")]
+    pub http: SocketAddr,
+    /// The gateway's text port.
+    #[arg(long, default_value = "127.0.0.1:5678")]
+    pub text: SocketAddr,
+    /// Gateway process id(s), for CPU and RSS (node A then node B in cluster).
+    #[arg(long = "gateway-pid")]
+    pub gateway_pid: Vec<u32>,
+    /// Cluster scenario: HTTP address of node B, where the clients connect
+    /// (pushes go to node A at --text).
+    #[arg(long = "node-b-http", alias = "redis-http")]
+    pub node_b_http: Option<SocketAddr>,
+    /// WebSocket connections (a comma-separated list of steps for idle and
+    /// growth). Default depends on the scenario.
+    #[arg(long, value_delimiter = ',')]
+    pub connections: Vec<usize>,
+    /// Length of each measured phase.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Pushes per second (latency, cluster).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Pushing connections or tasks. Default depends on the scenario.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Lines in flight per pipelined text connection; broadcasts not yet
+    /// fully delivered (at most 64).
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// WebSocket handshakes in flight while connecting clients.
+    #[arg(long, default_value_t = 128)]
+    pub parallel_connects: usize,
+    /// Start the gateway (and for cluster, redis-server and two nodes) on
+    /// free loopback ports; a fresh gateway per scenario. Killed on exit.
+    #[arg(long)]
+    pub spawn: bool,
+    /// The pushgate binary for --spawn (default: beside this executable).
+    #[arg(long)]
+    pub gateway_bin: Option<PathBuf>,
+    /// Extra flags for spawned gateways (repeat, e.g. --gateway-arg=--queue-len=4096).
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
+    /// Print only the JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Idle,
+    PushText,
+    PushHttp,
+    Broadcast,
+    Latency,
+    Growth,
+    Cluster,
+    /// Every scenario in turn.
+    All,
+}
+
+const ALL: [Scenario; 7] = [
+    Scenario::Idle,
+    Scenario::PushText,
+    Scenario::PushHttp,
+    Scenario::Broadcast,
+    Scenario::Latency,
+    Scenario::Growth,
+    Scenario::Cluster,
+];
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Idle => "idle",
+            Scenario::PushText => "push-text",
+            Scenario::PushHttp => "push-http",
+            Scenario::Broadcast => "broadcast",
+            Scenario::Latency => "latency",
+            Scenario::Growth => "growth",
+            Scenario::Cluster => "cluster",
+            Scenario::All => "all",
+        }
+    }
+
+    fn default_connections(self, max: usize) -> Vec<usize> {
+        let steps = match self {
+            Scenario::Idle => vec![1000, 10_000],
+            Scenario::Broadcast => vec![10_000],
+            Scenario::Growth => vec![1000, 2000, 5000, 10_000, 19_000],
+            _ => vec![1000],
+        };
+        let mut out: Vec<usize> = steps.into_iter().map(|n| n.min(max)).collect();
+        out.dedup();
+        out
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let files = sys::raise_file_limit();
+    let machine = sys::machine();
+    if !args.json {
+        println!("machine: {machine}  (bench open-file limit {files})");
+        println!("{}", report::header());
+    }
+    let scenarios: Vec<Scenario> = match args.scenario {
+        Scenario::All => ALL.to_vec(),
+        one => vec![one],
+    };
+    let mut failed = false;
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    };
+    tokio::pin!(stop);
+    for sc in scenarios {
+        // Dropping the run (on a signal) drops its Target: spawned processes die.
+        let result = tokio::select! {
+            r = run(sc, &args, files) => r,
+            _ = &mut stop => bail!("interrupted"),
+        };
+        match result {
+            Ok(rows) => {
+                if !args.json {
+                    for r in &rows {
+                        println!("{}", report::line(r));
+                    }
+                }
+                failed |= !rows.iter().all(report::Row::clean);
+                println!("{}", report::json_line(sc.name(), &rows, &machine));
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("bench: {}: {e:#}", sc.name());
+                let line = serde_json::json!({"scenario": sc.name(), "ok": false, "error": format!("{e:#}")});
+                println!("{line}");
+            }
+        }
+    }
+    if failed {
+        bail!("some scenario failed or lost/duplicated messages");
+    }
+    Ok(())
+}
+
+/// Sets up the target for `sc` and runs it.
+async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report::Row>> {
+    // The bench holds one socket per client plus a few; stay below the limit.
+    let max = usize::try_from(files.saturating_sub(200)).unwrap_or(usize::MAX);
+    let steps = if args.connections.is_empty() {
+        sc.default_connections(max)
+    } else {
+        args.connections.clone()
+    };
+    if let Some(&n) = steps.iter().max()
+        && n > max
+    {
+        bail!(
+            "{n} connections exceed this process's open-file limit ({files}); \
+             raise it (ulimit -n) — spreading clients over processes is not implemented"
+        );
+    }
+    let target = target(sc, args).await?;
+    let n = steps.first().copied().unwrap_or(1000);
+    match sc {
+        Scenario::Idle => scenarios::idle(&target, args, &steps).await,
+        Scenario::PushText => scenarios::push_text(&target, args, n).await,
+        Scenario::PushHttp => scenarios::push_http(&target, args, n).await,
+        Scenario::Broadcast => scenarios::broadcast(&target, args, n).await,
+        Scenario::Latency => scenarios::latency(&target, args, n).await,
+        Scenario::Growth => scenarios::growth(&target, args, &steps).await,
+        Scenario::Cluster => scenarios::cluster(&target, args, n).await,
+        Scenario::All => unreachable!("expanded in main"),
+    }
+}
+
+/// The gateway(s) to measure: given by address, or started now.
+async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
+    if !args.spawn {
+        let clients_http = match sc {
+            Scenario::Cluster => args
+                .node_b_http
+                .context("cluster needs --node-b-http (node B, where the clients connect)")?,
+            _ => args.http,
+        };
+        return Ok(Target {
+            http: args.http,
+            text: args.text,
+            clients_http,
+            pids: args.gateway_pid.clone(),
+            redis_pid: None,
+            owned: Vec::new(),
+        });
+    }
+    let bin = spawn::gateway_bin(args.gateway_bin.as_ref())?;
+    let started = tokio::task::spawn_blocking({
+        let extra = args.gateway_args.clone();
+        move || -> anyhow::Result<Target> {
+            if sc != Scenario::Cluster {
+                let gw = spawn::gateway(&bin, &extra)?;
+                return Ok(Target {
+                    http: gw.http,
+                    text: gw.text,
+                    clients_http: gw.http,
+                    pids: vec![gw.process.pid()],
+                    redis_pid: None,
+                    owned: vec![gw.process],
+                });
+            }
+            let redis = spawn::redis()?;
+            let node = |id: &str| {
+                let mut flags = extra.clone();
+                flags.extend(["--redis-url".into(), redis.url.clone()]);
+                flags.extend(["--node-id".into(), id.into()]);
+                spawn::gateway(&bin, &flags)
+            };
+            let (a, b) = (node("bench-a")?, node("bench-b")?);
+            Ok(Target {
+                http: a.http,
+                text: a.text,
+                clients_http: b.http,
+                pids: vec![a.process.pid(), b.process.pid()],
+                redis_pid: Some(redis.process.pid()),
+                owned: vec![a.process, b.process, redis.process],
+            })
+        }
+    })
+    .await??;
+    if sc == Scenario::Cluster {
+        // Both nodes must be on the bus before clients bind.
+        wait_ready(started.http).await?;
+        wait_ready(started.clients_http).await?;
+    }
+    Ok(started)
+}
+
+/// Waits until a gateway's `/stats` answers (in cluster mode: Redis is up).
+async fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + phase::SETTLE_LIMIT;
+    loop {
+        match push::get_json(http, "/stats").await {
+            Ok(v) if v["nodes"].as_u64().unwrap_or(0) >= 1 => return Ok(()),
+            _ if tokio::time::Instant::now() >= deadline => bail!("{http} never became ready"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

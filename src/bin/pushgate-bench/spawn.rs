@@ -1,0 +1,146 @@
+//! `--spawn`: the bench starts the gateway itself (the `pushgate` binary next
+//! to its own executable, or `--gateway-bin`) on free loopback ports, and for
+//! the cluster scenario a `redis-server` and two nodes. Everything it starts
+//! is killed when its handle drops (normal exit, error, Ctrl-C or SIGTERM).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long a spawned process may take to start.
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+/// A child process killed on drop.
+pub struct Owned(Child);
+
+impl Owned {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A gateway the bench started.
+pub struct Gateway {
+    pub http: SocketAddr,
+    pub text: SocketAddr,
+    pub process: Owned,
+}
+
+/// The `pushgate` binary to run: `--gateway-bin`, else the one beside this
+/// executable (same build profile).
+pub fn gateway_bin(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("pushgate");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release) or pass --gateway-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Starts a gateway on free loopback ports with `extra` flags and waits for
+/// its `listening` log line.
+pub fn gateway(bin: &PathBuf, extra: &[String]) -> anyhow::Result<Gateway> {
+    let mut child = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stderr = child.stderr.take().context("piped stderr")?;
+    let process = Owned(child);
+    let (tx, rx) = mpsc::channel();
+    // Keeps draining the log so the gateway never blocks on a full pipe;
+    // warnings and errors are passed on.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("\"listening\"") {
+                let _ = tx.send(line);
+            } else if line.contains("\"ERROR\"") {
+                eprintln!("gateway: {line}");
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(START_LIMIT)
+        .context("the gateway did not log `listening`")?;
+    let v: serde_json::Value = serde_json::from_str(&line)?;
+    let addr = |k: &str| -> anyhow::Result<SocketAddr> {
+        let a = v[k].as_str().or_else(|| v["fields"][k].as_str());
+        a.context("no address in the listening line")?
+            .parse()
+            .context("bad address")
+    };
+    Ok(Gateway {
+        http: addr("http")?,
+        text: addr("text")?,
+        process,
+    })
+}
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A redis-server on a free loopback port, without persistence.
+pub struct Redis {
+    pub url: String,
+    pub process: Owned,
+}
+
+pub fn redis() -> anyhow::Result<Redis> {
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start redis-server (scripts/install-test-deps.sh installs it)")?;
+    let process = Owned(child);
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut b = [0u8; 7];
+            if s.write_all(b"PING\r\n").is_ok() && s.read(&mut b).is_ok() && b.starts_with(b"+PONG")
+            {
+                break;
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("redis-server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Redis {
+        url: format!("redis://127.0.0.1:{port}/"),
+        process,
+    })
+}

@@ -1,0 +1,126 @@
+//! What the bench reads from the operating system: CPU time of the gateway
+//! (`/proc/PID/stat`) and of itself (`getrusage`), resident memory, the
+//! open-file limit, and the machine's description for the report.
+
+use std::time::Instant;
+
+/// Clock ticks per second of `/proc/PID/stat` times.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// User plus system CPU seconds of process `pid` (all its threads).
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields resume after its `)`.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// User plus system CPU seconds of this process, from `getrusage(RUSAGE_SELF)`.
+pub fn self_cpu_secs() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_SELF is valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: getrusage succeeded and filled the struct (it was zeroed anyway).
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Raises this process's soft open-file limit to the hard one; returns it.
+pub fn raise_file_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}
+
+/// CPU of the gateway processes and of the generator over one measured span.
+pub struct CpuMeter {
+    pids: Vec<u32>,
+    gw_start: Option<f64>,
+    gen_start: f64,
+    wall: Instant,
+}
+
+/// What a [`CpuMeter`] measured.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CpuSpan {
+    /// Wall-clock seconds.
+    pub wall_s: f64,
+    /// Gateway CPU seconds (user+system, every gateway process), if known.
+    pub gateway_cpu_s: Option<f64>,
+    /// Generator (this process) CPU seconds.
+    pub generator_cpu_s: f64,
+}
+
+impl CpuMeter {
+    /// Starts measuring the gateways `pids` and this process.
+    pub fn start(pids: &[u32]) -> CpuMeter {
+        CpuMeter {
+            pids: pids.to_vec(),
+            gw_start: gateway_cpu(pids),
+            gen_start: self_cpu_secs(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// Ends the span.
+    pub fn stop(&self) -> CpuSpan {
+        let gw_end = gateway_cpu(&self.pids);
+        CpuSpan {
+            wall_s: self.wall.elapsed().as_secs_f64(),
+            gateway_cpu_s: match (self.gw_start, gw_end) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            },
+            generator_cpu_s: self_cpu_secs() - self.gen_start,
+        }
+    }
+}
+
+fn gateway_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_secs(p)).sum()
+}
+
+/// nproc, CPU model and memory, for the report header.
+pub fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    serde_json::json!({
+        "nproc": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpu": model,
+        "mem_mib": mem_kib / 1024,
+        "loadavg": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    })
+}

@@ -1,0 +1,237 @@
+//! A minimal WebSocket client, written for the load generator's own cost: one
+//! small buffer per connection, no per-message allocation. It performs the
+//! handshake, sends the uid as its first (masked) text frame, then reads
+//! server frames, hands each text payload to the [`Tracker`], answers pings
+//! and stops at a close frame or when told to.
+//!
+//! Past [`PER_SOURCE`] connections it binds client sockets to further
+//! loopback source addresses (127.0.0.2, 127.0.0.3, …): one source address
+//! has only ~28k ephemeral ports towards one server port.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::track::Tracker;
+
+/// Connections per loopback source address before moving to the next one.
+pub const PER_SOURCE: usize = 25_000;
+
+/// Connects from a loopback source address chosen by `index` (the kernel's
+/// choice below [`PER_SOURCE`]).
+pub async fn connect_from(target: SocketAddr, index: usize) -> anyhow::Result<TcpStream> {
+    let slot = index / PER_SOURCE;
+    let stream = if slot == 0 || !target.ip().is_loopback() {
+        TcpStream::connect(target).await?
+    } else {
+        let octet = u8::try_from(1 + slot).context("too many source addresses")?;
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet)),
+            0,
+        ))?;
+        socket.connect(target).await?
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A client frame: FIN, `opcode`, masked with a zero key (valid, and the
+/// payload goes as is).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Opens a WebSocket to `target` and binds `uid`.
+pub async fn open(target: SocketAddr, index: usize, uid: &str) -> anyhow::Result<TcpStream> {
+    let mut s = connect_from(target, index).await?;
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    // Read the answer head byte by byte (it is short) so no frame is consumed.
+    let mut head = Vec::with_capacity(160);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 4096 {
+            bail!("handshake answer too long");
+        }
+        let mut b = [0u8; 1];
+        if s.read(&mut b).await? == 0 {
+            bail!("closed during handshake");
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        let line = String::from_utf8_lossy(&head);
+        bail!("upgrade refused: {}", line.lines().next().unwrap_or(""));
+    }
+    s.write_all(&client_frame(0x1, uid.as_bytes())).await?;
+    Ok(s)
+}
+
+/// Reads frames until close, error or `stop`; records text payloads.
+async fn read_loop(mut s: TcpStream, tracker: Arc<Tracker>, mut stop: watch::Receiver<bool>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    loop {
+        // Parse every complete frame in the buffer.
+        let mut at = 0;
+        while buf.len() - at >= 2 {
+            let (b0, b1) = (buf[at], buf[at + 1]);
+            let (len, hdr) = match b1 & 0x7f {
+                126 if buf.len() - at >= 4 => {
+                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
+                }
+                127 if buf.len() - at >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[at + 2..at + 10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() - at < hdr + len {
+                if buf.capacity() < hdr + len {
+                    buf.reserve(hdr + len);
+                }
+                break;
+            }
+            let payload = &buf[at + hdr..at + hdr + len];
+            match b0 & 0x0f {
+                0x1 | 0x0 => tracker.record(payload),
+                0x8 => return,
+                0x9 => {
+                    let pong = client_frame(0xA, payload);
+                    if s.write_all(&pong).await.is_err() {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+            at += hdr + len;
+        }
+        buf.drain(..at);
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(2048);
+        }
+        tokio::select! {
+            read = s.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A pool of receiving WebSocket clients, one task each.
+pub struct Receivers {
+    stop: watch::Sender<bool>,
+    /// Connections opened so far (also the next index for source addresses).
+    pub opened: usize,
+    /// Connections that failed to open.
+    pub failed: Arc<AtomicUsize>,
+    /// Connections whose reader has ended.
+    pub ended: Arc<AtomicU64>,
+    tracker: Arc<Tracker>,
+}
+
+impl Receivers {
+    /// An empty pool whose clients record into `tracker`.
+    pub fn new(tracker: Arc<Tracker>) -> Receivers {
+        Receivers {
+            stop: watch::channel(false).0,
+            opened: 0,
+            failed: Arc::new(AtomicUsize::new(0)),
+            ended: Arc::new(AtomicU64::new(0)),
+            tracker,
+        }
+    }
+
+    /// Opens clients `self.opened..upto` against `target`, binding
+    /// `uid(i)`, at most `parallel` handshakes at a time; returns once every
+    /// handshake has finished (or `limit` passed).
+    pub async fn grow(
+        &mut self,
+        target: SocketAddr,
+        upto: usize,
+        parallel: usize,
+        limit: Duration,
+        uid: impl Fn(usize) -> String,
+    ) -> anyhow::Result<()> {
+        let sem = Arc::new(Semaphore::new(parallel.max(1)));
+        let mut handshakes = tokio::task::JoinSet::new();
+        for i in self.opened..upto {
+            let permit = sem.clone().acquire_owned().await?;
+            let (tracker, failed, ended) = (
+                self.tracker.clone(),
+                self.failed.clone(),
+                self.ended.clone(),
+            );
+            let stop = self.stop.subscribe();
+            let uid = uid(i);
+            handshakes.spawn(async move {
+                let opened = tokio::time::timeout(limit, open(target, i, &uid)).await;
+                drop(permit);
+                match opened {
+                    Ok(Ok(s)) => {
+                        tokio::spawn(async move {
+                            read_loop(s, tracker, stop).await;
+                            ended.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("bench: connection {i} failed: {e:#}");
+                        }
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            // Reap finished handshakes as we go so the set stays small.
+            while handshakes.try_join_next().is_some() {}
+        }
+        let all = async { while handshakes.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(limit, all).await;
+        self.opened = upto;
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            bail!("{failed} of {upto} WebSocket connections failed to open");
+        }
+        Ok(())
+    }
+
+    /// Tells every client to stop reading (their sockets close).
+    pub fn close(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
