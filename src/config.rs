@@ -185,6 +185,25 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
 
+    /// Cluster mode through Redis Sentinel: sentinel addresses (`host:port`,
+    /// comma-separated); the current master is asked of them at every
+    /// (re)connection, so a failover is followed.
+    #[arg(
+        long,
+        env = "PUSHGATE_REDIS_SENTINELS",
+        value_delimiter = ',',
+        conflicts_with = "redis_url"
+    )]
+    pub redis_sentinels: Vec<String>,
+
+    /// The master name the sentinels monitor.
+    #[arg(
+        long,
+        env = "PUSHGATE_REDIS_SENTINEL_MASTER",
+        default_value = "mymaster"
+    )]
+    pub redis_sentinel_master: String,
+
     /// Prefix of every Redis key and channel, so deployments can share a Redis.
     #[arg(long, env = "PUSHGATE_REDIS_PREFIX", default_value = "pushgate:")]
     pub redis_prefix: String,
@@ -290,8 +309,8 @@ impl Config {
                 "--redis-probe-interval and --redis-timeout must be greater than zero".into(),
             );
         }
-        if self.require_redis && self.redis_url.is_none() {
-            return Err("--require-redis needs --redis-url".into());
+        if self.require_redis && self.redis_url.is_none() && self.redis_sentinels.is_empty() {
+            return Err("--require-redis needs --redis-url or --redis-sentinels".into());
         }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be greater than zero".into());

@@ -74,8 +74,8 @@ pub enum StartError {
     /// The API key file could not be read.
     #[error("cannot read the API key file: {0}")]
     ApiKeyFile(std::io::Error),
-    /// The Redis URL is not valid.
-    #[error("invalid --redis-url: {0}")]
+    /// The Redis URL or sentinel list is not valid.
+    #[error("invalid Redis configuration: {0}")]
     RedisUrl(redis::RedisError),
 }
 
@@ -99,10 +99,18 @@ impl App {
             config.max_conns_per_ip,
             config.max_connects_per_ip,
         );
-        let cluster = match &config.redis_url {
-            Some(url) => Some(
+        let target = match (&config.redis_url, config.redis_sentinels.is_empty()) {
+            (Some(url), _) => Some(cluster::RedisTarget::Url(url.0.clone())),
+            (None, false) => Some(cluster::RedisTarget::Sentinel {
+                sentinels: config.redis_sentinels.clone(),
+                master: config.redis_sentinel_master.clone(),
+            }),
+            (None, true) => None,
+        };
+        let cluster = match target {
+            Some(target) => Some(
                 cluster::Cluster::new(cluster::ClusterConfig {
-                    url: url.0.clone(),
+                    target,
                     prefix: config.redis_prefix.clone(),
                     node_id: config.node_id(),
                     probe_interval: config.redis_probe_interval,

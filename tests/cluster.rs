@@ -396,3 +396,126 @@ async fn a_starved_subscription_is_caught_by_the_probe_and_reestablished() {
         r#"{"uid":"starved","after":"probe"}"#
     );
 }
+
+#[tokio::test]
+async fn sentinel_mode_follows_a_failover() {
+    let master = Redis::start();
+    let replica = Redis::start_with(
+        free_port(),
+        vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port.to_string(),
+        ],
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while !master
+        .command("INFO replication")
+        .contains("connected_slaves:1")
+    {
+        assert!(Instant::now() < deadline, "replica never attached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sentinel = Redis::sentinel(&master);
+    while !sentinel
+        .command("SENTINEL REPLICAS mymaster")
+        .contains(&replica.port.to_string())
+    {
+        assert!(Instant::now() < deadline, "sentinel never saw the replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sentinels = format!("127.0.0.1:{}", sentinel.port);
+    let args = [
+        "--redis-sentinels",
+        sentinels.as_str(),
+        "--redis-probe-interval",
+        "200ms",
+        "--redis-timeout",
+        "500ms",
+    ];
+    let a = Gateway::start(&args);
+    let b = Gateway::start(&args);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let mut on_b = ws_bind(&b, "sent").await;
+    a.wait_nodes("sent", 1).await;
+    let mut text = TextClient::connect(&a).await;
+    assert_eq!(text.send(r#"{"uid":"sent","n":1}"#).await, "ok");
+    assert_eq!(next_text(&mut on_b).await, r#"{"uid":"sent","n":1}"#);
+
+    // The replica becomes master; the old master a replica that would still
+    // accept PUBLISH. Both nodes must notice and move.
+    let deadline = Instant::now() + PATIENCE;
+    // Sentinel refuses (-NOGOODSLAVE) until it has the replica's details.
+    loop {
+        let answer = sentinel.command("SENTINEL FAILOVER mymaster");
+        if answer.starts_with("+OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "failover refused: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while !replica.command("ROLE").contains("$6\r\nmaster") {
+        assert!(Instant::now() < deadline, "failover never happened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in [&a, &b] {
+        // The old master either drops its clients or keeps them as a
+        // replica, which the ROLE check catches: either way, a reconnect.
+        loop {
+            let mut total = 0.0;
+            for reason in [
+                "not_master",
+                "connection_lost",
+                "probe_failed",
+                "command_failed",
+            ] {
+                let series = format!(r#"pushgate_redis_reconnects_total{{reason="{reason}"}}"#);
+                total += n.metric(&series).await;
+            }
+            if total >= 1.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a node never left the old master: old {:?}, new {:?}",
+                master.command("ROLE"),
+                replica.command("ROLE")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        n.wait_redis_up().await;
+    }
+    a.wait_nodes("sent", 1).await;
+    assert_eq!(text.send(r#"{"uid":"sent","n":2}"#).await, "ok");
+    assert_eq!(next_text(&mut on_b).await, r#"{"uid":"sent","n":2}"#);
+    let numsub = replica.command("PUBSUB NUMSUB pushgate:u:sent");
+    assert!(
+        numsub.ends_with(":1\r\n"),
+        "the new master holds the subscription: {numsub:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_that_turns_replica_is_left_rather_than_published_to() {
+    let other = Redis::start();
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    a.wait_redis_up().await;
+    // A replica accepts PUBLISH but its subscribers are not the cluster's.
+    let answer = redis.command(&format!("REPLICAOF 127.0.0.1 {}", other.port));
+    assert!(answer.starts_with("+OK"), "{answer}");
+    a.wait_metric("pushgate_redis_up", 0.0).await;
+    assert!(
+        a.metric(r#"pushgate_redis_reconnects_total{reason="not_master"}"#)
+            .await
+            >= 1.0
+    );
+    let mut text = TextClient::connect(&a).await;
+    let (status, _) = push_http(&a, json!({"uid": "anyone", "data": 1})).await;
+    assert_eq!(status, 503);
+    assert_eq!(text.send(r#"{"uid":"anyone"}"#).await, "fail");
+    // Back to master: the node returns.
+    assert!(redis.command("REPLICAOF NO ONE").starts_with("+OK"));
+    a.wait_redis_up().await;
+}

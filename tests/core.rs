@@ -294,6 +294,16 @@ async fn rest_errors_are_problem_documents() {
     )
     .await;
     assert_problem(http.get(gw.url("/nope")).send().await.unwrap(), 404).await;
+    assert_problem(http.get(gw.url("/users/%FF")).send().await.unwrap(), 400).await;
+    let long = "u".repeat(257);
+    assert_problem(
+        http.get(gw.url(&format!("/users/{long}")))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
     assert_problem(http.get(gw.url("/push")).send().await.unwrap(), 405).await;
     // Still serving after all that.
     let ok = post(

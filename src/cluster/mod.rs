@@ -36,11 +36,26 @@ use wire::{Channels, Kind};
 use crate::model::Uid;
 use crate::telemetry;
 
+/// Where the bus's Redis is.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One Redis (or a managed endpoint that fails over behind one address).
+    Url(String),
+    /// Redis Sentinel: the current master of `master` is asked of these
+    /// sentinels (`host:port`) at every (re)connection.
+    Sentinel {
+        /// Sentinel addresses.
+        sentinels: Vec<String>,
+        /// The monitored master's name.
+        master: String,
+    },
+}
+
 /// How a node finds and names itself on the bus.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// `redis://` URL.
-    pub url: String,
+    /// Where Redis is.
+    pub target: RedisTarget,
     /// Prefix of every key and channel.
     pub prefix: String,
     /// This node's unique id.
@@ -79,7 +94,7 @@ pub struct Cluster {
 }
 
 struct Inner {
-    client: redis::Client,
+    source: Source,
     channels: Channels,
     config: ClusterConfig,
     /// The publishing connection while Redis is reachable.
@@ -92,16 +107,47 @@ struct Inner {
     up: AtomicBool,
 }
 
+/// Where connections come from.
+enum Source {
+    Client(redis::Client),
+    /// Behind an async mutex: resolving asks the sentinels over the network.
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Source {
+    /// A client for the current master.
+    async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Source::Client(client) => Ok(client.clone()),
+            Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+}
+
 /// How long a node's `/stats` report stays valid.
 const STATS_TTL: Duration = Duration::from_secs(10);
 
 impl Cluster {
     /// A handle for `config`; connecting is [`run`]'s job.
     pub fn new(config: ClusterConfig) -> Result<Cluster, redis::RedisError> {
-        let client = redis::Client::open(config.url.as_str())?;
+        let source = match &config.target {
+            RedisTarget::Url(url) => Source::Client(redis::Client::open(url.as_str())?),
+            RedisTarget::Sentinel { sentinels, master } => {
+                let addrs: Vec<String> =
+                    sentinels.iter().map(|s| format!("redis://{s}/")).collect();
+                Source::Sentinel(tokio::sync::Mutex::new(
+                    redis::sentinel::SentinelClient::build(
+                        addrs,
+                        master.clone(),
+                        None,
+                        redis::sentinel::SentinelServerType::Master,
+                    )?,
+                ))
+            }
+        };
         Ok(Cluster {
             inner: Arc::new(Inner {
-                client,
+                source,
                 channels: Channels::new(&config.prefix),
                 config,
                 publisher: RwLock::new(None),

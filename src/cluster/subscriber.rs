@@ -35,6 +35,7 @@ enum Lost {
     Connection,
     Command,
     Probe,
+    NotMaster,
     Shutdown,
 }
 
@@ -45,6 +46,7 @@ impl Lost {
             Lost::Connection => "connection_lost",
             Lost::Command => "command_failed",
             Lost::Probe => "probe_failed",
+            Lost::NotMaster => "not_master",
             Lost::Shutdown => "shutdown",
         }
     }
@@ -94,19 +96,25 @@ async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration)
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(limit))
         .set_response_timeout(Some(inner.config.timeout));
-    let Ok(Ok(pubsub)) = timeout(limit, inner.client.get_async_pubsub()).await else {
+    let Ok(Ok(client)) = timeout(limit, inner.source.client()).await else {
+        return Lost::Connect;
+    };
+    let Ok(Ok(pubsub)) = timeout(limit, client.get_async_pubsub()).await else {
         return Lost::Connect;
     };
     let Ok(Ok(mut publisher)) = timeout(
         limit,
-        inner
-            .client
-            .get_multiplexed_async_connection_with_config(&config),
+        client.get_multiplexed_async_connection_with_config(&config),
     )
     .await
     else {
         return Lost::Connect;
     };
+    match is_master(&mut publisher, limit).await {
+        Some(true) => {}
+        Some(false) => return Lost::NotMaster,
+        None => return Lost::Command,
+    }
     let (mut sink, mut stream) = pubsub.split();
     let node_channel = inner.channels.node(cluster.node_id());
     let fixed = vec![inner.channels.broadcast(), node_channel];
@@ -164,6 +172,17 @@ async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration)
                 }
             }
             _ = probe.tick() => {
+                // After a failover the old master lives on as a replica that
+                // accepts PUBLISH and delivers it to nobody on the new one.
+                match is_master(&mut publisher, limit).await {
+                    Some(true) => {}
+                    Some(false) => {
+                        tracing::warn!("redis server is no longer a master: reconnecting");
+                        return Lost::NotMaster;
+                    }
+                    // No answer at all: the connection is starved or dead.
+                    None => return Lost::Probe,
+                }
                 if probe_due.is_some_and(|(_, due)| Instant::now() >= due) {
                     tracing::warn!("redis subscription probe was not received: reconnecting");
                     return Lost::Probe;
@@ -198,6 +217,20 @@ async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration)
                 }
             }
         }
+    }
+}
+
+/// Whether the server behind `conn` is a master (`ROLE`), so publishes reach
+/// every subscriber of the deployment; `None` when it does not answer.
+async fn is_master(conn: &mut redis::aio::MultiplexedConnection, limit: Duration) -> Option<bool> {
+    let role: Result<Result<redis::Value, _>, _> =
+        timeout(limit, redis::cmd("ROLE").query_async(conn)).await;
+    match role {
+        Ok(Ok(redis::Value::Array(items))) => Some(matches!(
+            items.first(),
+            Some(redis::Value::BulkString(b)) if b == b"master"
+        )),
+        _ => None,
     }
 }
 

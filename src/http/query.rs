@@ -3,6 +3,7 @@
 //! means exactly what `ok` means for a push.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use serde::Serialize;
 
@@ -40,8 +41,11 @@ pub struct Stats {
 /// `GET /users/{uid}`.
 pub async fn user(
     State(app): State<App>,
-    Path(uid): Path<String>,
+    uid: Result<Path<String>, PathRejection>,
 ) -> Result<Json<UserStatus>, ApiError> {
+    // A path that is not UTF-8 (`/users/%FF`) is a bad request like any
+    // other, answered as a problem document.
+    let Path(uid) = uid.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let uid = Uid::new(&uid).map_err(|e| ApiError::BadRequest(format!("invalid uid: {e}")))?;
     let connections = app.map.connections_of(&uid);
     let nodes = match app.map.cluster() {

@@ -406,18 +406,60 @@ pub struct Redis {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
+    /// Extra arguments (a config file, `--replicaof`, `--sentinel`).
+    args: Vec<String>,
+}
+
+/// A free loopback port (the listener is closed again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 impl Redis {
     /// Starts a fresh redis-server (no persistence) on a free port.
     pub fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = Redis { child: None, port };
+        Redis::start_with(free_port(), Vec::new())
+    }
+
+    /// Starts redis-server on `port` with extra arguments.
+    pub fn start_with(port: u16, args: Vec<String>) -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port,
+            args,
+        };
         redis.restart();
         redis
+    }
+
+    /// Starts a Redis Sentinel on a free port, monitoring `master` as
+    /// `mymaster` (quorum 1, quick failure detection).
+    pub fn sentinel(master: &Redis) -> Redis {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("pushgate-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n",
+                master.port
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut s = Redis {
+            child: None,
+            port,
+            args: vec![conf.display().to_string(), "--sentinel".into()],
+        };
+        s.restart();
+        s
     }
 
     /// `redis://` URL of this server.
@@ -436,9 +478,13 @@ impl Redis {
     /// Starts it again on the same port and waits until it answers.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        // A config file must come first on redis-server's command line.
+        cmd.args(self.args.iter().filter(|a| a.ends_with(".conf")));
+        let child = cmd
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(self.args.iter().filter(|a| !a.ends_with(".conf")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
