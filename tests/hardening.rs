@@ -593,3 +593,43 @@ async fn slow_headers_are_cut_off() {
     }
     assert!(closed, "the gateway kept a slowloris connection open");
 }
+
+#[tokio::test]
+async fn public_key_mode_accepts_es256_and_rs256_and_refuses_algorithm_confusion() {
+    use jsonwebtoken::Algorithm;
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+    for (alg, private, public) in [
+        (Algorithm::ES256, "ec-private.pem", "ec-public.pem"),
+        (Algorithm::RS256, "rsa-private.pem", "rsa-public.pem"),
+    ] {
+        let public_path = format!("{keys}/{public}");
+        let gw = Gateway::start(&["--jwt-public-key", &public_path]);
+        let pem = std::fs::read(format!("{keys}/{private}")).unwrap();
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
+            _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        };
+        let claims = json!({"sub": "pk", "exp": now() + 600});
+        let good = encode(&Header::new(alg), &claims, &key).unwrap();
+        let mut ws = ws_connect(&gw.ws_url(&format!("/ws?token={good}"))).await;
+        gw.wait_bound("pk", 1).await;
+        let mut text = TextClient::connect(&gw).await;
+        assert_eq!(text.send(r#"{"uid":"pk"}"#).await, "ok");
+        assert_eq!(next_text(&mut ws).await, r#"{"uid":"pk"}"#);
+        // HS256 signed with the public key as the secret: the classic
+        // algorithm-confusion attack.
+        let public_bytes = std::fs::read(&public_path).unwrap();
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "mallory", "exp": now() + 600}),
+            &EncodingKey::from_secret(&public_bytes),
+        )
+        .unwrap();
+        let mut bad = ws_connect(&gw.ws_url(&format!("/ws?token={forged}"))).await;
+        assert_eq!(
+            close_of(&mut bad).await,
+            (1008, "invalid token".to_string())
+        );
+        assert!(!online(&gw, "mallory").await);
+    }
+}
