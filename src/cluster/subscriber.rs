@@ -62,12 +62,16 @@ pub async fn run(cluster: Cluster, map: ConnectionMap, shutdown: Shutdown) {
             _ = shutdown.stopping() => Lost::Shutdown,
             lost = session(&cluster, &map, &mut backoff) => lost,
         };
-        set_down(&cluster);
-        up.set(0.0);
         if let Lost::Shutdown = lost {
+            set_down(&cluster);
+            up.set(0.0);
             return;
         }
+        // Counted before the gauge drops, so whoever sees the bus down also
+        // sees why.
         metrics::counter!(telemetry::REDIS_RECONNECTS, "reason" => lost.as_str()).increment(1);
+        set_down(&cluster);
+        up.set(0.0);
         tracing::warn!(reason = lost.as_str(), retry_in = ?backoff, "redis bus down");
         tokio::select! {
             _ = shutdown.stopping() => return,
