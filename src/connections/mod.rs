@@ -141,11 +141,7 @@ impl ConnectionMap {
     ) -> Result<PushOutcome, RouteError> {
         let start = Instant::now();
         let mut outcome = self.push_local(uid, payload);
-        self.count_deliveries(outcome);
-        self.shared
-            .metrics
-            .enqueue_seconds
-            .record(start.elapsed().as_secs_f64());
+        self.account_local(outcome, start);
         if let Some(cluster) = &self.shared.cluster {
             match cluster.publish_push(uid, payload.as_bytes()).await {
                 Ok(nodes) => outcome.nodes = nodes,
@@ -176,11 +172,7 @@ impl ConnectionMap {
         let start = Instant::now();
         let mut outcome = self.broadcast_local_outcome(payload);
         metrics::counter!(telemetry::BROADCASTS, "source" => source.as_str()).increment(1);
-        self.count_deliveries(outcome);
-        self.shared
-            .metrics
-            .enqueue_seconds
-            .record(start.elapsed().as_secs_f64());
+        self.account_local(outcome, start);
         if let Some(cluster) = &self.shared.cluster {
             match cluster.publish_broadcast(payload.as_bytes()).await {
                 Ok(nodes) => outcome.nodes = nodes,
@@ -216,6 +208,15 @@ impl ConnectionMap {
     /// Open connections on this node, bound or not.
     pub fn connections(&self) -> usize {
         self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// Counts what the local part of a push did and how long it took.
+    fn account_local(&self, outcome: PushOutcome, start: Instant) {
+        self.count_deliveries(outcome);
+        self.shared
+            .metrics
+            .enqueue_seconds
+            .record(start.elapsed().as_secs_f64());
     }
 
     fn count_deliveries(&self, outcome: PushOutcome) {
