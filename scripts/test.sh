@@ -9,10 +9,15 @@ scripts/install-test-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+mkdir -p target
+cargo test --all-targets --locked 2>&1 | tee target/cargo-test.log
 
 for extra in scripts/test.d/*.sh; do
   [ -e "$extra" ] || continue
   echo "== $extra"
   bash "$extra"
 done
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "cargo tests: %d passed, %d failed\n", p, f }' target/cargo-test.log
