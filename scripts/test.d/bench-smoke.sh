@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke run of pushgate-bench so the tool never rots: every scenario, tiny
-# (100 connections, about a second each), against gateways (and, for the
-# cluster scenario, a redis-server) it starts itself with --spawn. Checks that
+# (100 connections, spread over three processes to exercise the workers,
+# about a second each), against gateways (and, for the cluster scenario, a
+# redis-server) it starts itself with --spawn. Checks that
 # each scenario prints its JSON line with no loss and no duplicates. Speed is
 # never asserted: CI machines are shared and noisy. Run by scripts/test.sh;
 # also runs alone: `bash scripts/test.d/bench-smoke.sh`.
@@ -15,7 +16,7 @@ trap 'rm -f "$out"' EXIT
 # The bench kills what it started on exit; `timeout` bounds the whole run.
 status=0
 timeout 240 target/debug/pushgate-bench all --spawn --json \
-  --connections 100 --duration 1s --rate 2000 >"$out" || status=$?
+  --connections 100 --clients-per-process 40 --duration 1s --rate 2000 >"$out" || status=$?
 
 python3 - "$out" <<'PY' || status=1
 import json, sys

@@ -15,6 +15,7 @@ mod scenarios;
 mod spawn;
 mod sys;
 mod track;
+mod worker;
 mod ws;
 
 use std::net::SocketAddr;
@@ -79,6 +80,28 @@ pub struct Args {
     /// Print only the JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// WebSocket clients one bench process holds; more are spread over
+    /// worker processes. Default: this process's open-file limit less 300.
+    #[arg(long)]
+    pub clients_per_process: Option<usize>,
+    /// Worker mode: the inherited memfd of the shared tracker.
+    #[arg(long, hide = true, default_value_t = -1)]
+    pub shm_fd: i32,
+    /// Worker mode: the uid prefix of its clients.
+    #[arg(long, hide = true, default_value = "")]
+    pub worker_prefix: String,
+}
+
+impl Args {
+    /// WebSocket clients this process holds before starting workers.
+    pub fn per_process(&self) -> usize {
+        self.clients_per_process.unwrap_or_else(|| {
+            let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+            usize::try_from(files.saturating_sub(300))
+                .unwrap_or(usize::MAX)
+                .max(1)
+        })
+    }
 }
 
 /// A benchmark scenario.
@@ -93,6 +116,9 @@ pub enum Scenario {
     Cluster,
     /// Every scenario in turn.
     All,
+    /// Internal: a worker process holding clients (see worker.rs).
+    #[value(hide = true)]
+    Worker,
 }
 
 const ALL: [Scenario; 7] = [
@@ -116,6 +142,7 @@ impl Scenario {
             Scenario::Growth => "growth",
             Scenario::Cluster => "cluster",
             Scenario::All => "all",
+            Scenario::Worker => "worker",
         }
     }
 
@@ -136,6 +163,10 @@ impl Scenario {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let files = sys::raise_file_limit();
+    if args.scenario == Scenario::Worker {
+        let parallel = args.parallel_connects;
+        return worker::run(args.http, args.shm_fd, &args.worker_prefix, parallel).await;
+    }
     let machine = sys::machine();
     if !args.json {
         println!("machine: {machine}  (bench open-file limit {files})");
@@ -187,20 +218,15 @@ async fn main() -> anyhow::Result<()> {
 
 /// Sets up the target for `sc` and runs it.
 async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report::Row>> {
-    // The bench holds one socket per client plus a few; stay below the limit.
-    let max = usize::try_from(files.saturating_sub(200)).unwrap_or(usize::MAX);
     let steps = if args.connections.is_empty() {
+        // Defaults stay within what one gateway process may hold here.
+        let max = usize::try_from(files.saturating_sub(1100)).unwrap_or(usize::MAX);
         sc.default_connections(max)
     } else {
         args.connections.clone()
     };
-    if let Some(&n) = steps.iter().max()
-        && n > max
-    {
-        bail!(
-            "{n} connections exceed this process's open-file limit ({files}); \
-             raise it (ulimit -n) — spreading clients over processes is not implemented"
-        );
+    if args.per_process() > usize::try_from(files.saturating_sub(100)).unwrap_or(usize::MAX) {
+        bail!("--clients-per-process exceeds this process's open-file limit ({files})");
     }
     let target = target(sc, args).await?;
     let n = steps.first().copied().unwrap_or(1000);
@@ -212,7 +238,7 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
         Scenario::Latency => scenarios::latency(&target, args, n).await,
         Scenario::Growth => scenarios::growth(&target, args, &steps).await,
         Scenario::Cluster => scenarios::cluster(&target, args, n).await,
-        Scenario::All => unreachable!("expanded in main"),
+        Scenario::All | Scenario::Worker => unreachable!("handled in main"),
     }
 }
 

@@ -51,19 +51,23 @@ impl Row {
         let nproc = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let gw_cores = cpu.gateway_cpu_s.map(|c| c / secs);
         let gen_cores = cpu.generator_cpu_s / secs;
-        let total = gw_cores.unwrap_or(0.0) + gen_cores;
-        let bound = if total >= 0.85 * nproc {
+        let ours = gw_cores.unwrap_or(0.0) + gen_cores;
+        let machine = cpu.machine_cpu_s.map_or(ours, |m| m / secs).max(ours);
+        let others = machine - ours;
+        let bound = if machine >= 0.85 * nproc {
             let gw = gw_cores.unwrap_or(0.0);
-            let side = if gw > gen_cores * 1.2 {
-                "gateway"
+            let side = if others > gw.max(gen_cores) {
+                "other processes use most"
+            } else if gw > gen_cores * 1.2 {
+                "gateway uses more"
             } else if gen_cores > gw * 1.2 {
-                "generator"
+                "generator uses more"
             } else {
-                "both"
+                "gateway and generator alike"
             };
-            format!("cpu-saturated, {side} uses more")
+            format!("cpu-saturated ({side}; others {others:.2} cores)")
         } else {
-            "not cpu-bound".to_owned()
+            format!("not cpu-bound (others {others:.2} cores)")
         };
         Row {
             scenario: scenario.to_owned(),

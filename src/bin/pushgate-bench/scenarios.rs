@@ -35,9 +35,9 @@ async fn receivers(
     prefix: &str,
     n: usize,
 ) -> anyhow::Result<Receivers> {
-    let mut pool = Receivers::new(tracker.clone());
+    let mut pool = Receivers::new(tracker.clone(), prefix, args.per_process());
     let base = bound(target.clients_http).await?;
-    grow(target, args, &mut pool, prefix, n, base).await?;
+    grow(target, args, &mut pool, n, base).await?;
     Ok(pool)
 }
 
@@ -45,17 +45,14 @@ async fn grow(
     target: &Target,
     args: &Args,
     pool: &mut Receivers,
-    prefix: &str,
     upto: usize,
     base: u64,
 ) -> anyhow::Result<()> {
-    let p = prefix.to_owned();
     pool.grow(
         target.clients_http,
         upto,
         args.parallel_connects,
         crate::phase::SETTLE_LIMIT,
-        move |i| format!("{p}{i}"),
     )
     .await?;
     wait_bound(target.clients_http, base + upto as u64).await
@@ -68,7 +65,7 @@ pub async fn idle(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Resu
     };
     let tracker = Arc::new(Tracker::new(1, 1));
     let prefix = prefix("i");
-    let mut pool = Receivers::new(tracker.clone());
+    let mut pool = Receivers::new(tracker.clone(), &prefix, args.per_process());
     let base = bound(target.clients_http).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss0 = rss_kib(pid).unwrap_or(0);
@@ -76,21 +73,22 @@ pub async fn idle(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Resu
     let mut last = 0;
     for &n in steps {
         let meter = CpuMeter::start(&target.pids);
-        grow(target, args, &mut pool, &prefix, n, base).await?;
+        grow(target, args, &mut pool, n, base).await?;
         let span = meter.stop();
         // Let allocations settle after the connect burst.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss = rss_kib(pid).unwrap_or(0);
         let per_conn = rss.saturating_sub(rss0) as f64 / n.max(1) as f64;
         let new = (n - last).max(1) as f64;
-        let row = Row::new("idle", &n.to_string(), n, span, 0, 0, None, 0..0)
+        let mut row = Row::new("idle", &n.to_string(), n, span, 0, 0, None, 0..0);
+        // Per-op costs of this step are per new connection.
+        row.gateway_us_per_op = span.gateway_cpu_s.map(|c| c * 1e6 / new);
+        row.generator_us_per_op = span.generator_cpu_s * 1e6 / new;
+        let row = row
             .with("rss_base_kib", rss0)
             .with("rss_kib", rss)
             .with("rss_per_conn_kib", (per_conn * 100.0).round() / 100.0)
-            .with(
-                "gw_us_per_connect",
-                span.gateway_cpu_s.map(|c| (c * 1e6 / new).round()),
-            );
+            .with("connect_secs", (span.wall_s * 100.0).round() / 100.0);
         rows.push(row);
         last = n;
     }
@@ -189,13 +187,7 @@ pub async fn broadcast(target: &Target, args: &Args, n: usize) -> anyhow::Result
             row.integrity.lost += one.integrity.lost;
             row.integrity.duplicates += one.integrity.duplicates;
         }
-        reach.extend(
-            tracker
-                .reach_all_us
-                .lock()
-                .map(|v| v.clone())
-                .unwrap_or_default(),
-        );
+        reach.extend(tracker.reach_us(seq));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     reach.sort_unstable();
@@ -211,13 +203,13 @@ pub async fn growth(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Re
     let run = args.duration;
     let tracker = Arc::new(Tracker::new(capacity(run, steps.len()), 1));
     let prefix = prefix("g");
-    let mut pool = Receivers::new(tracker.clone());
+    let mut pool = Receivers::new(tracker.clone(), &prefix, args.per_process());
     let base = bound(target.clients_http).await?;
     let conns = args.concurrency.unwrap_or(2);
     let mut rows: Vec<Row> = Vec::new();
     let mut seq = 0;
     for &n in steps {
-        grow(target, args, &mut pool, &prefix, n, base).await?;
+        grow(target, args, &mut pool, n, base).await?;
         let plan = Plan::new(&prefix, n, tracker.clone(), run, seq..u64::MAX);
         let pusher = Pusher::TextPipelined {
             conns,

@@ -23,6 +23,16 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// CPU seconds of the generator: this process (`getrusage(RUSAGE_SELF)`)
+/// plus its running worker processes (`/proc/PID/stat`).
+pub fn generator_cpu_secs() -> f64 {
+    let workers = crate::worker::PIDS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    self_cpu_secs() + workers.iter().filter_map(|&p| cpu_secs(p)).sum::<f64>()
+}
+
 /// User plus system CPU seconds of this process, from `getrusage(RUSAGE_SELF)`.
 pub fn self_cpu_secs() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
@@ -56,7 +66,21 @@ pub struct CpuMeter {
     pids: Vec<u32>,
     gw_start: Option<f64>,
     gen_start: f64,
+    machine_start: Option<f64>,
     wall: Instant,
+}
+
+/// Busy CPU seconds of the whole machine (every process), from `/proc/stat`.
+fn machine_busy_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy excludes idle, iowait.
+    let busy = f.get(..8)?.iter().sum::<f64>() - f[3] - f[4];
+    Some(busy / clock_ticks())
 }
 
 /// What a [`CpuMeter`] measured.
@@ -66,8 +90,11 @@ pub struct CpuSpan {
     pub wall_s: f64,
     /// Gateway CPU seconds (user+system, every gateway process), if known.
     pub gateway_cpu_s: Option<f64>,
-    /// Generator (this process) CPU seconds.
+    /// Generator CPU seconds (this process and its workers).
     pub generator_cpu_s: f64,
+    /// CPU seconds used by the whole machine meanwhile (gateway, generator
+    /// and whatever else runs: on a shared machine, others).
+    pub machine_cpu_s: Option<f64>,
 }
 
 impl CpuMeter {
@@ -76,7 +103,8 @@ impl CpuMeter {
         CpuMeter {
             pids: pids.to_vec(),
             gw_start: gateway_cpu(pids),
-            gen_start: self_cpu_secs(),
+            gen_start: generator_cpu_secs(),
+            machine_start: machine_busy_secs(),
             wall: Instant::now(),
         }
     }
@@ -90,7 +118,11 @@ impl CpuMeter {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             },
-            generator_cpu_s: self_cpu_secs() - self.gen_start,
+            generator_cpu_s: generator_cpu_secs() - self.gen_start,
+            machine_cpu_s: match (self.machine_start, machine_busy_secs()) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            },
         }
     }
 }

@@ -31,13 +31,16 @@ pub fn field(msg: &[u8], key: &[u8]) -> Option<u64> {
 
 /// Latency histogram in microseconds: exact below 1024 µs, then 64
 /// sub-buckets per power of two (under 1.6 % error), up to ~2^40 µs.
+/// Its buckets live in the tracker's shared memory.
 pub struct Histogram {
-    buckets: Vec<AtomicU64>,
-    max: AtomicU64,
+    buckets: &'static [AtomicU64],
+    max: &'static AtomicU64,
 }
 
 const SUB: u64 = 64;
 const LINEAR: u64 = 1024;
+/// Buckets of a histogram.
+const BUCKETS: usize = (LINEAR + 31 * SUB) as usize;
 
 fn bucket_of(us: u64) -> usize {
     if us < LINEAR {
@@ -59,14 +62,6 @@ fn bucket_value(i: usize) -> u64 {
 }
 
 impl Histogram {
-    /// An empty histogram.
-    pub fn new() -> Histogram {
-        Histogram {
-            buckets: (0..LINEAR + 31 * SUB).map(|_| AtomicU64::new(0)).collect(),
-            max: AtomicU64::new(0),
-        }
-    }
-
     /// Records one latency.
     pub fn record(&self, us: u64) {
         let i = bucket_of(us).min(self.buckets.len() - 1);
@@ -118,24 +113,37 @@ pub struct Percentiles {
     pub samples: u64,
 }
 
-/// Shared by every receiver of one scenario.
+/// Shared by every receiver of one scenario — across processes: its counters
+/// live in a `memfd` mapping that worker processes (see `worker.rs`) map too.
 pub struct Tracker {
     /// Copies received of each sequence number.
-    counts: Vec<AtomicU32>,
+    counts: &'static [AtomicU32],
+    /// Broadcasts: µs from send until the last expected copy arrived.
+    reach: &'static [AtomicU64],
     /// Copies each sequence number should reach (1 for a push to a uid with
     /// one connection, N for a broadcast to N).
     expect: u32,
     /// Messages received with a sequence number.
-    pub received: AtomicU64,
+    pub received: &'static AtomicU64,
     /// Messages received without one, or beyond the tracked range.
-    pub untracked: AtomicU64,
+    pub untracked: &'static AtomicU64,
     /// Push→receive latency.
     pub latency: Histogram,
     /// Sequence numbers the gateway refused (`fail`): not expected.
     refused: Mutex<Vec<u64>>,
-    /// For broadcasts: time from send until the last connection received it.
-    pub reach_all_us: Mutex<Vec<u64>>,
+    /// Header words (counters, capacity, expectation).
+    head: &'static [AtomicU64],
+    /// The memfd holding the counters (inherited by worker processes).
+    pub fd: i32,
 }
+
+/// Header words of the shared mapping.
+const HEADER: usize = 8;
+const H_RECEIVED: usize = 0;
+const H_UNTRACKED: usize = 1;
+const H_MAX: usize = 2;
+const H_CAPACITY: usize = 3;
+const H_EXPECT: usize = 4;
 
 /// Loss and duplicates over the sequence numbers issued.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -148,17 +156,81 @@ pub struct Integrity {
 
 impl Tracker {
     /// A tracker for up to `capacity` sequence numbers, each expected
-    /// `expect` times.
+    /// `expect` times, in a fresh shared mapping.
     pub fn new(capacity: usize, expect: u32) -> Tracker {
-        Tracker {
-            counts: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
-            expect: expect.max(1),
-            received: AtomicU64::new(0),
-            untracked: AtomicU64::new(0),
-            latency: Histogram::new(),
-            refused: Mutex::new(Vec::new()),
-            reach_all_us: Mutex::new(Vec::new()),
+        let expect = expect.max(1);
+        let reach = if expect > 1 { capacity } else { 0 };
+        let words = HEADER + BUCKETS + reach + capacity.div_ceil(2);
+        // SAFETY: plain syscalls on a fresh fd; failures are checked.
+        let fd = unsafe { libc::memfd_create(c"pushgate-bench".as_ptr(), 0) };
+        assert!(fd >= 0, "memfd_create failed");
+        // SAFETY: fd is ours.
+        let rc = unsafe { libc::ftruncate(fd, (words * 8) as libc::off_t) };
+        assert!(rc == 0, "ftruncate failed");
+        let t = Tracker::map(fd, words, capacity, reach, expect);
+        t.header(H_CAPACITY)
+            .store(capacity as u64, Ordering::Relaxed);
+        t.header(H_EXPECT)
+            .store(u64::from(expect), Ordering::Relaxed);
+        t
+    }
+
+    /// Maps the tracker another process created (its fd was inherited).
+    pub fn attach(fd: i32) -> Tracker {
+        let head = Tracker::map(fd, HEADER, 0, 0, 1);
+        let capacity = head.header(H_CAPACITY).load(Ordering::Relaxed) as usize;
+        let expect = head.header(H_EXPECT).load(Ordering::Relaxed) as u32;
+        let reach = if expect > 1 { capacity } else { 0 };
+        let words = HEADER + BUCKETS + reach + capacity.div_ceil(2);
+        Tracker::map(fd, words, capacity, reach, expect)
+    }
+
+    fn map(fd: i32, words: usize, capacity: usize, reach: usize, expect: u32) -> Tracker {
+        let len = words.max(HEADER + BUCKETS) * 8;
+        // SAFETY: a shared mapping of a memfd at least `len` long (ftruncate
+        // above, or by the creating process); it is never unmapped, so the
+        // 'static slices below stay valid. The memory is zero-filled and only
+        // ever accessed through atomics, from every process mapping it.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            assert!(p != libc::MAP_FAILED, "mmap failed");
+            let words64 = std::slice::from_raw_parts(p as *const AtomicU64, len / 8);
+            let (head, rest) = words64.split_at(HEADER);
+            let (buckets, rest) = rest.split_at(BUCKETS);
+            let (reach, rest) = rest.split_at(reach.min(rest.len()));
+            let counts = std::slice::from_raw_parts(rest.as_ptr() as *const AtomicU32, capacity);
+            Tracker {
+                counts,
+                reach,
+                expect,
+                received: &head[H_RECEIVED],
+                untracked: &head[H_UNTRACKED],
+                latency: Histogram {
+                    buckets,
+                    max: &head[H_MAX],
+                },
+                refused: Mutex::new(Vec::new()),
+                head,
+                fd,
+            }
         }
+    }
+
+    fn header(&self, i: usize) -> &AtomicU64 {
+        &self.head[i]
+    }
+
+    /// Broadcasts: µs until every expected copy of `seq` had arrived.
+    pub fn reach_us(&self, seq: u64) -> Option<u64> {
+        let v = self.reach.get(seq as usize)?.load(Ordering::Acquire);
+        (v > 0).then_some(v - 1)
     }
 
     /// How many sequence numbers it can track.
@@ -198,11 +270,10 @@ impl Tracker {
         self.received.fetch_add(1, Ordering::Relaxed);
         match self.counts.get(seq as usize) {
             Some(c) => {
-                if c.fetch_add(1, Ordering::AcqRel) + 1 == self.expect && self.expect > 1 {
-                    self.reach_all_us
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(us);
+                if c.fetch_add(1, Ordering::AcqRel) + 1 == self.expect
+                    && let Some(r) = self.reach.get(seq as usize)
+                {
+                    r.store(us + 1, Ordering::Release);
                 }
             }
             None => {
@@ -238,14 +309,10 @@ impl Tracker {
 
     /// Forgets recorded latencies (between phases, nothing in flight).
     pub fn reset_latency(&self) {
-        for b in &self.latency.buckets {
+        for b in self.latency.buckets {
             b.store(0, Ordering::Relaxed);
         }
         self.latency.max.store(0, Ordering::Relaxed);
-        self.reach_all_us
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
     }
 
     /// Loss and duplicates among sequence numbers `from..to`.

@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -145,61 +145,89 @@ async fn read_loop(mut s: TcpStream, tracker: Arc<Tracker>, mut stop: watch::Rec
     }
 }
 
-/// A pool of receiving WebSocket clients, one task each.
+/// A pool of receiving WebSocket clients, one task each; connections past
+/// `per_process` are opened by worker processes (see `worker.rs`) that
+/// record into the same shared [`Tracker`].
 pub struct Receivers {
     stop: watch::Sender<bool>,
     /// Connections opened so far (also the next index for source addresses).
     pub opened: usize,
     /// Connections that failed to open.
     pub failed: Arc<AtomicUsize>,
-    /// Connections whose reader has ended.
-    pub ended: Arc<AtomicU64>,
     tracker: Arc<Tracker>,
+    prefix: String,
+    per_process: usize,
+    workers: Vec<crate::worker::Worker>,
 }
 
 impl Receivers {
-    /// An empty pool whose clients record into `tracker`.
-    pub fn new(tracker: Arc<Tracker>) -> Receivers {
+    /// An empty pool whose clients bind `PREFIXi` and record into
+    /// `tracker`; this process holds at most `per_process` of them.
+    pub fn new(tracker: Arc<Tracker>, prefix: &str, per_process: usize) -> Receivers {
         Receivers {
             stop: watch::channel(false).0,
             opened: 0,
             failed: Arc::new(AtomicUsize::new(0)),
-            ended: Arc::new(AtomicU64::new(0)),
             tracker,
+            prefix: prefix.to_owned(),
+            per_process: per_process.max(1),
+            workers: Vec::new(),
         }
     }
 
-    /// Opens clients `self.opened..upto` against `target`, binding
-    /// `uid(i)`, at most `parallel` handshakes at a time; returns once every
-    /// handshake has finished (or `limit` passed).
+    /// Opens clients `self.opened..upto`: this process's share here, the
+    /// rest in worker processes (started as needed).
     pub async fn grow(
         &mut self,
         target: SocketAddr,
         upto: usize,
         parallel: usize,
         limit: Duration,
-        uid: impl Fn(usize) -> String,
+    ) -> anyhow::Result<()> {
+        while self.opened < upto {
+            let from = self.opened;
+            let chunk = from / self.per_process;
+            let to = upto.min((chunk + 1) * self.per_process);
+            if chunk == 0 {
+                self.grow_here(target, from, to, parallel, limit).await?;
+            } else {
+                while self.workers.len() < chunk {
+                    let w =
+                        crate::worker::Worker::start(target, &self.tracker, &self.prefix, parallel)
+                            .await?;
+                    self.workers.push(w);
+                }
+                self.workers[chunk - 1].grow(from, to, limit).await?;
+            }
+            self.opened = to;
+        }
+        Ok(())
+    }
+
+    /// Opens clients `from..to` in this process, at most `parallel`
+    /// handshakes at a time; returns once every handshake has finished (or
+    /// `limit` passed).
+    pub async fn grow_here(
+        &mut self,
+        target: SocketAddr,
+        from: usize,
+        to: usize,
+        parallel: usize,
+        limit: Duration,
     ) -> anyhow::Result<()> {
         let sem = Arc::new(Semaphore::new(parallel.max(1)));
         let mut handshakes = tokio::task::JoinSet::new();
-        for i in self.opened..upto {
+        for i in from..to {
             let permit = sem.clone().acquire_owned().await?;
-            let (tracker, failed, ended) = (
-                self.tracker.clone(),
-                self.failed.clone(),
-                self.ended.clone(),
-            );
+            let (tracker, failed) = (self.tracker.clone(), self.failed.clone());
             let stop = self.stop.subscribe();
-            let uid = uid(i);
+            let uid = format!("{}{i}", self.prefix);
             handshakes.spawn(async move {
                 let opened = tokio::time::timeout(limit, open(target, i, &uid)).await;
                 drop(permit);
                 match opened {
                     Ok(Ok(s)) => {
-                        tokio::spawn(async move {
-                            read_loop(s, tracker, stop).await;
-                            ended.fetch_add(1, Ordering::Relaxed);
-                        });
+                        tokio::spawn(read_loop(s, tracker, stop));
                     }
                     Ok(Err(e)) => {
                         if failed.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -216,17 +244,18 @@ impl Receivers {
         }
         let all = async { while handshakes.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(limit, all).await;
-        self.opened = upto;
         let failed = self.failed.load(Ordering::Relaxed);
         if failed > 0 {
-            bail!("{failed} of {upto} WebSocket connections failed to open");
+            bail!("{failed} of {to} WebSocket connections failed to open");
         }
         Ok(())
     }
 
-    /// Tells every client to stop reading (their sockets close).
-    pub fn close(&self) {
+    /// Tells every client to stop reading (their sockets close) and ends the
+    /// workers.
+    pub fn close(&mut self) {
         let _ = self.stop.send(true);
+        self.workers.clear();
     }
 }
 
