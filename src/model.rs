@@ -218,6 +218,38 @@ pub struct PushResponse {
     pub offline: Vec<Uid>,
 }
 
+/// Body of `POST /push/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The pushes, each like a `POST /push` body.
+    pub pushes: Vec<PushRequest>,
+}
+
+/// Answer of `POST /push/batch`.
+#[derive(Debug, Serialize)]
+pub struct BatchResponse {
+    /// Connections on this node that took any of the pushes (summed).
+    pub delivered: usize,
+    /// Slow consumers dropped (summed).
+    pub dropped: usize,
+    /// Other nodes reached (summed over pushes).
+    pub nodes: usize,
+    /// One answer per push, in order.
+    pub results: Vec<BatchResult>,
+}
+
+/// One push's answer in a batch.
+#[derive(Debug, Serialize)]
+pub struct BatchResult {
+    /// As `POST /push` answers.
+    #[serde(flatten)]
+    pub push: PushResponse,
+    /// Uids that could not be routed because Redis was unavailable (cluster
+    /// mode); they are neither online nor offline as far as anyone knows.
+    pub unrouted: Vec<Uid>,
+}
+
 /// Body of `POST /disconnect`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -513,3 +513,52 @@ async fn unanswered_pings_drop_the_connection() {
     assert_eq!(gw.metric("pushgate_ws_connections").await, 1.0);
     reader.abort();
 }
+
+#[tokio::test]
+async fn a_batch_of_pushes_is_answered_push_by_push_in_order() {
+    let gw = Gateway::start(&[]);
+    let mut a = ws_bind(&gw, "a").await;
+    let mut b = ws_bind(&gw, "b").await;
+    let http = reqwest::Client::new();
+    let body = r#"{"pushes":[
+        {"uid":"a","data":1},
+        {"uid":["b","x"],"data":{"k":[1,2]}},
+        {"uid":"off","data":"s"},
+        {"uid":"a","data":"second"}
+    ]}"#;
+    let r: Value = http
+        .post(gw.url("/push/batch"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let empty: Vec<String> = vec![];
+    assert_eq!(
+        r,
+        json!({"delivered": 3, "dropped": 0, "nodes": 0, "results": [
+            {"delivered": 1, "dropped": 0, "nodes": 0, "offline": empty, "unrouted": empty},
+            {"delivered": 1, "dropped": 0, "nodes": 0, "offline": ["x"], "unrouted": empty},
+            {"delivered": 0, "dropped": 0, "nodes": 0, "offline": ["off"], "unrouted": empty},
+            {"delivered": 1, "dropped": 0, "nodes": 0, "offline": empty, "unrouted": empty},
+        ]})
+    );
+    assert_eq!(next_text(&mut a).await, "1");
+    assert_eq!(next_text(&mut a).await, "second");
+    assert_eq!(next_text(&mut b).await, r#"{"k":[1,2]}"#);
+    // Bounded: more than 10,000 pushes is a bad request, and nothing is sent.
+    let pushes: Vec<Value> = (0..10_001)
+        .map(|_| json!({"uid": "a", "data": 0}))
+        .collect();
+    let r = http
+        .post(gw.url("/push/batch"))
+        .json(&json!({ "pushes": pushes }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400).await;
+    assert_nothing_else(&gw, &mut a, "a").await;
+}

@@ -51,6 +51,7 @@ fn public_routes() -> Router<App> {
 fn api_routes(app: &App) -> Router<App> {
     let protected = Router::new()
         .route("/push", post(push::push))
+        .route("/push/batch", post(push::push_batch))
         .route("/broadcast", post(push::broadcast))
         .route("/disconnect", post(push::disconnect))
         .route("/users/{uid}", get(query::user))

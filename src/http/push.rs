@@ -12,8 +12,9 @@ use super::error::ApiError;
 use crate::App;
 use crate::connections::RouteError;
 use crate::model::{
-    BroadcastRequest, BroadcastResponse, DisconnectRequest, DisconnectResponse, PushRequest,
-    PushResponse, Source, payload_from_data,
+    BatchRequest, BatchResponse, BatchResult, BroadcastRequest, BroadcastResponse,
+    DisconnectRequest, DisconnectResponse, PushRequest, PushResponse, Source, Uid,
+    payload_from_data,
 };
 
 /// A JSON body whose every failure is a problem document: 415 for another
@@ -57,6 +58,61 @@ pub async fn push(
     State(app): State<App>,
     JsonBody(req): JsonBody<PushRequest>,
 ) -> Result<Json<PushResponse>, ApiError> {
+    let routed = route(&app, req).await?;
+    if !routed.unrouted.is_empty() {
+        let uids: Vec<&str> = routed.unrouted.iter().map(Uid::as_str).collect();
+        return Err(ApiError::Unavailable(format!(
+            "Redis is unavailable: not delivered to {}; delivered to {} local connection(s)",
+            uids.join(", "),
+            routed.answer.delivered
+        )));
+    }
+    Ok(Json(routed.answer))
+}
+
+/// Most pushes one `POST /push/batch` may carry.
+pub const MAX_BATCH: usize = 10_000;
+
+/// `POST /push/batch`: many pushes in one request, each answered like
+/// `POST /push`, in order. A push that Redis could not route lists its uids
+/// in `unrouted` instead of failing the whole batch.
+pub async fn push_batch(
+    State(app): State<App>,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    if req.pushes.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "a batch carries at most {MAX_BATCH} pushes, not {}",
+            req.pushes.len()
+        )));
+    }
+    let mut answer = BatchResponse {
+        delivered: 0,
+        dropped: 0,
+        nodes: 0,
+        results: Vec::with_capacity(req.pushes.len()),
+    };
+    for push in req.pushes {
+        let routed = route(&app, push).await?;
+        answer.delivered += routed.answer.delivered;
+        answer.dropped += routed.answer.dropped;
+        answer.nodes += routed.answer.nodes;
+        answer.results.push(BatchResult {
+            push: routed.answer,
+            unrouted: routed.unrouted,
+        });
+    }
+    Ok(Json(answer))
+}
+
+/// One push's answer, plus the uids Redis could not route.
+struct Routed {
+    answer: PushResponse,
+    unrouted: Vec<Uid>,
+}
+
+/// Routes one REST push to each of its uids.
+async fn route(app: &App, req: PushRequest) -> Result<Routed, ApiError> {
     let payload = payload_from_data(&req.data)
         .map_err(|e| ApiError::BadRequest(format!("invalid data: {e}")))?;
     let mut answer = PushResponse {
@@ -65,30 +121,26 @@ pub async fn push(
         nodes: 0,
         offline: Vec::new(),
     };
-    let mut unknown = Vec::new();
+    let mut unrouted = Vec::new();
     for uid in req.uid.into_unique() {
         let outcome = match app.map.push(Source::Http, &uid, &payload).await {
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                if !outcome.is_ok() {
+                    answer.offline.push(uid);
+                }
+                outcome
+            }
+            // Not offline: unknown, since Redis could not be asked.
             Err(RouteError::ClusterUnavailable(outcome)) => {
-                unknown.push(uid.to_string());
+                unrouted.push(uid);
                 outcome
             }
         };
         answer.delivered += outcome.delivered;
         answer.dropped += outcome.dropped;
         answer.nodes += outcome.nodes;
-        if !outcome.is_ok() {
-            answer.offline.push(uid);
-        }
     }
-    if !unknown.is_empty() {
-        return Err(ApiError::Unavailable(format!(
-            "Redis is unavailable: not delivered to {}; delivered to {} local connection(s)",
-            unknown.join(", "),
-            answer.delivered
-        )));
-    }
-    Ok(Json(answer))
+    Ok(Routed { answer, unrouted })
 }
 
 /// `POST /broadcast`: deliver `data` to every bound connection.
