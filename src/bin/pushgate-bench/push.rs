@@ -183,8 +183,10 @@ pub async fn text_persistent(
             }
         }
         // Wait for answers, or for the next line to be due.
+        // With the window full only an answer can make progress: never spin.
+        let full = inflight.len() >= window;
         let wake = match rate {
-            Some(r) if !done => start + Duration::from_secs_f64((sent + 1) as f64 / r),
+            Some(r) if !done && !full => start + Duration::from_secs_f64((sent + 1) as f64 / r),
             _ => Instant::now() + Duration::from_millis(100),
         };
         let read = tokio::select! {

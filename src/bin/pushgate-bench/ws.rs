@@ -63,37 +63,47 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Opens a WebSocket to `target` and binds `uid`.
-pub async fn open(target: SocketAddr, index: usize, uid: &str) -> anyhow::Result<TcpStream> {
+/// Opens a WebSocket to `target` and binds `uid`; returns the stream and
+/// any bytes that arrived after the handshake answer.
+pub async fn open(
+    target: SocketAddr,
+    index: usize,
+    uid: &str,
+) -> anyhow::Result<(TcpStream, Vec<u8>)> {
     let mut s = connect_from(target, index).await?;
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await?;
-    // Read the answer head byte by byte (it is short) so no frame is consumed.
-    let mut head = Vec::with_capacity(160);
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 4096 {
+    let mut buf = Vec::with_capacity(2048);
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buf.len() > 4096 {
             bail!("handshake answer too long");
         }
-        let mut b = [0u8; 1];
-        if s.read(&mut b).await? == 0 {
+        if s.read_buf(&mut buf).await? == 0 {
             bail!("closed during handshake");
         }
-        head.push(b[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        let line = String::from_utf8_lossy(&head);
+    };
+    if !buf.starts_with(b"HTTP/1.1 101") {
+        let line = String::from_utf8_lossy(&buf[..end]);
         bail!("upgrade refused: {}", line.lines().next().unwrap_or(""));
     }
+    buf.drain(..end);
     s.write_all(&client_frame(0x1, uid.as_bytes())).await?;
-    Ok(s)
+    Ok((s, buf))
 }
 
 /// Reads frames until close, error or `stop`; records text payloads.
-async fn read_loop(mut s: TcpStream, tracker: Arc<Tracker>, mut stop: watch::Receiver<bool>) {
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+async fn read_loop(
+    mut s: TcpStream,
+    mut buf: Vec<u8>,
+    tracker: Arc<Tracker>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         // Parse every complete frame in the buffer.
         let mut at = 0;
@@ -226,8 +236,8 @@ impl Receivers {
                 let opened = tokio::time::timeout(limit, open(target, i, &uid)).await;
                 drop(permit);
                 match opened {
-                    Ok(Ok(s)) => {
-                        tokio::spawn(read_loop(s, tracker, stop));
+                    Ok(Ok((s, rest))) => {
+                        tokio::spawn(read_loop(s, rest, tracker, stop));
                     }
                     Ok(Err(e)) => {
                         if failed.fetch_add(1, Ordering::Relaxed) == 0 {
