@@ -84,6 +84,11 @@ pub struct Args {
     /// worker processes. Default: this process's open-file limit less 300.
     #[arg(long)]
     pub clients_per_process: Option<usize>,
+    /// WebSocket clients per loopback source address (127.0.0.1, then
+    /// 127.0.0.2, …). Past ~10k on one address the kernel's search for a
+    /// free ephemeral port makes each connect several times dearer.
+    #[arg(long, default_value_t = 10_000)]
+    pub clients_per_source: usize,
     /// Worker mode: the inherited memfd of the shared tracker.
     #[arg(long, hide = true, default_value_t = -1)]
     pub shm_fd: i32,
@@ -163,6 +168,10 @@ impl Scenario {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let files = sys::raise_file_limit();
+    ws::PER_SOURCE.store(
+        args.clients_per_source,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     if args.scenario == Scenario::Worker {
         let parallel = args.parallel_connects;
         return worker::run(args.http, args.shm_fd, &args.worker_prefix, parallel).await;

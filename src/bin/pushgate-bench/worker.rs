@@ -41,6 +41,12 @@ impl Worker {
             .args(["--shm-fd", &tracker.fd.to_string()])
             .args(["--worker-prefix", prefix])
             .args(["--parallel-connects", &parallel.to_string()])
+            .args([
+                "--clients-per-source",
+                &crate::ws::PER_SOURCE
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .to_string(),
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

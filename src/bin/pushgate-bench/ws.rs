@@ -4,9 +4,10 @@
 //! server frames, hands each text payload to the [`Tracker`], answers pings
 //! and stops at a close frame or when told to.
 //!
-//! Past [`PER_SOURCE`] connections it binds client sockets to further
-//! loopback source addresses (127.0.0.2, 127.0.0.3, …): one source address
-//! has only ~28k ephemeral ports towards one server port.
+//! Past [`PER_SOURCE`] connections (`--clients-per-source`) it binds client
+//! sockets to further loopback source addresses (127.0.0.2, 127.0.0.3, …):
+//! one source address has only ~28k ephemeral ports towards one server port,
+//! and the kernel's search for a free one slows as they fill up.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -21,18 +22,18 @@ use tokio::sync::{Semaphore, watch};
 use crate::track::Tracker;
 
 /// Connections per loopback source address before moving to the next one.
-pub const PER_SOURCE: usize = 25_000;
+pub static PER_SOURCE: AtomicUsize = AtomicUsize::new(10_000);
 
 /// Connects from a loopback source address chosen by `index` (the kernel's
 /// choice below [`PER_SOURCE`]).
 pub async fn connect_from(target: SocketAddr, index: usize) -> anyhow::Result<TcpStream> {
-    let slot = index / PER_SOURCE;
+    let slot = index / PER_SOURCE.load(Ordering::Relaxed).max(1);
     let stream = if slot == 0 || !target.ip().is_loopback() {
         TcpStream::connect(target).await?
     } else {
         let octet = u8::try_from(1 + slot).context("too many source addresses")?;
         let socket = TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
+        bind_address_no_port(&socket);
         socket.bind(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet)),
             0,
@@ -41,6 +42,24 @@ pub async fn connect_from(target: SocketAddr, index: usize) -> anyhow::Result<Tc
     };
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT`: the port is chosen at `connect` by the
+/// 4-tuple, not at `bind` against every port bound on the host (that search
+/// is slow with tens of thousands of sockets).
+fn bind_address_no_port(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// A client frame: FIN, `opcode`, masked with a zero key (valid, and the
