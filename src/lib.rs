@@ -46,9 +46,12 @@ pub use connections::ConnectionMap;
 use connections::QueueLimits;
 use shutdown::Shutdown;
 
-/// State shared by every front end. Cheap to clone.
-#[derive(Clone)]
-pub struct App {
+/// State shared by every front end, behind one `Arc`: every connection task
+/// and every HTTP request holds a copy, so a copy must be one pointer.
+pub type App = Arc<AppState>;
+
+/// What [`App`] points to.
+pub struct AppState {
     /// The configuration the server was started with.
     pub config: Arc<Config>,
     /// The routing table.
@@ -79,7 +82,7 @@ pub enum StartError {
     RedisUrl(redis::RedisError),
 }
 
-impl App {
+impl AppState {
     /// Builds the shared state for `config`.
     pub fn new(config: Config) -> Result<App, StartError> {
         let limits = QueueLimits {
@@ -120,7 +123,7 @@ impl App {
             ),
             None => None,
         };
-        Ok(App {
+        Ok(Arc::new(AppState {
             map: ConnectionMap::new(limits, config.max_conns_per_uid, cluster),
             shutdown: Shutdown::with_drain_rate(config.drain_rate, config.shutdown_timeout),
             config: Arc::new(config),
@@ -128,7 +131,7 @@ impl App {
             verifier,
             api_keys,
             admission,
-        })
+        }))
     }
 }
 
@@ -152,7 +155,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let timeout = config.shutdown_timeout;
-    let app = App::new(config)?;
+    let app = AppState::new(config)?;
     tracing::info!(
         max_connections = app.admission.max_connections(),
         "connection capacity"

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::SystemTime;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -38,6 +39,10 @@ const MAX_BATCH: usize = 64;
 pub const CLOSE_KICKED: u16 = 4001;
 /// Close code for the oldest connection of a uid past `--max-conns-per-uid`.
 pub const CLOSE_REPLACED: u16 = 4002;
+
+/// tungstenite's per-connection read buffer: touched in full on the first
+/// read, so it is resident memory for every idle connection.
+const READ_BUFFER: usize = 512;
 
 /// How long a slow consumer gets to take its close frame.
 const SLOW_CLOSE_LIMIT: Duration = Duration::from_secs(1);
@@ -96,8 +101,9 @@ pub async fn upgrade(
     let token = app.shutdown.sessions().token();
     ws
         // tungstenite's 128 KiB default read buffer per connection is what
-        // makes idle connections expensive; clients send little after binding.
-        .read_buffer_size(4 * 1024)
+        // makes idle connections expensive; clients send little after binding,
+        // and larger frames still grow the buffer as they need.
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(cfg.queue_bytes.saturating_mul(2).max(64 * 1024))
         .max_message_size(cfg.max_message_bytes)
@@ -229,119 +235,143 @@ fn bind_identity(conn: &mut Connection, id: Identity) -> Instant {
     Instant::now() + left
 }
 
-async fn session(
+/// One connection's life. Written as a function returning an `async move`
+/// block rather than an `async fn`: an `async fn` keeps its arguments twice
+/// in its state (as captured arguments and as locals), and this state is
+/// held by every idle connection.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in every idle connection's state"
+)]
+fn session(
     mut socket: WebSocket,
     mut conn: Connection,
     preauth: Option<Result<Identity, TokenError>>,
     app: &App,
-) {
-    let cfg = &app.config;
-    let write_timeout = cfg.write_timeout;
-    let bind_deadline = Instant::now() + cfg.bind_timeout;
-    let mut next_ping = Instant::now() + cfg.ping_interval;
-    let mut pong_due: Option<Instant> = None;
-    let mut expires: Option<Instant> = None;
-    // Set once the drain begins: when this session's paced close is due.
-    let mut close_at: Option<Instant> = None;
-    let mut early_end = None;
-    match preauth {
-        Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id)),
-        Some(Err(e)) => early_end = Some(End::Token(e)),
-        None => {}
-    }
-
-    let end = loop {
-        if let Some(end) = early_end.take() {
-            break end;
+) -> impl Future<Output = ()> + '_ {
+    async move {
+        let cfg = &app.config;
+        let write_timeout = cfg.write_timeout;
+        let bind_deadline = Instant::now() + cfg.bind_timeout;
+        let mut next_ping = Instant::now() + cfg.ping_interval;
+        let mut pong_due: Option<Instant> = None;
+        let mut expires: Option<Instant> = None;
+        // Set once the drain begins: when this session's paced close is due.
+        let mut close_at: Option<Instant> = None;
+        let mut early_end = None;
+        match preauth {
+            Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id)),
+            Some(Err(e)) => early_end = Some(End::Token(e)),
+            None => {}
         }
-        let bound = conn.uid().is_some();
-        let wake = next_wake(bound, bind_deadline, next_ping, pong_due, expires);
-        let wake = close_at.map_or(wake, |at| wake.min(at));
-        tokio::select! {
-            biased;
-            _ = app.shutdown.draining(), if close_at.is_none() => {
-                // Keep serving until this connection's slot comes up.
-                close_at = Some(app.shutdown.close_slot());
+
+        // One timer for the session's life, moved only when its deadline
+        // changes: a fresh `Sleep` per loop turn would cost a timer-wheel insert
+        // and removal per delivered message.
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
+        let end = loop {
+            if let Some(end) = early_end.take() {
+                break end;
             }
-            delivery = conn.next(), if bound => match delivery {
-                Delivery::Message(first) => {
-                    match write_batch(&mut socket, &mut conn, first, write_timeout).await {
-                        Ok(()) => {}
-                        Err(WriteError::Closing(reason)) => break End::Closed(reason),
-                        Err(WriteError::Failed) => break End::WriteFailed,
+            let bound = conn.uid().is_some();
+            let wake = next_wake(bound, bind_deadline, next_ping, pong_due, expires);
+            let wake = close_at.map_or(wake, |at| wake.min(at));
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
+            tokio::select! {
+                biased;
+                _ = app.shutdown.draining(), if close_at.is_none() => {
+                    // Keep serving until this connection's slot comes up.
+                    close_at = Some(app.shutdown.close_slot());
+                }
+                delivery = conn.next(), if bound => match delivery {
+                    Delivery::Message(first) => {
+                        match write_batch(&mut socket, &mut conn, first, write_timeout).await {
+                            Ok(()) => {}
+                            Err(WriteError::Closing(reason)) => break End::Closed(reason),
+                            Err(WriteError::Failed) => break End::WriteFailed,
+                        }
+                    }
+                    Delivery::Close(reason) => break End::Closed(reason),
+                },
+                frame = socket.recv() => {
+                    pong_due = None;
+                    match frame {
+                        None | Some(Ok(Message::Close(_))) => break End::Peer,
+                        Some(Ok(Message::Text(text))) if !bound => match &app.verifier {
+                            // Legacy mode: the first frame is the uid, trusted as
+                            // the seed trusted it.
+                            None => match Uid::new(text.as_str()) {
+                                Ok(uid) => {
+                                    tracing::debug!(conn = conn.id().0, %uid, "bound");
+                                    // A fresh connection's first bind cannot fail.
+                                    let _ = conn.bind(uid);
+                                }
+                                Err(e) => break End::BadUid(uid_error_reason(e)),
+                            },
+                            // Secure mode: the first frame is a token.
+                            Some(verifier) => match verifier.verify(text.as_str()) {
+                                Ok(id) => expires = Some(bind_identity(&mut conn, id)),
+                                Err(e) => break End::Token(e),
+                            },
+                        },
+                        Some(Ok(Message::Binary(_))) if !bound => break End::BinaryUid,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break classify_read_error(e),
                     }
                 }
-                Delivery::Close(reason) => break End::Closed(reason),
-            },
-            frame = socket.recv() => {
-                pong_due = None;
-                match frame {
-                    None | Some(Ok(Message::Close(_))) => break End::Peer,
-                    Some(Ok(Message::Text(text))) if !bound => match &app.verifier {
-                        // Legacy mode: the first frame is the uid, trusted as
-                        // the seed trusted it.
-                        None => match Uid::new(text.as_str()) {
-                            Ok(uid) => {
-                                tracing::debug!(conn = conn.id().0, %uid, "bound");
-                                // A fresh connection's first bind cannot fail.
-                                let _ = conn.bind(uid);
-                            }
-                            Err(e) => break End::BadUid(uid_error_reason(e)),
-                        },
-                        // Secure mode: the first frame is a token.
-                        Some(verifier) => match verifier.verify(text.as_str()) {
-                            Ok(id) => expires = Some(bind_identity(&mut conn, id)),
-                            Err(e) => break End::Token(e),
-                        },
-                    },
-                    Some(Ok(Message::Binary(_))) if !bound => break End::BinaryUid,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break classify_read_error(e),
-                }
-            }
-            _ = tokio::time::sleep_until(wake) => {
-                let now = Instant::now();
-                if close_at.is_some_and(|at| now >= at) {
-                    break End::Shutdown;
-                }
-                if !bound && now >= bind_deadline {
-                    break End::BindTimeout;
-                }
-                if expires.is_some_and(|at| now >= at) {
-                    break End::TokenExpired;
-                }
-                if pong_due.is_some_and(|due| now >= due) {
-                    break End::PongTimeout;
-                }
-                if now >= next_ping {
-                    let ping = socket.send(Message::Ping(Default::default()));
-                    if !matches!(timeout(write_timeout, ping).await, Ok(Ok(()))) {
-                        break End::WriteFailed;
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if close_at.is_some_and(|at| now >= at) {
+                        break End::Shutdown;
                     }
-                    pong_due = Some(now + cfg.pong_timeout);
-                    next_ping = now + cfg.ping_interval;
+                    if !bound && now >= bind_deadline {
+                        break End::BindTimeout;
+                    }
+                    if expires.is_some_and(|at| now >= at) {
+                        break End::TokenExpired;
+                    }
+                    if pong_due.is_some_and(|due| now >= due) {
+                        break End::PongTimeout;
+                    }
+                    if now >= next_ping {
+                        // Boxed: this rare write should not enlarge every
+                        // idle session's state.
+                        let ping = Box::pin(timeout(
+                            write_timeout,
+                            socket.send(Message::Ping(Default::default())),
+                        ));
+                        if !matches!(ping.await, Ok(Ok(()))) {
+                            break End::WriteFailed;
+                        }
+                        pong_due = Some(now + cfg.pong_timeout);
+                        next_ping = now + cfg.ping_interval;
+                    }
                 }
             }
-        }
-    };
-
-    if !matches!(end, End::Peer) {
-        telemetry::ws_disconnect(end.as_str());
-    }
-    tracing::debug!(
-        conn = conn.id().0,
-        reason = end.as_str(),
-        "websocket closed"
-    );
-    // Unbind before the close handshake: a closing connection takes no pushes.
-    drop(conn);
-    if let Some((code, reason)) = end.close_frame() {
-        // A slow consumer's socket is likely stuck: try briefly, then drop it.
-        let limit = match end {
-            End::Closed(CloseReason::SlowConsumer) => write_timeout.min(SLOW_CLOSE_LIMIT),
-            _ => write_timeout,
         };
-        close(&mut socket, code, reason, limit).await;
+
+        if !matches!(end, End::Peer) {
+            telemetry::ws_disconnect(end.as_str());
+        }
+        tracing::debug!(
+            conn = conn.id().0,
+            reason = end.as_str(),
+            "websocket closed"
+        );
+        // Unbind before the close handshake: a closing connection takes no pushes.
+        drop(conn);
+        if let Some((code, reason)) = end.close_frame() {
+            // A slow consumer's socket is likely stuck: try briefly, then drop it.
+            let limit = match end {
+                End::Closed(CloseReason::SlowConsumer) => write_timeout.min(SLOW_CLOSE_LIMIT),
+                _ => write_timeout,
+            };
+            // Boxed for the same reason: it runs once, at the end.
+            Box::pin(close(&mut socket, code, reason, limit)).await;
+        }
     }
 }
 
@@ -355,26 +385,35 @@ enum WriteError {
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once.
+///
+/// The common case — the socket takes everything at once — arms no timer:
+/// the write is polled once first, and only a write that has to wait gets
+/// the `--write-timeout` deadline and the watch for a close request.
 async fn write_batch(
     socket: &mut WebSocket,
     conn: &mut Connection,
     first: crate::model::Payload,
     limit: Duration,
 ) -> Result<(), WriteError> {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    batch.push(first);
-    while batch.len() < MAX_BATCH {
+    // No allocation for the usual single message.
+    let mut rest = Vec::new();
+    while rest.len() + 1 < MAX_BATCH {
         match conn.try_next() {
-            Some(next) => batch.push(next),
+            Some(next) => rest.push(next),
             None => break,
         }
     }
     let write = async {
-        for msg in batch {
+        socket.feed(Message::Text(first)).await?;
+        for msg in rest {
             socket.feed(Message::Text(msg)).await?;
         }
         socket.flush().await
     };
+    tokio::pin!(write);
+    if let Poll::Ready(written) = futures_util::poll!(write.as_mut()) {
+        return written.map_err(|_| WriteError::Failed);
+    }
     tokio::select! {
         written = timeout(limit, write) => match written {
             Ok(Ok(())) => Ok(()),

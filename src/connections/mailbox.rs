@@ -1,16 +1,17 @@
 //! One connection's outbound queue, split into the two ends the map and the
 //! connection task hold.
 //!
-//! The queue is bounded twice, by messages (the channel's capacity) and by
-//! bytes (a shared counter), whichever is reached first. A push never waits:
+//! The queue is bounded twice, by messages and by bytes, whichever is reached
+//! first. A push never waits:
 //! when a queue is full the connection is a slow consumer, it is told to close
 //! through its [`Control`], and the pusher moves on. That keeps one stuck
 //! browser from growing the gateway's memory or delaying anyone else.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::model::{ConnId, Payload};
 
@@ -47,17 +48,37 @@ impl CloseReason {
     }
 }
 
-/// State both ends share.
-#[derive(Debug, Default)]
-pub(crate) struct Control {
-    queued_bytes: AtomicUsize,
+/// State both ends share: one allocation per connection. The deque is
+/// empty, and allocates nothing, until the first push; an idle connection
+/// therefore costs this struct and no queue storage.
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
     close: AtomicU8,
     wake: Notify,
+    max_len: usize,
+    max_bytes: usize,
 }
 
-impl Control {
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Payload>,
+    bytes: usize,
+}
+
+/// A drained queue keeps at most this much capacity, so one burst does not
+/// pin memory on an otherwise idle connection.
+const KEEP_CAPACITY: usize = 16;
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Every critical section is a push or a pop: a panic cannot leave the
+        // queue inconsistent, so a poisoned lock is taken over.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Asks the connection to close; the first reason wins.
-    pub(crate) fn close(&self, reason: CloseReason) {
+    fn close(&self, reason: CloseReason) {
         if self
             .close
             .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
@@ -72,15 +93,23 @@ impl Control {
     fn close_reason(&self) -> Option<CloseReason> {
         CloseReason::from_u8(self.close.load(Ordering::Acquire))
     }
+
+    fn pop(&self) -> Option<Payload> {
+        let mut q = self.lock();
+        let p = q.items.pop_front()?;
+        q.bytes -= p.len();
+        if q.items.is_empty() && q.items.capacity() > KEEP_CAPACITY {
+            q.items = VecDeque::new();
+        }
+        Some(p)
+    }
 }
 
 /// The map's end: where pushes are enqueued.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     pub(crate) id: ConnId,
-    tx: mpsc::Sender<Payload>,
-    ctl: Arc<Control>,
-    max_bytes: usize,
+    shared: Arc<Shared>,
 }
 
 /// Result of offering a message to one connection.
@@ -97,41 +126,38 @@ pub(crate) enum Offer {
 impl Outbox {
     /// Whether this connection has been asked to close (it takes no more).
     pub(crate) fn is_closing(&self) -> bool {
-        self.ctl.close_reason().is_some()
+        self.shared.close_reason().is_some()
     }
 
     /// Asks this connection to close.
     pub(crate) fn close(&self, reason: CloseReason) {
-        self.ctl.close(reason);
+        self.shared.close(reason);
     }
 
     /// Enqueues without waiting. A full queue marks the connection a slow
     /// consumer.
     pub(crate) fn offer(&self, payload: &Payload) -> Offer {
-        if self.ctl.close_reason().is_some() {
+        let shared = &self.shared;
+        if shared.close_reason().is_some() {
             return Offer::Closed;
         }
         let len = payload.len();
-        let before = self.ctl.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        // A single message larger than the byte budget still goes to an idle
-        // connection: refusing it forever would make that uid unreachable.
-        if before > 0 && before + len > self.max_bytes {
-            self.ctl.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            self.ctl.close(CloseReason::SlowConsumer);
-            return Offer::Dropped;
-        }
-        match self.tx.try_send(payload.clone()) {
-            Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.ctl.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                self.ctl.close(CloseReason::SlowConsumer);
-                Offer::Dropped
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.ctl.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                Offer::Closed
+        {
+            let mut q = shared.lock();
+            // A single message larger than the byte budget still goes to an
+            // idle connection: refusing it forever would make that uid
+            // unreachable.
+            let over_bytes = q.bytes > 0 && q.bytes + len > shared.max_bytes;
+            if q.items.len() < shared.max_len && !over_bytes {
+                q.items.push_back(payload.clone());
+                q.bytes += len;
+                drop(q);
+                shared.wake.notify_one();
+                return Offer::Queued;
             }
         }
+        shared.close(CloseReason::SlowConsumer);
+        Offer::Dropped
     }
 }
 
@@ -147,27 +173,22 @@ pub enum Delivery {
 /// The connection task's end of the queue.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    rx: mpsc::Receiver<Payload>,
-    ctl: Arc<Control>,
+    shared: Arc<Shared>,
 }
 
 impl Inbox {
-    /// Waits for the next message or close request. Cancel-safe.
+    /// Waits for the next message or close request. Cancel-safe: state is
+    /// checked before every wait, and a wake-up that arrives between the
+    /// check and the wait is kept as a permit by `Notify`.
     pub(crate) async fn next(&mut self) -> Delivery {
         loop {
-            if let Some(reason) = self.ctl.close_reason() {
+            if let Some(reason) = self.shared.close_reason() {
                 return Delivery::Close(reason);
             }
-            tokio::select! {
-                biased;
-                _ = self.ctl.wake.notified() => continue,
-                msg = self.rx.recv() => match msg {
-                    Some(p) => return Delivery::Message(self.took(p)),
-                    // Every Outbox is gone: only happens while the map drops
-                    // this connection, which then closes it anyway.
-                    None => return Delivery::Close(CloseReason::SlowConsumer),
-                },
+            if let Some(p) = self.shared.pop() {
+                return Delivery::Message(p);
             }
+            self.shared.wake.notified().await;
         }
     }
 
@@ -175,40 +196,38 @@ impl Inbox {
     /// stuck on a slow client can be abandoned.
     pub(crate) async fn close_requested(&self) -> CloseReason {
         loop {
-            if let Some(reason) = self.ctl.close_reason() {
+            if let Some(reason) = self.shared.close_reason() {
                 return reason;
             }
-            self.ctl.wake.notified().await;
+            self.shared.wake.notified().await;
         }
     }
 
     /// Takes an already queued message without waiting, for coalescing several
     /// into one socket write.
     pub(crate) fn try_next(&mut self) -> Option<Payload> {
-        if self.ctl.close_reason().is_some() {
+        if self.shared.close_reason().is_some() {
             return None;
         }
-        self.rx.try_recv().ok().map(|p| self.took(p))
-    }
-
-    fn took(&self, p: Payload) -> Payload {
-        self.ctl.queued_bytes.fetch_sub(p.len(), Ordering::AcqRel);
-        p
+        self.shared.pop()
     }
 }
 
 /// Creates both ends of a new connection's queue.
 pub(crate) fn channel(id: ConnId, max_len: usize, max_bytes: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::channel(max_len);
-    let ctl = Arc::new(Control::default());
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue::default()),
+        close: AtomicU8::new(0),
+        wake: Notify::new(),
+        max_len,
+        max_bytes,
+    });
     (
         Outbox {
             id,
-            tx,
-            ctl: ctl.clone(),
-            max_bytes,
+            shared: shared.clone(),
         },
-        Inbox { rx, ctl },
+        Inbox { shared },
     )
 }
 
