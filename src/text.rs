@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::App;
-use crate::model::{Source, parse_text_line};
+use crate::model::{Payload, Source, Uid, parse_text_line};
 use crate::telemetry;
 
 /// Accepts text-port connections until the drain begins.
@@ -89,16 +89,32 @@ async fn handle(stream: TcpStream, peer: SocketAddr, app: App) {
     tracing::debug!(%peer, reason = end.as_str(), "text connection closed");
 }
 
+/// Most lines routed as one batch: what is readable at once, up to this.
+const MAX_BATCH: usize = 64;
+
+/// What stopped the gathering of a batch.
+enum After {
+    /// Nothing more readable now (or the batch is full): go on.
+    More,
+    /// The peer closed.
+    Closed,
+    /// A line over the limit.
+    TooLong,
+    /// The socket failed.
+    Io(io::Error),
+}
+
 async fn session(stream: TcpStream, app: &App) -> io::Result<End> {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut lines = FramedRead::with_capacity(rd, LineCodec::new(app.config.max_line_bytes), 4096);
     let mut out = BufWriter::with_capacity(4096, wr);
     let idle = app.config.text_idle_timeout;
+    let mut batch: Vec<Bytes> = Vec::new();
     let end = loop {
-        // Answer everything already readable before flushing once: pipelined
-        // lines cost one write for the lot.
-        let next = match lines.next().now_or_never() {
+        // Wait for a line only when nothing is readable, after flushing the
+        // answers written so far.
+        let first = match lines.next().now_or_never() {
             Some(next) => next,
             None => {
                 out.flush().await?;
@@ -107,48 +123,86 @@ async fn session(stream: TcpStream, app: &App) -> io::Result<End> {
                     _ = tokio::time::sleep(idle) => break End::Idle,
                     _ = app.shutdown.draining() => {
                         // Lines that already arrived are answered, then close.
-                        while let Some(Some(next)) = lines.next().now_or_never() {
-                            let Ok(line) = next else { break };
-                            answer(&mut out, app, line).await?;
+                        while let Some(Some(Ok(line))) = lines.next().now_or_never() {
+                            batch.push(line);
                         }
+                        answer_batch(&mut out, app, &mut batch).await?;
                         break End::Shutdown;
                     }
                 }
             }
         };
-        match next {
-            None => break End::PeerClosed,
-            Some(Ok(line)) => answer(&mut out, app, line).await?,
-            Some(Err(LineError::TooLong)) => {
+        // Gather every line readable now: they are routed together (one
+        // Redis round trip in cluster mode) and answered with one write.
+        let mut next = Some(first);
+        let mut after = After::More;
+        while let Some(item) = next.take() {
+            match item {
+                Some(Ok(line)) => batch.push(line),
+                None => {
+                    after = After::Closed;
+                    break;
+                }
+                Some(Err(LineError::TooLong)) => {
+                    after = After::TooLong;
+                    break;
+                }
+                Some(Err(LineError::Io(e))) => {
+                    after = After::Io(e);
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = lines.next().now_or_never();
+            }
+        }
+        // Earlier lines keep their answers, in order, whatever ends the
+        // connection after them.
+        answer_batch(&mut out, app, &mut batch).await?;
+        match after {
+            After::More => {}
+            After::Closed => break End::PeerClosed,
+            After::TooLong => {
                 app.map.refused(Source::Text);
                 out.write_all(b"fail\n").await?;
                 break End::LineTooLong;
             }
-            Some(Err(LineError::Io(e))) => return Err(e),
+            After::Io(e) => return Err(e),
         }
     };
     out.flush().await?;
     Ok(end)
 }
 
-async fn answer<W: tokio::io::AsyncWrite + Unpin>(
+/// Routes every line of `batch` (emptying it) and writes their answers in
+/// order: `ok`, or `fail` for offline uids, bad lines and — in cluster mode
+/// with Redis unreachable — uids not held here (never a false `ok`).
+async fn answer_batch<W: tokio::io::AsyncWrite + Unpin>(
     out: &mut W,
     app: &App,
-    line: Bytes,
+    batch: &mut Vec<Bytes>,
 ) -> io::Result<()> {
-    let ok = match parse_text_line(line) {
-        // Cluster trouble answers `fail` too: never a false `ok`.
-        Ok((uid, payload)) => matches!(
-            app.map.push(Source::Text, &uid, &payload).await,
-            Ok(outcome) if outcome.is_ok()
-        ),
-        Err(e) => {
-            tracing::debug!(error = %e, "refused text line");
-            app.map.refused(Source::Text);
-            false
-        }
-    };
-    out.write_all(if ok { b"ok\n" } else { b"fail\n" }).await
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let parsed: Vec<Option<(Uid, Payload)>> = batch
+        .drain(..)
+        .map(|line| match parse_text_line(line) {
+            Ok(push) => Some(push),
+            Err(e) => {
+                tracing::debug!(error = %e, "refused text line");
+                app.map.refused(Source::Text);
+                None
+            }
+        })
+        .collect();
+    let pushes: Vec<(Uid, Payload)> = parsed.iter().flatten().cloned().collect();
+    let mut results = app.map.push_batch(Source::Text, &pushes).await.into_iter();
+    for line in &parsed {
+        let ok = line.is_some() && matches!(results.next(), Some(Ok(outcome)) if outcome.is_ok());
+        out.write_all(if ok { b"ok\n" } else { b"fail\n" }).await?;
+    }
+    Ok(())
 }
 
 /// Splits a byte stream into lines ended by `\n` (a `\r` before it is removed

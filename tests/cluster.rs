@@ -519,3 +519,48 @@ async fn a_redis_that_turns_replica_is_left_rather_than_published_to() {
     assert!(redis.command("REPLICAOF NO ONE").starts_with("+OK"));
     a.wait_redis_up().await;
 }
+
+#[tokio::test]
+async fn pipelined_lines_through_redis_keep_their_order() {
+    let redis = Redis::start();
+    let (a, b, _c) = three_nodes(&redis).await;
+    let mut on_b = ws_bind(&b, "order").await;
+    let mut on_a = ws_bind(&a, "local-order").await;
+    a.wait_nodes("order", 1).await;
+    let mut text = TextClient::connect(&a).await;
+    let mut batch = String::new();
+    let mut expected = Vec::new();
+    for i in 0..500 {
+        match i % 5 {
+            0 => {
+                batch.push_str(&format!("{{\"uid\":\"nobody\",\"i\":{i}}}\n"));
+                expected.push("fail");
+            }
+            1 => {
+                batch.push_str(&format!("{{\"uid\":\"local-order\",\"i\":{i}}}\n"));
+                expected.push("ok");
+            }
+            _ => {
+                batch.push_str(&format!("{{\"uid\":\"order\",\"i\":{i}}}\n"));
+                expected.push("ok");
+            }
+        }
+    }
+    text.write(batch.as_bytes()).await;
+    for (i, want) in expected.iter().enumerate() {
+        assert_eq!(text.answer().await, *want, "answer {i}");
+    }
+    for i in (0..500).filter(|i| i % 5 > 1) {
+        assert_eq!(
+            next_text(&mut on_b).await,
+            format!("{{\"uid\":\"order\",\"i\":{i}}}")
+        );
+    }
+    for i in (0..500).filter(|i| i % 5 == 1) {
+        assert_eq!(
+            next_text(&mut on_a).await,
+            format!("{{\"uid\":\"local-order\",\"i\":{i}}}")
+        );
+    }
+    assert_nothing_else(&b, &mut on_b, "order").await;
+}

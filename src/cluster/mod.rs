@@ -196,6 +196,39 @@ impl Cluster {
         Ok(n.saturating_sub(usize::from(self.is_up())))
     }
 
+    /// Publishes several pushes in one pipelined round trip; returns, per
+    /// push and in order, how many *other* nodes got it.
+    pub async fn publish_pushes(
+        &self,
+        pushes: &[(Uid, crate::model::Payload)],
+    ) -> Result<Vec<usize>, BusError> {
+        let mut conn = self.publisher()?;
+        let mut pipe = redis::pipe();
+        for (uid, payload) in pushes {
+            let message = wire::encode(Kind::Push, self.node_id(), payload.as_bytes());
+            pipe.publish(self.inner.channels.uid(uid), message);
+        }
+        let start = Instant::now();
+        let sent: Result<Result<Vec<usize>, _>, _> =
+            tokio::time::timeout(self.inner.config.timeout, pipe.query_async(&mut conn)).await;
+        metrics::histogram!(telemetry::REDIS_PUBLISH_SECONDS).record(start.elapsed().as_secs_f64());
+        let counts = match sent {
+            Ok(Ok(counts)) if counts.len() == pushes.len() => counts,
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
+                tracing::warn!("redis pipelined publish failed or timed out");
+                return Err(BusError::Unavailable);
+            }
+        };
+        // As in `publish_uid`: subtracting this node's own confirmed
+        // subscription can only undercount.
+        let confirmed = lock(&self.inner.confirmed);
+        Ok(pushes
+            .iter()
+            .zip(counts)
+            .map(|((uid, _), n)| n.saturating_sub(usize::from(confirmed.contains(uid))))
+            .collect())
+    }
+
     async fn publish_uid(&self, kind: Kind, uid: &Uid, payload: &[u8]) -> Result<usize, BusError> {
         // Read before publishing: if this node's own subscription is counted
         // by Redis, it is already in `confirmed` (added only after Redis
