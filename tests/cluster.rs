@@ -506,11 +506,20 @@ async fn a_redis_that_turns_replica_is_left_rather_than_published_to() {
     let answer = redis.command(&format!("REPLICAOF 127.0.0.1 {}", other.port));
     assert!(answer.starts_with("+OK"), "{answer}");
     a.wait_metric("pushgate_redis_up", 0.0).await;
-    assert!(
-        a.metric(r#"pushgate_redis_reconnects_total{reason="not_master"}"#)
-            .await
-            >= 1.0
-    );
+    // The first failure may be a refused write (READONLY); every attempt to
+    // come back then meets the ROLE check, which keeps the node off it.
+    let deadline = Instant::now() + PATIENCE;
+    while a
+        .metric(r#"pushgate_redis_reconnects_total{reason="not_master"}"#)
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the ROLE check never refused the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut text = TextClient::connect(&a).await;
     let (status, _) = push_http(&a, json!({"uid": "anyone", "data": 1})).await;
     assert_eq!(status, 503);
