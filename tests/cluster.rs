@@ -37,13 +37,7 @@ async fn three_nodes(redis: &Redis) -> (Gateway, Gateway, Gateway) {
 }
 
 async fn push_http(gw: &Gateway, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(gw.url("/push"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    post_json(gw, "/push", &body).await
 }
 
 #[tokio::test]
@@ -109,15 +103,7 @@ async fn broadcast_from_any_node_reaches_every_client_once() {
         ws_bind(&b, "x3").await,
         ws_bind(&c, "x4").await,
     ];
-    let r: Value = reqwest::Client::new()
-        .post(c.url("/broadcast"))
-        .json(&json!({"data": "everyone"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = post_json(&c, "/broadcast", &json!({"data": "everyone"})).await;
     assert_eq!(r, json!({"delivered": 1, "dropped": 0, "nodes": 2}));
     for ws in &mut clients {
         assert_eq!(next_text(ws).await, "everyone");
@@ -149,13 +135,8 @@ async fn kick_closes_the_uid_on_every_node() {
     let mut on_a = ws_bind(&a, "k").await;
     let mut on_b = ws_bind(&b, "k").await;
     a.wait_nodes("k", 2).await;
-    let r = reqwest::Client::new()
-        .post(a.url("/disconnect"))
-        .json(&json!({"uid": "k"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = post_json(&a, "/disconnect", &json!({"uid": "k"})).await;
+    assert_eq!(status, 200);
     for ws in [&mut on_a, &mut on_b] {
         assert_eq!(u16::from(next_close(ws).await.unwrap().code), 4001);
     }

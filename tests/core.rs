@@ -85,15 +85,7 @@ async fn a_number_uid_reaches_the_client_bound_by_its_decimal_text() {
     let mut text = TextClient::connect(&gw).await;
     assert_eq!(text.send(r#"{"uid":42,"v":"n"}"#).await, "ok");
     assert_eq!(next_text(&mut ws).await, r#"{"uid":42,"v":"n"}"#);
-    let r: Value = reqwest::Client::new()
-        .post(gw.url("/push"))
-        .json(&json!({"uid": 42, "data": "via rest"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = post_json(&gw, "/push", &json!({"uid": 42, "data": "via rest"})).await;
     assert_eq!(r["delivered"], 1);
     assert_eq!(next_text(&mut ws).await, "via rest");
 }
@@ -364,12 +356,7 @@ async fn metrics_count_connections_pushes_and_deliveries() {
     assert_eq!(text.send(r#"{"uid":"zz"}"#).await, "fail");
     assert_eq!(text.send("bad").await, "fail");
     next_text(&mut a).await;
-    reqwest::Client::new()
-        .post(gw.url("/push"))
-        .json(&json!({"uid": "m", "data": 1}))
-        .send()
-        .await
-        .unwrap();
+    post_json(&gw, "/push", &json!({"uid": "m", "data": 1})).await;
     let body = reqwest::get(gw.url("/metrics"))
         .await
         .unwrap()

@@ -193,6 +193,22 @@ pub fn metric_value(body: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// POSTs `body` as JSON to `path` on `gw`; returns the status and the JSON
+/// answer (a problem document for errors).
+pub async fn post_json(
+    gw: &Gateway,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(gw.url(path))
+        .json(body)
+        .send()
+        .await
+        .expect("POST");
+    (r.status().as_u16(), r.json().await.expect("json answer"))
+}
+
 /// A WebSocket client.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
