@@ -1,33 +1,21 @@
-//! The WebSocket front end: upgrade, bind, and one task per connection.
-//!
-//! A client binds by sending its uid as the first text frame (the seed's
-//! contract). After that, frames from the client are read (so pings, pongs
-//! and close frames work) and otherwise ignored, bounded by
-//! `--max-message-bytes`.
+//! One WebSocket connection's life: bind, deliver, heartbeat, close.
 //!
 //! Each connection runs one `select!` over its outbound queue, inbound frames,
-//! one timer (bind deadline, next ping or pong deadline) and the shutdown
-//! signal. Queued messages are written together: feed, feed, flush.
+//! one timer (bind deadline, next ping or pong deadline, token expiry, paced
+//! drain) and the shutdown signal. Queued messages are written together:
+//! feed, feed, flush.
 
-use std::time::Duration;
-
-use std::net::SocketAddr;
 use std::task::Poll;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::SinkExt;
-use serde::Deserialize;
 use tokio::time::{Instant, timeout};
 
+use super::{CLOSE_KICKED, CLOSE_REPLACED};
 use crate::App;
 use crate::auth::{Identity, TokenError};
 use crate::connections::{CloseReason, Connection, Delivery};
-use crate::http::access::client_ip;
-use crate::http::error::ApiError;
 use crate::model::Uid;
 use crate::telemetry;
 
@@ -35,97 +23,8 @@ use crate::telemetry;
 /// keeps a busy connection from starving its own inbound reads.
 const MAX_BATCH: usize = 64;
 
-/// Close code for a connection closed by `POST /disconnect`.
-pub const CLOSE_KICKED: u16 = 4001;
-/// Close code for the oldest connection of a uid past `--max-conns-per-uid`.
-pub const CLOSE_REPLACED: u16 = 4002;
-
-/// tungstenite's per-connection read buffer: touched in full on the first
-/// read, so it is resident memory for every idle connection.
-const READ_BUFFER: usize = 512;
-
 /// How long a slow consumer gets to take its close frame.
 const SLOW_CLOSE_LIMIT: Duration = Duration::from_secs(1);
-
-/// Query parameters of the upgrade.
-#[derive(Debug, Deserialize)]
-pub struct UpgradeQuery {
-    /// A JWT, in secure mode (instead of sending it as the first frame).
-    token: Option<String>,
-}
-
-/// `GET /` and `GET /ws`: the WebSocket upgrade.
-///
-/// Refusals happen here, before the upgrade, as HTTP answers: 503 while
-/// shutting down or past a connection cap, 403 for an origin not allowed.
-pub async fn upgrade(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<UpgradeQuery>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    if app.shutdown.is_draining() {
-        telemetry::rejected_upgrade("shutting_down");
-        return ApiError::Unavailable("the gateway is shutting down".into()).into_response();
-    }
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && !origin_allowed(&app.config.allowed_origins, origin.as_bytes())
-    {
-        telemetry::rejected_upgrade("origin");
-        return ApiError::Forbidden("this origin may not open a WebSocket here".into())
-            .into_response();
-    }
-    let client = client_ip(peer, &headers, &app.config.trusted_proxies);
-    let permit = match app.admission.admit(client, app.map.connections()) {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            telemetry::rejected_upgrade(refusal.as_str());
-            tracing::debug!(%client, reason = refusal.as_str(), "upgrade refused");
-            return ApiError::Unavailable(format!(
-                "connection limit reached ({})",
-                refusal.as_str()
-            ))
-            .into_response();
-        }
-    };
-    // A token on the query string is checked now; the session closes with
-    // 1008 at once if it is bad (the client learns why from the close frame).
-    let preauth = match (&app.verifier, query.token) {
-        (Some(verifier), Some(token)) => Some(verifier.verify(&token)),
-        _ => None,
-    };
-    let cfg = &app.config;
-    // The tracker counts this session from now, not from when the upgrade
-    // completes, so a shutdown never misses a connection mid-handshake.
-    let token = app.shutdown.sessions().token();
-    ws
-        // tungstenite's 128 KiB default read buffer per connection is what
-        // makes idle connections expensive; clients send little after binding,
-        // and larger frames still grow the buffer as they need.
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(cfg.queue_bytes.saturating_mul(2).max(64 * 1024))
-        .max_message_size(cfg.max_message_bytes)
-        .max_frame_size(cfg.max_message_bytes)
-        .on_upgrade(move |socket| async move {
-            let conn = app.map.open();
-            session(socket, conn, preauth, &app).await;
-            drop(permit);
-            drop(token);
-        })
-}
-
-/// Whether `origin` is one of `allowed` (exact `scheme://host[:port]`,
-/// ASCII case-insensitive); an empty list allows every origin.
-fn origin_allowed(allowed: &[String], origin: &[u8]) -> bool {
-    allowed.is_empty()
-        || allowed.iter().any(|a| {
-            a.trim_end_matches('/')
-                .as_bytes()
-                .eq_ignore_ascii_case(origin)
-        })
-}
 
 /// How a session ends; decides the close frame and the metrics label.
 #[derive(Debug)]
@@ -243,7 +142,7 @@ fn bind_identity(conn: &mut Connection, id: Identity) -> Instant {
     clippy::manual_async_fn,
     reason = "an async fn would store its arguments twice in every idle connection's state"
 )]
-fn session(
+pub(super) fn session(
     mut socket: WebSocket,
     mut conn: Connection,
     preauth: Option<Result<Identity, TokenError>>,

@@ -1,0 +1,114 @@
+//! The WebSocket front end: upgrade, bind, and one task per connection.
+//!
+//! A client binds by sending its uid as the first text frame (the seed's
+//! contract), or its token in secure mode. After that, frames from the client
+//! are read (so pings, pongs and close frames work) and otherwise ignored,
+//! bounded by `--max-message-bytes`.
+//!
+//! This module admits connections (drain, origin, caps, query token) and
+//! configures the WebSocket; `session` runs each connection's life.
+
+mod session;
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::App;
+use crate::http::access::client_ip;
+use crate::http::error::ApiError;
+use crate::telemetry;
+use session::session;
+
+/// Close code for a connection closed by `POST /disconnect`.
+pub const CLOSE_KICKED: u16 = 4001;
+/// Close code for the oldest connection of a uid past `--max-conns-per-uid`.
+pub const CLOSE_REPLACED: u16 = 4002;
+
+/// tungstenite's per-connection read buffer: touched in full on the first
+/// read, so it is resident memory for every idle connection.
+const READ_BUFFER: usize = 512;
+
+/// Query parameters of the upgrade.
+#[derive(Debug, Deserialize)]
+pub struct UpgradeQuery {
+    /// A JWT, in secure mode (instead of sending it as the first frame).
+    token: Option<String>,
+}
+
+/// `GET /` and `GET /ws`: the WebSocket upgrade.
+///
+/// Refusals happen here, before the upgrade, as HTTP answers: 503 while
+/// shutting down or past a connection cap, 403 for an origin not allowed.
+pub async fn upgrade(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<UpgradeQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if app.shutdown.is_draining() {
+        telemetry::rejected_upgrade("shutting_down");
+        return ApiError::Unavailable("the gateway is shutting down".into()).into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin_allowed(&app.config.allowed_origins, origin.as_bytes())
+    {
+        telemetry::rejected_upgrade("origin");
+        return ApiError::Forbidden("this origin may not open a WebSocket here".into())
+            .into_response();
+    }
+    let client = client_ip(peer, &headers, &app.config.trusted_proxies);
+    let permit = match app.admission.admit(client, app.map.connections()) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            telemetry::rejected_upgrade(refusal.as_str());
+            tracing::debug!(%client, reason = refusal.as_str(), "upgrade refused");
+            return ApiError::Unavailable(format!(
+                "connection limit reached ({})",
+                refusal.as_str()
+            ))
+            .into_response();
+        }
+    };
+    // A token on the query string is checked now; the session closes with
+    // 1008 at once if it is bad (the client learns why from the close frame).
+    let preauth = match (&app.verifier, query.token) {
+        (Some(verifier), Some(token)) => Some(verifier.verify(&token)),
+        _ => None,
+    };
+    let cfg = &app.config;
+    // The tracker counts this session from now, not from when the upgrade
+    // completes, so a shutdown never misses a connection mid-handshake.
+    let token = app.shutdown.sessions().token();
+    ws
+        // tungstenite's 128 KiB default read buffer per connection is what
+        // makes idle connections expensive; clients send little after binding,
+        // and larger frames still grow the buffer as they need.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(cfg.queue_bytes.saturating_mul(2).max(64 * 1024))
+        .max_message_size(cfg.max_message_bytes)
+        .max_frame_size(cfg.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            let conn = app.map.open();
+            session(socket, conn, preauth, &app).await;
+            drop(permit);
+            drop(token);
+        })
+}
+
+/// Whether `origin` is one of `allowed` (exact `scheme://host[:port]`,
+/// ASCII case-insensitive); an empty list allows every origin.
+fn origin_allowed(allowed: &[String], origin: &[u8]) -> bool {
+    allowed.is_empty()
+        || allowed.iter().any(|a| {
+            a.trim_end_matches('/')
+                .as_bytes()
+                .eq_ignore_ascii_case(origin)
+        })
+}
