@@ -10,9 +10,11 @@
 //! ```text
 //! text port (text.rs) ─┐
 //!                      ├─> ConnectionMap::push(uid) ─> bounded queue per connection
-//! REST (http/push.rs) ─┘        (connections/)              │
-//!                                                           v
-//!                                          WebSocket session task (ws.rs) ─> browser
+//! REST (http/push.rs) ─┘        (connections/)    │          │
+//!                                                 │          v
+//!                    cluster mode: PUBLISH ───────┘   WebSocket session task
+//!                    (cluster/), delivered by the     (ws/session.rs) ─> browser
+//!                    nodes holding the uid
 //! ```
 //!
 //! Every front end translates its wire format into calls on the one
