@@ -3,7 +3,8 @@
 # (100 connections, spread over three processes to exercise the workers,
 # about a second each), against gateways (and, for the cluster scenario, a
 # redis-server) it starts itself with --spawn. Checks that
-# each scenario prints its JSON line with no loss and no duplicates. Speed is
+# each scenario prints its JSON line with no loss and no duplicates (push-http
+# also with its batch variant, `POST /push/batch`, 100 pushes a request). Speed is
 # never asserted: CI machines are shared and noisy. Run by scripts/test.sh;
 # also runs alone: `bash scripts/test.d/bench-smoke.sh`.
 set -euo pipefail
@@ -16,7 +17,8 @@ trap 'rm -f "$out"' EXIT
 # The bench kills what it started on exit; `timeout` bounds the whole run.
 status=0
 timeout 240 target/debug/pushgate-bench all --spawn --json \
-  --connections 100 --clients-per-process 40 --duration 1s --rate 2000 >"$out" || status=$?
+  --connections 100 --clients-per-process 40 --duration 1s --rate 2000 \
+  --batch 100 >"$out" || status=$?
 
 python3 - "$out" <<'PY' || status=1
 import json, sys
@@ -42,6 +44,8 @@ for name in want:
             bad.append(f"{name}/{row['variant']}: lost {i['lost']} dup {i['duplicates']}")
         if name not in ("idle",) and row["deliveries"] == 0:
             bad.append(f"{name}/{row['variant']}: nothing delivered")
+    if name == "push-http" and not any(r["variant"].startswith("batch=") for r in v["rows"]):
+        bad.append("push-http: no batch variant row")
     print(f"bench-smoke: {name}: ok ({len(v['rows'])} rows)")
 if bad:
     print("bench-smoke: FAIL\n  " + "\n  ".join(bad), file=sys.stderr)

@@ -8,6 +8,7 @@
 //! (`getrusage`), since on a small machine both share the cores.
 //! Output: a table, and one JSON line per scenario. See BENCHMARKS.md.
 
+mod batch;
 mod phase;
 mod push;
 mod report;
@@ -60,6 +61,14 @@ pub struct Args {
     /// Pushing connections or tasks. Default depends on the scenario.
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// push-http: also measure `POST /push/batch` with this many pushes per
+    /// request (to distinct receivers while ≤ --connections); 0: not.
+    /// Default: 0 for push-http alone, 100 with `all`.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Pushing connections of the batch variant of push-http.
+    #[arg(long, default_value_t = 4)]
+    pub batch_concurrency: usize,
     /// Lines in flight per pipelined text connection; broadcasts not yet
     /// fully delivered (at most 64).
     #[arg(long, default_value_t = 256)]
@@ -242,7 +251,14 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
     match sc {
         Scenario::Idle => scenarios::idle(&target, args, &steps).await,
         Scenario::PushText => scenarios::push_text(&target, args, n).await,
-        Scenario::PushHttp => scenarios::push_http(&target, args, n).await,
+        Scenario::PushHttp => {
+            let batch = match (args.batch, args.scenario) {
+                (Some(b), _) => b,
+                (None, Scenario::All) => 100,
+                (None, _) => 0,
+            };
+            scenarios::push_http(&target, args, n, batch).await
+        }
         Scenario::Broadcast => scenarios::broadcast(&target, args, n).await,
         Scenario::Latency => scenarios::latency(&target, args, n).await,
         Scenario::Growth => scenarios::growth(&target, args, &steps).await,

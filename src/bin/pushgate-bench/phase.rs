@@ -70,6 +70,9 @@ pub enum Pusher {
     TextPerPush { conns: usize },
     /// `conns` keep-alive HTTP connections, `POST /push`.
     Http { conns: usize },
+    /// `conns` keep-alive HTTP connections, `POST /push/batch` with `batch`
+    /// pushes per request.
+    HttpBatch { conns: usize, batch: usize },
     /// `conns` keep-alive HTTP connections, `POST /broadcast`.
     Broadcast { conns: usize },
 }
@@ -99,6 +102,11 @@ pub async fn drive(target: &Target, plan: &Arc<Plan>, pusher: Pusher) -> anyhow:
         Pusher::TextPerPush { conns } => {
             for _ in 0..conns.max(1) {
                 tasks.spawn(push::text_per_push(text, plan.clone()));
+            }
+        }
+        Pusher::HttpBatch { conns, batch } => {
+            for _ in 0..conns.max(1) {
+                tasks.spawn(crate::batch::http_batch(http, plan.clone(), batch));
             }
         }
         Pusher::Http { conns } | Pusher::Broadcast { conns } => {

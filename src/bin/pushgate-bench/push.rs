@@ -1,6 +1,6 @@
 //! The pushing side: the text port (pipelined on persistent connections, at a
 //! fixed rate, or one connection per push like the seed's PHP client) and the
-//! REST API over hand-written keep-alive HTTP/1.1.
+//! REST API over hand-written keep-alive HTTP/1.1 (its batch form: batch.rs).
 //!
 //! Every message carries `"s":SEQ,"t":UNIX_NANOS`; SEQ comes from the shared
 //! [`Plan`], and the target uid is `PREFIX{SEQ % n}`.
@@ -77,6 +77,28 @@ impl Plan {
             return None;
         }
         Some(seq)
+    }
+
+    /// Up to `k` consecutive sequence numbers, or None once the time is up
+    /// (or the tracker is full).
+    pub fn next_range(&self, k: u64) -> Option<std::ops::Range<u64>> {
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        let mut cur = self.next_seq.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.end {
+                return None;
+            }
+            let to = cur.saturating_add(k.max(1)).min(self.end);
+            match self
+                .next_seq
+                .compare_exchange_weak(cur, to, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(cur..to),
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// The range of sequence numbers handed out so far.

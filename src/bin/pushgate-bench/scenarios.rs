@@ -126,17 +126,33 @@ pub async fn push_text(target: &Target, args: &Args, n: usize) -> anyhow::Result
     Ok(vec![a, b])
 }
 
-/// `push-http`: `POST /push` on keep-alive connections.
-pub async fn push_http(target: &Target, args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
+/// `push-http`: `POST /push` on keep-alive connections; then, when `batch`
+/// > 0, `POST /push/batch` with `batch` pushes per request.
+pub async fn push_http(
+    target: &Target,
+    args: &Args,
+    n: usize,
+    batch: usize,
+) -> anyhow::Result<Vec<Row>> {
     let run = args.duration;
-    let tracker = Arc::new(Tracker::new(capacity(run, 1), 1));
+    let tracker = Arc::new(Tracker::new(capacity(run, 2), 1));
     let prefix = prefix("h");
     let _pool = receivers(target, args, &tracker, &prefix, n).await?;
     let conns = args.concurrency.unwrap_or(32);
     let plan = Plan::new(&prefix, n, tracker.clone(), run, 0..u64::MAX);
     let v = format!("keep-alive c={conns}");
     let row = measure("push-http", &v, target, n, plan, Pusher::Http { conns }).await?;
-    Ok(vec![row])
+    if batch == 0 {
+        return Ok(vec![row]);
+    }
+    let batch = batch.min(crate::batch::MAX_BATCH);
+    let from = row.integrity.issued;
+    let conns = args.batch_concurrency;
+    let plan = Plan::new(&prefix, n, tracker.clone(), run, from..u64::MAX);
+    let v = format!("batch={batch} c={conns}");
+    let pusher = Pusher::HttpBatch { conns, batch };
+    let b = measure("push-http", &v, target, n, plan, pusher).await?;
+    Ok(vec![row, b.with("batch", batch)])
 }
 
 /// `latency`: push→receive percentiles at a fixed rate over the text port.
