@@ -84,18 +84,13 @@ async fn stats(gw: &Gateway) -> Value {
 
 /// Waits until the gateway counts `n` open WebSocket connections.
 async fn wait_connections(gw: &Gateway, n: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    wait_until(&format!("{n} connections"), || async {
         let s = stats(gw).await;
-        if s["connections"].as_u64() == Some(n) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never reached {n} connections: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (s["connections"].as_u64() == Some(n))
+            .then_some(())
+            .ok_or(s)
+    })
+    .await
 }
 
 /// A WebSocket upgrade over raw TCP that then says nothing: the 101 answer

@@ -140,26 +140,23 @@ impl Gateway {
     /// Waits until `uid` has exactly `n` bound connections (the bind frame is
     /// processed asynchronously, so tests synchronise on the map's state).
     pub async fn wait_bound(&self, uid: &str, n: u64) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let v: serde_json::Value = client
-                .get(self.url(&format!("/users/{uid}")))
-                .send()
-                .await
-                .expect("GET /users")
-                .json()
-                .await
-                .expect("json");
-            if v["connections"].as_u64() == Some(n) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{uid} never reached {n} connections: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_until(&format!("{uid} bound {n} times"), || async {
+            let v = self.user(uid).await;
+            (v["connections"].as_u64() == Some(n))
+                .then_some(())
+                .ok_or(v)
+        })
+        .await
+    }
+
+    /// `GET /users/{uid}` on this gateway.
+    pub async fn user(&self, uid: &str) -> serde_json::Value {
+        reqwest::get(self.url(&format!("/users/{uid}")))
+            .await
+            .expect("GET /users")
+            .json()
+            .await
+            .expect("json")
     }
 
     /// The value of one metric series in `/metrics` (0 when absent).
@@ -191,6 +188,25 @@ pub fn metric_value(body: &str, series: &str) -> f64 {
             (name == series).then(|| value.parse().ok())?
         })
         .unwrap_or(0.0)
+}
+
+/// Polls `check` until it returns `Ok`, failing the test after
+/// [`PATIENCE`] with `what` and the last value seen. Tests synchronise on
+/// the gateway's observable state this way, never on fixed sleeps.
+pub async fn wait_until<F, Fut, T>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), T>>,
+    T: std::fmt::Debug,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(last) => assert!(Instant::now() < deadline, "never {what}: last {last:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// POSTs `body` as JSON to `path` on `gw`; returns the status and the JSON
@@ -230,13 +246,7 @@ pub async fn ws_bind(gw: &Gateway, uid: &str) -> Ws {
 }
 
 async fn connections_of(gw: &Gateway, uid: &str) -> u64 {
-    let v: serde_json::Value = reqwest::get(gw.url(&format!("/users/{uid}")))
-        .await
-        .expect("GET /users")
-        .json()
-        .await
-        .expect("json");
-    v["connections"].as_u64().unwrap_or(0)
+    gw.user(uid).await["connections"].as_u64().unwrap_or(0)
 }
 
 /// The next text message, skipping pings; panics on anything else.
@@ -555,36 +565,20 @@ impl Gateway {
 
     /// Waits until a metric series has `value`.
     pub async fn wait_metric(&self, series: &str, value: f64) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        wait_until(&format!("{series} == {value}"), || async {
             let v = self.metric(series).await;
-            if v == value {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{series} stayed {v}, wanted {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            (v == value).then_some(()).ok_or(v)
+        })
+        .await
     }
 
     /// Waits until `uid` is held by exactly `nodes` nodes, as Redis counts
     /// confirmed subscriptions (`GET /users/{uid}`).
     pub async fn wait_nodes(&self, uid: &str, nodes: u64) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let v: serde_json::Value = reqwest::get(self.url(&format!("/users/{uid}")))
-                .await
-                .expect("GET /users")
-                .json()
-                .await
-                .expect("json");
-            if v["nodes"].as_u64() == Some(nodes) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{uid}: nodes never {nodes}: {v}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(&format!("{uid} held by {nodes} nodes"), || async {
+            let v = self.user(uid).await;
+            (v["nodes"].as_u64() == Some(nodes)).then_some(()).ok_or(v)
+        })
+        .await
     }
 }
