@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,15 +54,21 @@ pub struct Admission {
 #[derive(Debug)]
 struct Inner {
     max_connections: usize,
+    /// Admitted connections not yet released. Counted here, at admission,
+    /// rather than when the upgraded connection registers with the map, so
+    /// a burst of concurrent upgrades cannot slip past the cap.
+    admitted: AtomicUsize,
     per_ip_max: usize,
     per_ip_rate: u32,
     by_ip: Mutex<HashMap<IpAddr, Entry>>,
 }
 
-/// Holds one connection's place in its address's count; released on drop.
+/// Holds one connection's place in the global count and in its address's;
+/// released on drop.
 #[derive(Debug)]
 pub struct Permit {
-    admission: Option<(Admission, IpAddr)>,
+    admission: Admission,
+    ip: Option<IpAddr>,
 }
 
 impl Admission {
@@ -70,6 +77,7 @@ impl Admission {
         Admission {
             inner: Arc::new(Inner {
                 max_connections,
+                admitted: AtomicUsize::new(0),
                 per_ip_max,
                 per_ip_rate,
                 by_ip: Mutex::new(HashMap::new()),
@@ -82,13 +90,20 @@ impl Admission {
         self.inner.max_connections
     }
 
-    /// Admits one more connection from `ip` while `open` are open, or says why not.
-    pub fn admit(&self, ip: IpAddr, open: usize) -> Result<Permit, Refusal> {
-        if open >= self.inner.max_connections {
+    /// Admits one more connection from `ip`, or says why not.
+    pub fn admit(&self, ip: IpAddr) -> Result<Permit, Refusal> {
+        let before = self.inner.admitted.fetch_add(1, Ordering::AcqRel);
+        if before >= self.inner.max_connections {
+            self.inner.admitted.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::ConnectionCap);
         }
+        // From here the permit releases the global count on every path.
+        let mut permit = Permit {
+            admission: self.clone(),
+            ip: None,
+        };
         if self.inner.per_ip_max == 0 && self.inner.per_ip_rate == 0 {
-            return Ok(Permit { admission: None });
+            return Ok(permit);
         }
         let now = Instant::now();
         let mut table = self.inner.by_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -112,20 +127,17 @@ impl Admission {
         }
         entry.in_window += 1;
         entry.open += 1;
-        Ok(Permit {
-            admission: Some((self.clone(), ip)),
-        })
+        permit.ip = Some(ip);
+        Ok(permit)
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some((admission, ip)) = self.admission.take() {
-            let mut table = admission
-                .inner
-                .by_ip
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+        let inner = &self.admission.inner;
+        inner.admitted.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip.take() {
+            let mut table = inner.by_ip.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = table.get_mut(&ip) {
                 e.open = e.open.saturating_sub(1);
             }
@@ -151,28 +163,31 @@ mod tests {
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[test]
-    fn the_global_cap_counts_open_connections() {
+    fn the_global_cap_counts_admitted_connections() {
         let a = Admission::new(2, 0, 0);
-        assert!(a.admit(IP, 1).is_ok());
-        assert_eq!(a.admit(IP, 2).unwrap_err(), Refusal::ConnectionCap);
+        let first = a.admit(IP).unwrap();
+        let _second = a.admit(IP).unwrap();
+        assert_eq!(a.admit(IP).unwrap_err(), Refusal::ConnectionCap);
+        drop(first);
+        assert!(a.admit(IP).is_ok());
     }
 
     #[test]
     fn per_ip_caps_release_on_drop() {
         let a = Admission::new(100, 2, 0);
-        let p1 = a.admit(IP, 0).unwrap();
-        let _p2 = a.admit(IP, 0).unwrap();
-        assert_eq!(a.admit(IP, 0).unwrap_err(), Refusal::PerIpCap);
+        let p1 = a.admit(IP).unwrap();
+        let _p2 = a.admit(IP).unwrap();
+        assert_eq!(a.admit(IP).unwrap_err(), Refusal::PerIpCap);
         drop(p1);
-        assert!(a.admit(IP, 0).is_ok());
+        assert!(a.admit(IP).is_ok());
     }
 
     #[test]
     fn per_ip_rate_limits_connects_per_second() {
         let a = Admission::new(100, 0, 3);
         for _ in 0..3 {
-            drop(a.admit(IP, 0).unwrap());
+            drop(a.admit(IP).unwrap());
         }
-        assert_eq!(a.admit(IP, 0).unwrap_err(), Refusal::PerIpRate);
+        assert_eq!(a.admit(IP).unwrap_err(), Refusal::PerIpRate);
     }
 }

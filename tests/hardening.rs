@@ -625,3 +625,28 @@ async fn public_key_mode_accepts_es256_and_rs256_and_refuses_algorithm_confusion
         assert!(!online(&gw, "mallory").await);
     }
 }
+
+#[tokio::test]
+async fn a_burst_of_concurrent_upgrades_cannot_exceed_the_global_cap() {
+    let gw = Gateway::start(&["--max-connections", "5"]);
+    let url = gw.ws_url("/ws");
+    let attempts: Vec<_> = (0..40)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { tokio_tungstenite::connect_async(url).await })
+        })
+        .collect();
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for a in attempts {
+        match a.await.unwrap() {
+            Ok((ws, _)) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503 => {
+                refused += 1
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(open.len(), 5, "admitted past the cap");
+    assert_eq!(refused, 35);
+}

@@ -63,7 +63,7 @@ pub async fn upgrade(
             .into_response();
     }
     let client = client_ip(peer, &headers, &app.config.trusted_proxies);
-    let permit = match app.admission.admit(client, app.map.connections()) {
+    let permit = match app.admission.admit(client) {
         Ok(permit) => permit,
         Err(refusal) => {
             telemetry::rejected_upgrade(refusal.as_str());
