@@ -93,31 +93,6 @@ async fn wait_connections(gw: &Gateway, n: u64) {
     .await
 }
 
-/// A WebSocket upgrade over raw TCP that then says nothing: the 101 answer
-/// is read in one go (not byte by byte), so thousands complete quickly.
-async fn silent_ws(gw: &Gateway) -> TcpStream {
-    let mut s = TcpStream::connect(gw.http).await.expect("connect");
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        gw.http
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut head = Vec::new();
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).await.expect("read");
-        assert!(n > 0, "closed during handshake");
-        head.extend_from_slice(&buf[..n]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_unbound_websockets_cost_little_and_starve_no_one() {
     let _serial = LOCK.lock().await;
@@ -141,7 +116,7 @@ async fn thousands_of_unbound_websockets_cost_little_and_starve_no_one() {
 
     let start = Instant::now();
     let idle: Vec<TcpStream> = futures_util::stream::iter(0..n)
-        .map(|_| silent_ws(&gw))
+        .map(|_| raw_ws(&gw))
         .buffer_unordered(128)
         .collect()
         .await;

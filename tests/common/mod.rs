@@ -355,13 +355,21 @@ pub async fn raw_ws(gw: &Gateway) -> TcpStream {
         gw.http
     );
     s.write_all(req.as_bytes()).await.expect("write");
+    // Read in chunks (thousands of these open in tests/abuse.rs). The
+    // gateway sends nothing after the 101 until the client speaks, so the
+    // answer ends the first reads; anything more would be a frame this
+    // helper must not swallow, and fails loudly.
     let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        let n = s.read(&mut b).await.expect("read");
-        assert!(n == 1, "closed during handshake");
-        head.push(b[0]);
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed during handshake");
+        head.extend_from_slice(&buf[..n]);
     }
+    assert!(
+        head.ends_with(b"\r\n\r\n"),
+        "bytes after the 101 answer were read"
+    );
     assert!(
         head.starts_with(b"HTTP/1.1 101"),
         "{}",
