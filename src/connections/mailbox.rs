@@ -149,10 +149,18 @@ impl Outbox {
             // unreachable.
             let over_bytes = q.bytes > 0 && q.bytes + len > shared.max_bytes;
             if q.items.len() < shared.max_len && !over_bytes {
+                let was_empty = q.items.is_empty();
                 q.items.push_back(payload.clone());
                 q.bytes += len;
                 drop(q);
-                shared.wake.notify_one();
+                // A non-empty queue was already signalled, and its task pops
+                // until the queue is empty before it waits again: only the
+                // first message needs the wake-up. Under a burst (broadcasts
+                // queueing behind each other) this skips an atomic on a line
+                // the connection's task is using at the same time.
+                if was_empty {
+                    shared.wake.notify_one();
+                }
                 return Offer::Queued;
             }
         }

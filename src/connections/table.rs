@@ -7,15 +7,23 @@ use std::collections::hash_map::Entry;
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
+use smallvec::SmallVec;
+
 use super::mailbox::{Offer, Outbox};
 use super::{CloseReason, ConnectionMap, PushOutcome};
 use crate::model::{ConnId, Payload, Uid};
+
+/// A uid's connections, oldest first. Almost every uid has one connection,
+/// which stays inline in the map's bucket: a push or a broadcast then reads
+/// the connection's handle from the (sequentially laid out) buckets instead of
+/// chasing one more pointer to a cold heap block per connection.
+type Conns = SmallVec<[Outbox; 1]>;
 
 #[derive(Default)]
 pub(super) struct Table {
     /// Every bound connection, grouped by uid, oldest first. A uid is present
     /// only while it has at least one connection.
-    by_uid: HashMap<Uid, Vec<Outbox>>,
+    by_uid: HashMap<Uid, Conns>,
     /// Bound connections across all uids.
     bound: usize,
 }
@@ -91,7 +99,7 @@ impl ConnectionMap {
 
     /// Connections bound to `uid` on this node.
     pub fn connections_of(&self, uid: &Uid) -> usize {
-        self.lock().by_uid.get(uid).map_or(0, Vec::len)
+        self.lock().by_uid.get(uid).map_or(0, SmallVec::len)
     }
 
     /// Every uid bound on this node (a snapshot, for resubscribing).
@@ -131,7 +139,7 @@ impl ConnectionMap {
             }
             Entry::Vacant(e) => {
                 table.bound += 1;
-                e.insert(vec![outbox]);
+                e.insert(smallvec::smallvec![outbox]);
                 self.shared.metrics.bound_uids.increment(1.0);
                 if let Some(cluster) = &self.shared.cluster {
                     cluster.uid_changed(uid);
