@@ -180,13 +180,37 @@ impl ConnectionMap {
     }
 }
 
-fn offer_all<'a>(conns: impl Iterator<Item = &'a Outbox>, payload: &Payload) -> PushOutcome {
+/// Connections a broadcast looks at together: it first loads each one's queue
+/// state, then offers to each. The loads have no locked instruction between
+/// them, so their cache misses (the connections' tasks last touched that
+/// memory, often on the other core) overlap instead of stalling one by one.
+const OFFER_CHUNK: usize = 8;
+
+fn offer_all<'a>(mut conns: impl Iterator<Item = &'a Outbox>, payload: &Payload) -> PushOutcome {
     let mut outcome = PushOutcome::default();
-    for conn in conns {
-        match conn.offer(payload) {
-            Offer::Queued => outcome.delivered += 1,
-            Offer::Dropped => outcome.dropped += 1,
-            Offer::Closed => {}
+    let mut chunk: [Option<&Outbox>; OFFER_CHUNK] = [None; OFFER_CHUNK];
+    loop {
+        let mut n = 0;
+        for slot in &mut chunk {
+            *slot = conns.next();
+            if slot.is_none() {
+                break;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        let chunk = chunk[..n].iter().flatten();
+        for conn in chunk.clone() {
+            conn.warm();
+        }
+        for conn in chunk {
+            match conn.offer(payload) {
+                Offer::Queued => outcome.delivered += 1,
+                Offer::Dropped => outcome.dropped += 1,
+                Offer::Closed => {}
+            }
         }
     }
     outcome
