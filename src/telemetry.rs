@@ -186,14 +186,23 @@ impl Metrics {
         }
     }
 
+    /// Counts `ok` accepted and `failed` refused pushes at once (a batch).
+    pub fn push_results(&self, source: Source, ok: u64, failed: u64) {
+        let (ok_counter, fail_counter) = match source {
+            Source::Text => (&self.text_ok, &self.text_fail),
+            Source::Http => (&self.http_ok, &self.http_fail),
+        };
+        if ok > 0 {
+            ok_counter.increment(ok);
+        }
+        if failed > 0 {
+            fail_counter.increment(failed);
+        }
+    }
+
     /// Counts one push's result.
     pub fn push_result(&self, source: Source, ok: bool) {
-        match (source, ok) {
-            (Source::Text, true) => self.text_ok.increment(1),
-            (Source::Text, false) => self.text_fail.increment(1),
-            (Source::Http, true) => self.http_ok.increment(1),
-            (Source::Http, false) => self.http_fail.increment(1),
-        }
+        self.push_results(source, u64::from(ok), u64::from(!ok));
     }
 }
 

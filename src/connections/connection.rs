@@ -46,7 +46,7 @@ impl Connection {
     }
 
     /// A further queued message, if one is ready now.
-    pub fn try_next(&mut self) -> Option<Payload> {
+    pub fn try_next(&self) -> Option<Payload> {
         self.inbox.try_next()
     }
 }

@@ -223,7 +223,7 @@ impl Inbox {
 
     /// Takes an already queued message without waiting, for coalescing several
     /// into one socket write.
-    pub(crate) fn try_next(&mut self) -> Option<Payload> {
+    pub(crate) fn try_next(&self) -> Option<Payload> {
         if self.shared.close_reason().is_some() {
             return None;
         }

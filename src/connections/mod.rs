@@ -173,14 +173,18 @@ impl ConnectionMap {
         pushes: &[(Uid, Payload)],
     ) -> Vec<Result<PushOutcome, RouteError>> {
         let start = Instant::now();
-        let mut outcomes: Vec<PushOutcome> = pushes
-            .iter()
-            .map(|(uid, payload)| {
-                let outcome = self.push_local(uid, payload);
-                self.count_deliveries(outcome);
-                outcome
-            })
-            .collect();
+        let mut outcomes = self.push_local_many(pushes);
+        // Shared counters are added to once per batch: each add is an atomic
+        // on a cache line every pushing task writes.
+        self.count_deliveries(
+            outcomes
+                .iter()
+                .fold(PushOutcome::default(), |sum, o| PushOutcome {
+                    delivered: sum.delivered + o.delivered,
+                    dropped: sum.dropped + o.dropped,
+                    nodes: 0,
+                }),
+        );
         self.shared
             .metrics
             .enqueue_seconds
@@ -190,23 +194,27 @@ impl ConnectionMap {
             _ => None,
         };
         let mut results = Vec::with_capacity(pushes.len());
+        let (mut ok, mut failed) = (0, 0);
         for (i, outcome) in outcomes.iter_mut().enumerate() {
             match &published {
                 Some(Ok(nodes)) => outcome.nodes = nodes.get(i).copied().unwrap_or(0),
                 Some(Err(BusError::Unavailable)) if outcome.delivered == 0 => {
-                    self.shared.metrics.push_result(source, false);
+                    failed += 1;
                     telemetry::push_failed("redis_unavailable");
                     results.push(Err(RouteError::ClusterUnavailable(*outcome)));
                     continue;
                 }
                 _ => {}
             }
-            self.shared.metrics.push_result(source, outcome.is_ok());
-            if !outcome.is_ok() {
+            if outcome.is_ok() {
+                ok += 1;
+            } else {
+                failed += 1;
                 telemetry::push_failed("offline");
             }
             results.push(Ok(*outcome));
         }
+        self.shared.metrics.push_results(source, ok, failed);
         results
     }
 
@@ -269,8 +277,12 @@ impl ConnectionMap {
 
     fn count_deliveries(&self, outcome: PushOutcome) {
         let m = &self.shared.metrics;
-        m.deliveries.increment(outcome.delivered as u64);
-        m.dropped_slow.increment(outcome.dropped as u64);
+        if outcome.delivered > 0 {
+            m.deliveries.increment(outcome.delivered as u64);
+        }
+        if outcome.dropped > 0 {
+            m.dropped_slow.increment(outcome.dropped as u64);
+        }
     }
 }
 

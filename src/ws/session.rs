@@ -294,18 +294,15 @@ async fn write_batch(
     first: crate::model::Payload,
     limit: Duration,
 ) -> Result<(), WriteError> {
-    // No allocation for the usual single message.
-    let mut rest = Vec::new();
-    while rest.len() + 1 < MAX_BATCH {
-        match conn.try_next() {
-            Some(next) => rest.push(next),
-            None => break,
-        }
-    }
+    // Further messages are taken from the queue while feeding, not collected
+    // first: no buffer is allocated or grown per batch. Feeding only appends
+    // to the WebSocket's write buffer, so the queue is read right away, and
+    // the batch ends with what was queued when the write began.
     let write = async {
         socket.feed(Message::Text(first)).await?;
-        for msg in rest {
-            socket.feed(Message::Text(msg)).await?;
+        for _ in 1..MAX_BATCH {
+            let Some(next) = conn.try_next() else { break };
+            socket.feed(Message::Text(next)).await?;
         }
         socket.flush().await
     };
