@@ -7,8 +7,14 @@
 //! gateway's CPU per delivery (`/proc/PID/stat`) and the generator's own CPU
 //! (`getrusage`), since on a small machine both share the cores.
 //! Output: a table, and one JSON line per scenario. See BENCHMARKS.md.
+//!
+//! `--spawn --floor` runs a scenario against the floor relay (`floor.rs`)
+//! instead of pushgate: a relay of the same wire contract with next to no
+//! user-space work, whose figures show what the kernel work of each traffic
+//! pattern allows on this machine (floor.rs says what they do not show).
 
 mod batch;
+mod floor;
 mod phase;
 mod push;
 mod report;
@@ -80,6 +86,12 @@ pub struct Args {
     /// free loopback ports; a fresh gateway per scenario. Killed on exit.
     #[arg(long)]
     pub spawn: bool,
+    /// With --spawn: start the floor relay (a hidden mode of this binary,
+    /// see floor.rs) instead of pushgate — a relay of the same wire
+    /// contract with next to no user-space work, the reference for what
+    /// the machine allows for each traffic pattern. Not for cluster.
+    #[arg(long)]
+    pub floor: bool,
     /// The pushgate binary for --spawn (default: beside this executable).
     #[arg(long)]
     pub gateway_bin: Option<PathBuf>,
@@ -133,6 +145,10 @@ pub enum Scenario {
     /// Internal: a worker process holding clients (see worker.rs).
     #[value(hide = true)]
     Worker,
+    /// Internal: the floor relay, the reference gateway of `--floor` (see
+    /// floor.rs).
+    #[value(hide = true)]
+    FloorRelay,
 }
 
 const ALL: [Scenario; 7] = [
@@ -157,6 +173,7 @@ impl Scenario {
             Scenario::Cluster => "cluster",
             Scenario::All => "all",
             Scenario::Worker => "worker",
+            Scenario::FloorRelay => "floor-relay",
         }
     }
 
@@ -173,9 +190,24 @@ impl Scenario {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.scenario == Scenario::FloorRelay {
+        // Std threads only: no runtime in the relay's process.
+        return floor::run();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
+}
+
+/// The gateway a row was measured on, as the report names it.
+fn gateway_name(args: &Args) -> &'static str {
+    if args.floor { "floor" } else { "pushgate" }
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     let files = sys::raise_file_limit();
     ws::PER_SOURCE.store(
         args.clients_per_source,
@@ -185,12 +217,32 @@ async fn main() -> anyhow::Result<()> {
         let parallel = args.parallel_connects;
         return worker::run(args.http, args.shm_fd, &args.worker_prefix, parallel).await;
     }
+    if args.floor && !args.spawn {
+        bail!("--floor needs --spawn: the bench starts the floor relay itself");
+    }
+    if args.floor && !args.gateway_args.is_empty() {
+        bail!("--gateway-arg does not apply to the floor relay (--floor)");
+    }
     let machine = sys::machine();
+    let gateway = gateway_name(&args);
     if !args.json {
         println!("machine: {machine}  (bench open-file limit {files})");
+        if args.floor {
+            println!(
+                "gateway: the FLOOR RELAY (pushgate-bench floor-relay), not pushgate: \
+                 pushgate's wire contract with next to no user-space work (floor.rs)"
+            );
+        }
         println!("{}", report::header());
     }
     let scenarios: Vec<Scenario> = match args.scenario {
+        // The floor relay has no Redis bus: `all --floor` leaves cluster out.
+        Scenario::All if args.floor => {
+            eprintln!("bench: --floor: the cluster scenario is left out (no floor for it)");
+            ALL.into_iter()
+                .filter(|&s| s != Scenario::Cluster)
+                .collect()
+        }
         Scenario::All => ALL.to_vec(),
         one => vec![one],
     };
@@ -212,18 +264,30 @@ async fn main() -> anyhow::Result<()> {
         };
         match result {
             Ok(rows) => {
+                let rows: Vec<report::Row> = if args.floor {
+                    rows.into_iter()
+                        .map(|r| r.with("gateway", "floor"))
+                        .collect()
+                } else {
+                    rows
+                };
                 if !args.json {
                     for r in &rows {
                         println!("{}", report::line(r));
                     }
                 }
                 failed |= !rows.iter().all(report::Row::clean);
-                println!("{}", report::json_line(sc.name(), &rows, &machine));
+                println!("{}", report::json_line(sc.name(), gateway, &rows, &machine));
             }
             Err(e) => {
                 failed = true;
                 eprintln!("bench: {}: {e:#}", sc.name());
-                let line = serde_json::json!({"scenario": sc.name(), "ok": false, "error": format!("{e:#}")});
+                let line = serde_json::json!({
+                    "scenario": sc.name(),
+                    "gateway": gateway,
+                    "ok": false,
+                    "error": format!("{e:#}"),
+                });
                 println!("{line}");
             }
         }
@@ -243,6 +307,12 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
     } else {
         args.connections.clone()
     };
+    if args.floor && sc == Scenario::Cluster {
+        bail!(
+            "the cluster scenario has no floor: it measures pushgate's Redis bus, \
+             which the floor relay (--floor) does not have"
+        );
+    }
     if args.per_process() > usize::try_from(files.saturating_sub(100)).unwrap_or(usize::MAX) {
         bail!("--clients-per-process exceeds this process's open-file limit ({files})");
     }
@@ -263,7 +333,9 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
         Scenario::Latency => scenarios::latency(&target, args, n).await,
         Scenario::Growth => scenarios::growth(&target, args, &steps).await,
         Scenario::Cluster => scenarios::cluster(&target, args, n).await,
-        Scenario::All | Scenario::Worker => unreachable!("handled in main"),
+        Scenario::All | Scenario::Worker | Scenario::FloorRelay => {
+            unreachable!("handled in main")
+        }
     }
 }
 
@@ -283,6 +355,17 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
             pids: args.gateway_pid.clone(),
             redis_pid: None,
             owned: Vec::new(),
+        });
+    }
+    if args.floor {
+        let relay = tokio::task::spawn_blocking(spawn::floor).await??;
+        return Ok(Target {
+            http: relay.http,
+            text: relay.text,
+            clients_http: relay.http,
+            pids: vec![relay.process.pid()],
+            redis_pid: None,
+            owned: vec![relay.process],
         });
     }
     let bin = spawn::gateway_bin(args.gateway_bin.as_ref())?;

@@ -167,10 +167,17 @@ pub fn line(r: &Row) -> String {
     )
 }
 
-/// The JSON line of a scenario.
-pub fn json_line(scenario: &str, rows: &[Row], machine: &serde_json::Value) -> String {
+/// The JSON line of a scenario; `gateway`: what was measured (`pushgate`,
+/// or `floor` for the floor relay of `--floor`).
+pub fn json_line(
+    scenario: &str,
+    gateway: &str,
+    rows: &[Row],
+    machine: &serde_json::Value,
+) -> String {
     serde_json::json!({
         "scenario": scenario,
+        "gateway": gateway,
         "ok": rows.iter().all(Row::clean),
         "machine": machine,
         "rows": rows,

@@ -1,6 +1,7 @@
 //! `--spawn`: the bench starts the gateway itself (the `pushgate` binary next
 //! to its own executable, or `--gateway-bin`) on free loopback ports, and for
-//! the cluster scenario a `redis-server` and two nodes. Everything it starts
+//! the cluster scenario a `redis-server` and two nodes; with `--floor`, the
+//! floor relay (`floor.rs`) instead of pushgate. Everything it starts
 //! is killed when its handle drops (normal exit, error, Ctrl-C or SIGTERM).
 
 use std::io::{BufRead, BufReader};
@@ -58,16 +59,38 @@ pub fn gateway_bin(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
 /// Starts a gateway on free loopback ports with `extra` flags and waits for
 /// its `listening` log line.
 pub fn gateway(bin: &PathBuf, extra: &[String]) -> anyhow::Result<Gateway> {
-    let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
         .args(["--log-format", "json"])
         .args(extra)
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
+    listening(child, "the gateway")
+}
+
+/// Starts the floor relay (`floor.rs`: this executable in its hidden
+/// `floor-relay` mode) on free loopback ports and waits for its `listening`
+/// line. Its stdin is a pipe held by the handle: if the bench dies without
+/// killing it, the pipe closes and the relay exits.
+pub fn floor() -> anyhow::Result<Gateway> {
+    let child = Command::new(std::env::current_exe()?)
+        .arg("floor-relay")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start the floor relay")?;
+    listening(child, "the floor relay")
+}
+
+/// Reads `child`'s JSON log on stderr until its `listening` line (pushgate's
+/// shape: `{"fields":{"message":"listening","http":ADDR,"text":ADDR}}`).
+fn listening(mut child: Child, what: &str) -> anyhow::Result<Gateway> {
     let stderr = child.stderr.take().context("piped stderr")?;
     let process = Owned(child);
     let (tx, rx) = mpsc::channel();
@@ -85,7 +108,7 @@ pub fn gateway(bin: &PathBuf, extra: &[String]) -> anyhow::Result<Gateway> {
     });
     let line = rx
         .recv_timeout(START_LIMIT)
-        .context("the gateway did not log `listening`")?;
+        .with_context(|| format!("{what} did not log `listening`"))?;
     let v: serde_json::Value = serde_json::from_str(&line)?;
     let addr = |k: &str| -> anyhow::Result<SocketAddr> {
         let a = v[k].as_str().or_else(|| v["fields"][k].as_str());
