@@ -45,6 +45,12 @@ impl Connection {
         self.inbox.close_requested().await
     }
 
+    /// Gives back queue capacity left over from a burst, once the queue is
+    /// empty; for the connection's quiet moments.
+    pub fn trim_queue(&self) {
+        self.inbox.trim();
+    }
+
     /// A further queued message, if one is ready now.
     pub fn try_next(&self) -> Option<Payload> {
         self.inbox.try_next()

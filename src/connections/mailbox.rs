@@ -66,8 +66,9 @@ struct Queue {
     bytes: usize,
 }
 
-/// A drained queue keeps at most this much capacity, so one burst does not
-/// pin memory on an otherwise idle connection.
+/// What a queue keeps of its capacity once its connection has gone quiet
+/// ([`Inbox::trim`]), so one burst does not pin memory on an otherwise idle
+/// connection.
 const KEEP_CAPACITY: usize = 16;
 
 impl Shared {
@@ -98,9 +99,9 @@ impl Shared {
         let mut q = self.lock();
         let p = q.items.pop_front()?;
         q.bytes -= p.len();
-        if q.items.is_empty() && q.items.capacity() > KEEP_CAPACITY {
-            q.items = VecDeque::new();
-        }
+        // Capacity is kept while the connection is busy: a queue emptied and
+        // refilled by each burst (broadcasts) would otherwise grow again
+        // from nothing, reallocating, every time — on the pusher's thread.
         Some(p)
     }
 }
@@ -218,6 +219,16 @@ impl Inbox {
                 return reason;
             }
             self.shared.wake.notified().await;
+        }
+    }
+
+    /// Gives back the capacity a burst left in an empty queue, above
+    /// [`KEEP_CAPACITY`]. Called when the connection has been quiet for a
+    /// while (its ping turn).
+    pub(crate) fn trim(&self) {
+        let mut q = self.shared.lock();
+        if q.items.is_empty() && q.items.capacity() > KEEP_CAPACITY {
+            q.items = VecDeque::new();
         }
     }
 

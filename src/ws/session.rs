@@ -236,6 +236,9 @@ pub(super) fn session(
                         break End::PongTimeout;
                     }
                     if now >= next_ping {
+                        // A ping turn: give back what a past burst left in
+                        // the queue.
+                        conn.trim_queue();
                         // Boxed: this rare write should not enlarge every
                         // idle session's state.
                         let ping = Box::pin(timeout(
