@@ -205,7 +205,7 @@ pub fn payload_from_data(data: &RawValue) -> Result<Payload, serde_json::Error> 
 }
 
 /// Answer of `POST /push`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct PushResponse {
     /// Connections on this node that accepted the message into their queue.
     pub delivered: usize,

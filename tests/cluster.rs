@@ -554,3 +554,41 @@ async fn pipelined_lines_through_redis_keep_their_order() {
     }
     assert_nothing_else(&b, &mut on_b, "order").await;
 }
+
+#[tokio::test]
+async fn a_rest_batch_through_redis_is_answered_push_by_push_in_order() {
+    let redis = Redis::start();
+    let (a, b, _c) = three_nodes(&redis).await;
+    let mut on_b = ws_bind(&b, "far").await;
+    let mut on_a = ws_bind(&a, "near").await;
+    a.wait_nodes("far", 1).await;
+    let pushes: Vec<Value> = (0..200)
+        .map(|i| match i % 4 {
+            0 => json!({"uid": "nobody", "data": i}),
+            1 => json!({"uid": "near", "data": i}),
+            _ => json!({"uid": ["far", "near"], "data": i}),
+        })
+        .collect();
+    let (status, r) = post_json(&a, "/push/batch", &json!({ "pushes": pushes })).await;
+    assert_eq!(status, 200);
+    let results = r["results"].as_array().expect("results");
+    assert_eq!(results.len(), 200);
+    for (i, got) in results.iter().enumerate() {
+        let want = match i % 4 {
+            0 => {
+                json!({"delivered": 0, "dropped": 0, "nodes": 0, "offline": ["nobody"], "unrouted": []})
+            }
+            1 => json!({"delivered": 1, "dropped": 0, "nodes": 0, "offline": [], "unrouted": []}),
+            _ => json!({"delivered": 1, "dropped": 0, "nodes": 1, "offline": [], "unrouted": []}),
+        };
+        assert_eq!(got, &want, "result {i}");
+    }
+    for i in (0..200).filter(|i| i % 4 > 1) {
+        assert_eq!(next_text(&mut on_b).await, i.to_string());
+    }
+    for i in (0..200).filter(|i| i % 4 > 0) {
+        assert_eq!(next_text(&mut on_a).await, i.to_string());
+    }
+    assert_nothing_else(&b, &mut on_b, "far").await;
+    assert_nothing_else(&a, &mut on_a, "near").await;
+}

@@ -547,5 +547,15 @@ async fn a_batch_of_pushes_is_answered_push_by_push_in_order() {
         .await
         .unwrap();
     assert_problem(r, 400).await;
+    // Every push is checked before any is routed: a bad `data` (a lone
+    // surrogate escape) after a good push is a 400 and delivers nothing.
+    let r = http
+        .post(gw.url("/push/batch"))
+        .header("content-type", "application/json")
+        .body(r#"{"pushes":[{"uid":"a","data":"first"},{"uid":"a","data":"\ud800"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 400).await;
     assert_nothing_else(&gw, &mut a, "a").await;
 }
