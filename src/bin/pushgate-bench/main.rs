@@ -359,29 +359,14 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
     }
     if args.floor {
         let relay = tokio::task::spawn_blocking(spawn::floor).await??;
-        return Ok(Target {
-            http: relay.http,
-            text: relay.text,
-            clients_http: relay.http,
-            pids: vec![relay.process.pid()],
-            redis_pid: None,
-            owned: vec![relay.process],
-        });
+        return Ok(Target::single(relay));
     }
     let bin = spawn::gateway_bin(args.gateway_bin.as_ref())?;
     let started = tokio::task::spawn_blocking({
         let extra = args.gateway_args.clone();
         move || -> anyhow::Result<Target> {
             if sc != Scenario::Cluster {
-                let gw = spawn::gateway(&bin, &extra)?;
-                return Ok(Target {
-                    http: gw.http,
-                    text: gw.text,
-                    clients_http: gw.http,
-                    pids: vec![gw.process.pid()],
-                    redis_pid: None,
-                    owned: vec![gw.process],
-                });
+                return Ok(Target::single(spawn::gateway(&bin, &extra)?));
             }
             let redis = spawn::redis()?;
             let node = |id: &str| {

@@ -36,6 +36,21 @@ pub struct Target {
     pub owned: Vec<Owned>,
 }
 
+impl Target {
+    /// One process the bench started (a pushgate or the floor relay), which
+    /// serves the clients itself.
+    pub fn single(gw: crate::spawn::Gateway) -> Target {
+        Target {
+            http: gw.http,
+            text: gw.text,
+            clients_http: gw.http,
+            pids: vec![gw.process.pid()],
+            redis_pid: None,
+            owned: vec![gw.process],
+        }
+    }
+}
+
 /// `bound_connections` of a gateway's `GET /stats`.
 pub async fn bound(http: SocketAddr) -> anyhow::Result<u64> {
     let v = push::get_json(http, "/stats").await?;
