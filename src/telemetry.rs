@@ -126,7 +126,7 @@ fn describe() {
     describe_histogram!(
         PUSH_ENQUEUE_SECONDS,
         Unit::Seconds,
-        "Time to route a push and enqueue it for every recipient."
+        "Time to route a push, or a batch of pushes, and enqueue it for every recipient."
     );
     describe_gauge!(
         TEXT_CONNECTIONS,
