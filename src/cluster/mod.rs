@@ -177,10 +177,6 @@ impl Cluster {
     }
 
     /// Publishes a push for `uid`; returns how many *other* nodes got it.
-    pub async fn publish_push(&self, uid: &Uid, payload: &[u8]) -> Result<usize, BusError> {
-        self.publish_uid(Kind::Push, uid, payload).await
-    }
-
     /// Asks the other nodes to close `uid`'s connections; returns how many
     /// other nodes hold it.
     pub async fn publish_kick(&self, uid: &Uid) -> Result<usize, BusError> {

@@ -139,27 +139,13 @@ impl ConnectionMap {
         uid: &Uid,
         payload: &Payload,
     ) -> Result<PushOutcome, RouteError> {
-        let start = Instant::now();
-        let mut outcome = self.push_local(uid, payload);
-        self.account_local(outcome, start);
-        if let Some(cluster) = &self.shared.cluster {
-            match cluster.publish_push(uid, payload.as_bytes()).await {
-                Ok(nodes) => outcome.nodes = nodes,
-                Err(BusError::Unavailable) if outcome.delivered == 0 => {
-                    self.shared.metrics.push_result(source, false);
-                    telemetry::push_failed("redis_unavailable");
-                    return Err(RouteError::ClusterUnavailable(outcome));
-                }
-                // Delivered here; other nodes may have missed it, which
-                // at-most-once delivery across the bus allows.
-                Err(BusError::Unavailable) => {}
-            }
-        }
-        self.shared.metrics.push_result(source, outcome.is_ok());
-        if !outcome.is_ok() {
-            telemetry::push_failed("offline");
-        }
-        Ok(outcome)
+        // A batch of one: the routing, accounting and bus rules live in
+        // `push_batch` alone.
+        self.push_batch(source, &[(uid.clone(), payload.clone())])
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or(Ok(PushOutcome::default()))
     }
 
     /// Pushes several messages in order, as one unit of work: local
@@ -198,12 +184,16 @@ impl ConnectionMap {
         for (i, outcome) in outcomes.iter_mut().enumerate() {
             match &published {
                 Some(Ok(nodes)) => outcome.nodes = nodes.get(i).copied().unwrap_or(0),
+                // Not delivered here, and whether another node holds the uid
+                // is unknown.
                 Some(Err(BusError::Unavailable)) if outcome.delivered == 0 => {
                     failed += 1;
                     telemetry::push_failed("redis_unavailable");
                     results.push(Err(RouteError::ClusterUnavailable(*outcome)));
                     continue;
                 }
+                // Delivered here; other nodes may have missed it, which
+                // at-most-once delivery across the bus allows.
                 _ => {}
             }
             if outcome.is_ok() {

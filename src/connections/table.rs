@@ -36,15 +36,7 @@ pub(super) struct Table {
 impl ConnectionMap {
     /// Enqueues `payload` for this node's connections of `uid`.
     pub(super) fn push_local(&self, uid: &Uid, payload: &Payload) -> PushOutcome {
-        let mut table = self.lock();
-        let outcome = match table.by_uid.get(uid) {
-            Some(conns) => offer_all(conns.iter(), payload),
-            None => PushOutcome::default(),
-        };
-        if outcome.dropped > 0 {
-            self.evict_closing(&mut table, uid);
-        }
-        outcome
+        self.push_locked(&mut self.lock(), uid, payload)
     }
 
     /// [`ConnectionMap::push_local`] for several pushes in order, taking the
@@ -54,17 +46,23 @@ impl ConnectionMap {
         for chunk in pushes.chunks(LOCK_CHUNK) {
             let mut table = self.lock();
             for (uid, payload) in chunk {
-                let outcome = match table.by_uid.get(uid) {
-                    Some(conns) => offer_all(conns.iter(), payload),
-                    None => PushOutcome::default(),
-                };
-                if outcome.dropped > 0 {
-                    self.evict_closing(&mut table, uid);
-                }
-                outcomes.push(outcome);
+                outcomes.push(self.push_locked(&mut table, uid, payload));
             }
         }
         outcomes
+    }
+
+    /// Enqueues `payload` for `uid`'s connections, under the held lock;
+    /// connections found full leave routing at once.
+    fn push_locked(&self, table: &mut Table, uid: &Uid, payload: &Payload) -> PushOutcome {
+        let outcome = match table.by_uid.get(uid) {
+            Some(conns) => offer_all(conns.iter(), payload),
+            None => PushOutcome::default(),
+        };
+        if outcome.dropped > 0 {
+            self.evict_closing(table, uid);
+        }
+        outcome
     }
 
     /// Enqueues `payload` for every bound connection on this node.
