@@ -8,10 +8,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tungstenite::Utf8Bytes;
 
 /// Longest uid, in bytes.
 pub const MAX_UID_BYTES: usize = 256;

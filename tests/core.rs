@@ -559,3 +559,70 @@ async fn a_batch_of_pushes_is_answered_push_by_push_in_order() {
     assert_problem(r, 400).await;
     assert_nothing_else(&gw, &mut a, "a").await;
 }
+
+#[tokio::test]
+async fn a_reader_that_stalls_gets_every_message_whole_and_in_order() {
+    // Queues large enough that stalling is not a slow-consumer offence.
+    let gw = Gateway::start(&[
+        "--queue-len",
+        "10000",
+        "--queue-bytes",
+        "100000000",
+        "--write-timeout",
+        "60s",
+    ]);
+    let mut ws = ws_bind(&gw, "stall").await;
+    let mut text = TextClient::connect(&gw).await;
+    // 48 MB, pushed while the client reads nothing: far more than the two
+    // socket buffers hold (net.ipv4.tcp_wmem allows 4 MB here), so the
+    // gateway's writes to this client end part-way through a frame and
+    // must resume there.
+    const N: usize = 800;
+    let pad = "x".repeat(60_000);
+    let lines: Vec<String> = (0..N)
+        .map(|i| format!(r#"{{"uid":"stall","n":{i},"pad":"{pad}"}}"#))
+        .collect();
+    for line in &lines {
+        text.write(format!("{line}\n").as_bytes()).await;
+    }
+    for _ in 0..N {
+        assert_eq!(text.answer().await, "ok");
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let got = next_text(&mut ws).await;
+        assert!(got == *line, "message {i} came wrong or out of order");
+    }
+    assert_nothing_else(&gw, &mut ws, "stall").await;
+}
+
+#[tokio::test]
+async fn a_ping_gets_its_pong_and_a_close_gets_its_answer() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "pinger").await;
+    ws.send(Message::Ping("are you there".into()))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("timed out waiting for the pong")
+        .expect("stream ended")
+        .expect("ws error");
+    assert_eq!(answer, Message::Pong("are you there".into()));
+    // The connection still delivers after a control frame.
+    assert_nothing_else(&gw, &mut ws, "pinger").await;
+
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    let frame = next_close(&mut ws)
+        .await
+        .expect("the close answer has a code");
+    assert_eq!(frame.code, CloseCode::Normal);
+    gw.wait_bound("pinger", 0).await;
+}

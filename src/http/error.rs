@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The gateway cannot serve this now (shutting down).
     #[error("{0}")]
     Unavailable(String),
+    /// A WebSocket upgrade on a connection that cannot be upgraded.
+    #[error("this connection cannot be upgraded to a WebSocket (HTTP/1.1 required)")]
+    UpgradeRequired,
 }
 
 impl ApiError {
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         }
     }
 }

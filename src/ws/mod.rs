@@ -8,20 +8,23 @@
 //! This module admits connections (drain, origin, caps, query token) and
 //! configures the WebSocket; `session` runs each connection's life.
 
+mod handshake;
 mod session;
+mod socket;
 
 use std::net::SocketAddr;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tungstenite::protocol::WebSocketConfig;
 
 use crate::App;
 use crate::http::access::client_ip;
 use crate::http::error::ApiError;
 use crate::telemetry;
+use handshake::Handshake;
 use session::session;
 
 /// Close code for a connection closed by `POST /disconnect`.
@@ -32,6 +35,11 @@ pub const CLOSE_REPLACED: u16 = 4002;
 /// tungstenite's per-connection read buffer: touched in full on the first
 /// read, so it is resident memory for every idle connection.
 const READ_BUFFER: usize = 512;
+
+/// The most tungstenite may hold unwritten: only control frames go through
+/// it (pushes are written directly), and a ping, a pong and a close frame
+/// are at most 131 bytes each.
+const CONTROL_BUFFER: usize = 4096;
 
 /// Query parameters of the upgrade.
 #[derive(Debug, Deserialize)]
@@ -49,7 +57,7 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<UpgradeQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Handshake,
 ) -> Response {
     if app.shutdown.is_draining() {
         telemetry::rejected_upgrade("shutting_down");
@@ -85,21 +93,22 @@ pub async fn upgrade(
     // The tracker counts this session from now, not from when the upgrade
     // completes, so a shutdown never misses a connection mid-handshake.
     let token = app.shutdown.sessions().token();
-    ws
+    let config = WebSocketConfig::default()
         // tungstenite's 128 KiB default read buffer per connection is what
         // makes idle connections expensive; clients send little after binding,
         // and larger frames still grow the buffer as they need.
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(cfg.queue_bytes.saturating_mul(2).max(64 * 1024))
-        .max_message_size(cfg.max_message_bytes)
-        .max_frame_size(cfg.max_message_bytes)
-        .on_upgrade(move |socket| async move {
-            let conn = app.map.open();
-            session(socket, conn, preauth, &app).await;
-            drop(permit);
-            drop(token);
-        })
+        // Control frames are written at once; pushes never pass through here.
+        .write_buffer_size(0)
+        .max_write_buffer_size(CONTROL_BUFFER)
+        .max_message_size(Some(cfg.max_message_bytes))
+        .max_frame_size(Some(cfg.max_message_bytes));
+    ws.accept(config, move |socket| async move {
+        let conn = app.map.open();
+        session(socket, conn, preauth, &app).await;
+        drop(permit);
+        drop(token);
+    })
 }
 
 /// Whether `origin` is one of `allowed` (exact `scheme://host[:port]`,

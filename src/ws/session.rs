@@ -2,26 +2,23 @@
 //!
 //! Each connection runs one `select!` over its outbound queue, inbound frames,
 //! one timer (bind deadline, next ping or pong deadline, token expiry, paced
-//! drain) and the shutdown signal. Queued messages are written together:
-//! feed, feed, flush.
+//! drain) and the shutdown signal. Queued messages are written together, in
+//! one `writev` (see `socket.rs`).
 
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use futures_util::SinkExt;
 use tokio::time::{Instant, timeout};
+use tungstenite::Message;
+use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::coding::CloseCode;
 
+use super::socket::Socket;
 use super::{CLOSE_KICKED, CLOSE_REPLACED};
 use crate::App;
 use crate::auth::{Identity, TokenError};
 use crate::connections::{CloseReason, Connection, Delivery};
 use crate::model::Uid;
 use crate::telemetry;
-
-/// Most queued messages written per socket flush; bounds one write's size and
-/// keeps a busy connection from starving its own inbound reads.
-const MAX_BATCH: usize = 64;
 
 /// How long a slow consumer gets to take its close frame.
 const SLOW_CLOSE_LIMIT: Duration = Duration::from_secs(1);
@@ -60,26 +57,28 @@ enum End {
 impl End {
     /// The close frame to send, if any (a dead peer gets none).
     fn close_frame(&self) -> Option<(u16, &'static str)> {
+        let code = |c: CloseCode| u16::from(c);
         Some(match self {
             End::Peer | End::PongTimeout | End::WriteFailed => return None,
-            End::Shutdown => (close_code::AWAY, "server shutting down, reconnect"),
-            End::BindTimeout => (close_code::POLICY, "bind timeout: send the uid first"),
-            End::BadUid(why) => (close_code::POLICY, why),
-            End::BinaryUid => (close_code::UNSUPPORTED, "the uid must be a text frame"),
-            End::TooBig => (close_code::SIZE, "message too big"),
-            End::BadUtf8 => (close_code::INVALID, "text is not valid UTF-8"),
-            End::Protocol => (close_code::PROTOCOL, "protocol error"),
-            End::Closed(CloseReason::SlowConsumer) => {
-                (close_code::POLICY, "slow consumer: outbound queue full")
-            }
+            End::Shutdown => (code(CloseCode::Away), "server shutting down, reconnect"),
+            End::BindTimeout => (code(CloseCode::Policy), "bind timeout: send the uid first"),
+            End::BadUid(why) => (code(CloseCode::Policy), why),
+            End::BinaryUid => (code(CloseCode::Unsupported), "the uid must be a text frame"),
+            End::TooBig => (code(CloseCode::Size), "message too big"),
+            End::BadUtf8 => (code(CloseCode::Invalid), "text is not valid UTF-8"),
+            End::Protocol => (code(CloseCode::Protocol), "protocol error"),
+            End::Closed(CloseReason::SlowConsumer) => (
+                code(CloseCode::Policy),
+                "slow consumer: outbound queue full",
+            ),
             End::Closed(CloseReason::Kicked) => (CLOSE_KICKED, "disconnected by the server"),
             End::Closed(CloseReason::Replaced) => {
                 (CLOSE_REPLACED, "too many connections for this uid")
             }
             End::Token(TokenError::Expired) | End::TokenExpired => {
-                (close_code::POLICY, "token expired")
+                (code(CloseCode::Policy), "token expired")
             }
-            End::Token(TokenError::Invalid) => (close_code::POLICY, "invalid token"),
+            End::Token(TokenError::Invalid) => (code(CloseCode::Policy), "invalid token"),
         })
     }
 
@@ -143,7 +142,7 @@ fn bind_identity(conn: &mut Connection, id: Identity) -> Instant {
     reason = "an async fn would store its arguments twice in every idle connection's state"
 )]
 pub(super) fn session(
-    mut socket: WebSocket,
+    mut socket: Socket,
     mut conn: Connection,
     preauth: Option<Result<Identity, TokenError>>,
     app: &App,
@@ -195,11 +194,24 @@ pub(super) fn session(
                     }
                     Delivery::Close(reason) => break End::Closed(reason),
                 },
-                frame = socket.recv() => {
+                ready = socket.readable() => {
+                    if ready.is_err() {
+                        break End::Peer;
+                    }
+                    let message = match socket.try_read() {
+                        Ok(Some(message)) => message,
+                        // Readiness without a whole frame yet.
+                        Ok(None) => continue,
+                        Err(e) => break classify_read_error(e),
+                    };
                     pong_due = None;
-                    match frame {
-                        None | Some(Ok(Message::Close(_))) => break End::Peer,
-                        Some(Ok(Message::Text(text))) if !bound => match &app.verifier {
+                    match message {
+                        Message::Close(_) => {
+                            // tungstenite has queued the answering close frame.
+                            socket.flush_now();
+                            break End::Peer;
+                        }
+                        Message::Text(text) if !bound => match &app.verifier {
                             // Legacy mode: the first frame is the uid, trusted as
                             // the seed trusted it.
                             None => match Uid::new(text.as_str()) {
@@ -216,9 +228,8 @@ pub(super) fn session(
                                 Err(e) => break End::Token(e),
                             },
                         },
-                        Some(Ok(Message::Binary(_))) if !bound => break End::BinaryUid,
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => break classify_read_error(e),
+                        Message::Binary(_) if !bound => break End::BinaryUid,
+                        _ => {}
                     }
                 }
                 _ = &mut timer => {
@@ -241,10 +252,7 @@ pub(super) fn session(
                         conn.trim_queue();
                         // Boxed: this rare write should not enlarge every
                         // idle session's state.
-                        let ping = Box::pin(timeout(
-                            write_timeout,
-                            socket.send(Message::Ping(Default::default())),
-                        ));
+                        let ping = Box::pin(timeout(write_timeout, socket.ping()));
                         if !matches!(ping.await, Ok(Ok(()))) {
                             break End::WriteFailed;
                         }
@@ -272,7 +280,7 @@ pub(super) fn session(
                 _ => write_timeout,
             };
             // Boxed for the same reason: it runs once, at the end.
-            Box::pin(close(&mut socket, code, reason, limit)).await;
+            Box::pin(socket.close(code, reason, limit)).await;
         }
     }
 }
@@ -286,57 +294,31 @@ enum WriteError {
     Failed,
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
+/// Writes `first` and whatever else is already queued, in one `writev`.
 ///
-/// The common case — the socket takes everything at once — arms no timer:
-/// the write is polled once first, and only a write that has to wait gets
-/// the `--write-timeout` deadline and the watch for a close request.
+/// The common case — the socket takes everything at once — arms no timer;
+/// only a write that has to wait gets the `--write-timeout` deadline and the
+/// watch for a close request.
 async fn write_batch(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     conn: &mut Connection,
     first: crate::model::Payload,
     limit: Duration,
 ) -> Result<(), WriteError> {
-    // Further messages are taken from the queue while feeding, not collected
-    // first: no buffer is allocated or grown per batch. Feeding only appends
-    // to the WebSocket's write buffer, so the queue is read right away, and
-    // the batch ends with what was queued when the write began.
-    let write = async {
-        socket.feed(Message::Text(first)).await?;
-        for _ in 1..MAX_BATCH {
-            let Some(next) = conn.try_next() else { break };
-            socket.feed(Message::Text(next)).await?;
-        }
-        socket.flush().await
+    // Further messages are taken from the queue as the batch is built: what
+    // was queued when the write began goes in this write.
+    let rest = match socket.write_texts(first, || conn.try_next()) {
+        Ok(None) => return Ok(()),
+        Ok(Some(rest)) => rest,
+        Err(_) => return Err(WriteError::Failed),
     };
-    tokio::pin!(write);
-    if let Poll::Ready(written) = futures_util::poll!(write.as_mut()) {
-        return written.map_err(|_| WriteError::Failed);
-    }
     tokio::select! {
-        written = timeout(limit, write) => match written {
+        written = timeout(limit, socket.write_rest(rest)) => match written {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteError::Failed),
         },
         reason = conn.close_requested() => Err(WriteError::Closing(reason)),
     }
-}
-
-/// Sends a close frame and waits (bounded) for the client's answer, so the
-/// client sees a clean close with the code rather than a reset.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, limit: Duration) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let handshake = async {
-        if socket.send(Message::Close(Some(frame))).await.is_err() {
-            return;
-        }
-        // Read until the client's close frame (or an error) ends the stream.
-        while let Some(Ok(_)) = socket.recv().await {}
-    };
-    let _ = timeout(limit, handshake).await;
 }
 
 fn uid_error_reason(e: crate::model::UidError) -> &'static str {
@@ -346,14 +328,13 @@ fn uid_error_reason(e: crate::model::UidError) -> &'static str {
     }
 }
 
-fn classify_read_error(e: axum::Error) -> End {
-    match e.into_inner().downcast::<tungstenite::Error>() {
-        Ok(e) => match *e {
-            tungstenite::Error::Capacity(_) => End::TooBig,
-            tungstenite::Error::Utf8(_) => End::BadUtf8,
-            tungstenite::Error::Protocol(_) => End::Protocol,
-            _ => End::Peer,
-        },
-        Err(_) => End::Peer,
+fn classify_read_error(e: tungstenite::Error) -> End {
+    match e {
+        tungstenite::Error::Capacity(_) => End::TooBig,
+        tungstenite::Error::Utf8(_) => End::BadUtf8,
+        // The client went away without a close frame: nothing to answer.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Peer,
+        tungstenite::Error::Protocol(_) => End::Protocol,
+        _ => End::Peer,
     }
 }

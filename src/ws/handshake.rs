@@ -1,0 +1,123 @@
+//! The WebSocket opening handshake (RFC 6455 §4.2), as an axum extractor.
+//!
+//! axum's `WebSocketUpgrade` hands its callback a `WebSocket` that hides the
+//! socket, and pushgate writes its frames to the socket itself (see
+//! `socket.rs`). So this checks the same request headers, answers 101 with
+//! the accept key tungstenite derives, and, once hyper lets go of the
+//! connection, gives the session the TCP stream.
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::WebSocketConfig;
+
+use super::socket::Socket;
+use crate::http::error::ApiError;
+
+/// A valid upgrade request, not answered yet.
+pub struct Handshake {
+    accept: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Handshake {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let headers = &parts.headers;
+        if !has_token(headers, header::CONNECTION, "upgrade") {
+            return Err(bad("the Connection header must include \"upgrade\""));
+        }
+        if !has_token(headers, header::UPGRADE, "websocket") {
+            return Err(bad("the Upgrade header must be \"websocket\""));
+        }
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_none_or(|v| v.as_bytes() != b"13")
+        {
+            return Err(bad("Sec-WebSocket-Version must be 13"));
+        }
+        let key = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .ok_or_else(|| bad("Sec-WebSocket-Key is missing"))?;
+        let accept = HeaderValue::try_from(derive_accept_key(key.as_bytes()))
+            .map_err(|_| bad("Sec-WebSocket-Key is not valid"))?;
+        // Absent when the connection cannot be taken over (not HTTP/1.1).
+        let on_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .ok_or(ApiError::UpgradeRequired)?;
+        Ok(Handshake { accept, on_upgrade })
+    }
+}
+
+impl Handshake {
+    /// Answers 101 and runs `session` on the socket once hyper hands the
+    /// connection over. A client that leaves first never gets a session.
+    pub fn accept<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
+    where
+        F: FnOnce(Socket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            // `http::serve` hands hyper a `TokioIo<TcpStream>`, so this is
+            // what comes back.
+            match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let socket = Socket::new(parts.io.into_inner(), parts.read_buf, config);
+                    session(socket).await;
+                }
+                Err(_) => tracing::error!("an upgraded connection was not a TCP stream; dropped"),
+            }
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
+        response
+    }
+}
+
+fn bad(why: &str) -> ApiError {
+    ApiError::BadRequest(format!("not a WebSocket upgrade: {why}"))
+}
+
+/// Whether the comma-separated header `name` lists `token` (ASCII
+/// case-insensitive), as `Connection: keep-alive, Upgrade` does.
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_tokens_are_matched_whole_and_case_blind() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(has_token(&h, header::CONNECTION, "upgrade"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgraded"));
+        assert!(!has_token(&h, header::CONNECTION, "upgrade"));
+    }
+}

@@ -1,0 +1,323 @@
+//! One WebSocket's wire, below axum: tungstenite reads and answers, pushgate
+//! writes its pushes itself.
+//!
+//! Why not axum's `WebSocket`: a broadcast writes the same short text frame
+//! to thousands of sockets, and through `WebSocket` → tokio-tungstenite →
+//! tungstenite each frame costs a sink round (waker registrations, a frame
+//! built and copied into a per-connection write buffer) before the one
+//! `send`. Here a batch of queued pushes goes to the kernel in one
+//! `writev`: each frame's 2–10 byte header on the stack and its payload
+//! straight from the shared `Bytes`, nothing copied or buffered per
+//! connection.
+//!
+//! tungstenite's [`WebSocketContext`] still does everything else: it parses
+//! and unmasks client frames, enforces the size limits and UTF-8, answers
+//! pings and close frames, and writes pushgate's own pings and close frame.
+//! The two writers never interleave: a batch is written whole (or the
+//! session ends) before anything is read again, and tungstenite's pending
+//! bytes are flushed before a batch starts.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, FrameHeader};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
+
+use crate::model::Payload;
+
+/// Most queued messages written per `writev`; bounds one write's size and
+/// keeps a busy connection from starving its own inbound reads.
+pub(super) const MAX_BATCH: usize = 64;
+
+/// A server's text frame header is at most 10 bytes (no mask).
+const MAX_HEADER: usize = 10;
+
+/// A WebSocket connection after the upgrade.
+pub struct Socket {
+    tcp: TcpStream,
+    ctx: WebSocketContext,
+    /// A message was just read, so tungstenite may hold more already read
+    /// from the socket: the next read must not wait for the socket.
+    more: bool,
+    /// A read failed: tungstenite's reader is left mid-frame and must not be
+    /// called again.
+    failed: bool,
+}
+
+/// tungstenite's view of the socket: it never blocks, and `WouldBlock`
+/// (which also clears tokio's readiness) means wait for the socket.
+struct Io<'a>(&'a TcpStream);
+
+impl Read for Io<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for Io<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn would_block(e: &WsError) -> bool {
+    matches!(e, WsError::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl Socket {
+    /// Wraps an upgraded connection; `read_ahead` is what the HTTP server
+    /// had already read past the upgrade request.
+    pub(super) fn new(tcp: TcpStream, read_ahead: Bytes, config: WebSocketConfig) -> Socket {
+        let ctx = if read_ahead.is_empty() {
+            WebSocketContext::new(Role::Server, Some(config))
+        } else {
+            WebSocketContext::from_partially_read(read_ahead.to_vec(), Role::Server, Some(config))
+        };
+        Socket {
+            tcp,
+            ctx,
+            more: !read_ahead.is_empty(),
+            failed: false,
+        }
+    }
+
+    /// Resolves when [`Socket::try_read`] may have something. Cancel-safe.
+    pub(super) async fn readable(&self) -> io::Result<()> {
+        if self.more {
+            return Ok(());
+        }
+        std::future::poll_fn(|cx| self.tcp.poll_read_ready(cx)).await
+    }
+
+    /// The next message from the client if one can be read without waiting
+    /// (`Ok(None)`: wait for [`Socket::readable`]). Answers to the client's
+    /// pings and close frame are written along the way.
+    pub(super) fn try_read(&mut self) -> Result<Option<Message>, WsError> {
+        if self.failed {
+            return Err(WsError::AlreadyClosed);
+        }
+        match self.ctx.read(&mut Io(&self.tcp)) {
+            Ok(message) => {
+                self.more = true;
+                Ok(Some(message))
+            }
+            Err(e) if would_block(&e) => {
+                self.more = false;
+                Ok(None)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `first` and up to [`MAX_BATCH`]` - 1` further messages from
+    /// `next` as text frames, in one `writev` when the socket takes them.
+    ///
+    /// Returns what the socket did not take yet (copied out, so the queue's
+    /// payloads are released), for [`Socket::write_rest`]; `None` when all
+    /// was written. Synchronous on purpose: the batch lives on the stack,
+    /// not in every idle session's future.
+    pub(super) fn write_texts(
+        &mut self,
+        first: Payload,
+        mut next: impl FnMut() -> Option<Payload>,
+    ) -> io::Result<Option<Vec<u8>>> {
+        // Bytes tungstenite still holds (a pong that found the socket full)
+        // go first; if they cannot, this batch waits behind them.
+        let blocked = match self.ctx.flush(&mut Io(&self.tcp)) {
+            Ok(()) => false,
+            Err(e) if would_block(&e) => true,
+            Err(e) => return Err(into_io(e)),
+        };
+        let mut batch: SmallVec<[Payload; MAX_BATCH]> = SmallVec::new();
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match next() {
+                Some(payload) => batch.push(payload),
+                None => break,
+            }
+        }
+        // Only the headers in use are written: zeroing a whole array per
+        // batch showed up in the profile.
+        let mut headers: SmallVec<[([u8; MAX_HEADER], usize); MAX_BATCH]> = SmallVec::new();
+        for payload in &batch {
+            let mut header = [0u8; MAX_HEADER];
+            let len = text_header(payload.len(), &mut header)?;
+            headers.push((header, len));
+        }
+        let mut slices: SmallVec<[IoSlice<'_>; 2 * MAX_BATCH]> = SmallVec::new();
+        let mut total = 0;
+        for (payload, (header, len)) in batch.iter().zip(&headers) {
+            slices.push(IoSlice::new(&header[..*len]));
+            slices.push(IoSlice::new(payload.as_bytes()));
+            total += len + payload.len();
+        }
+        let written = if blocked {
+            0
+        } else {
+            match self.tcp.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            }
+        };
+        if written == total {
+            return Ok(None);
+        }
+        Ok(Some(unwritten(&slices, written, total)))
+    }
+
+    /// Finishes a batch [`Socket::write_texts`] could not write at once.
+    /// The caller bounds it in time.
+    pub(super) async fn write_rest(&mut self, rest: Vec<u8>) -> io::Result<()> {
+        self.flush_control().await?;
+        let mut at = 0;
+        while at < rest.len() {
+            self.tcp.writable().await?;
+            match self.tcp.try_write(&rest[at..]) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a ping. The caller bounds it in time.
+    pub(super) async fn ping(&mut self) -> io::Result<()> {
+        match self
+            .ctx
+            .write(&mut Io(&self.tcp), Message::Ping(Bytes::new()))
+        {
+            Ok(()) => {}
+            // Queued in tungstenite's buffer; flushed below.
+            Err(e) if would_block(&e) => {}
+            Err(e) => return Err(into_io(e)),
+        }
+        self.flush_control().await
+    }
+
+    /// Sends whatever tungstenite has queued, without waiting: the answer
+    /// to a client's close frame, before the socket is dropped.
+    pub(super) fn flush_now(&mut self) {
+        let _ = self.ctx.flush(&mut Io(&self.tcp));
+    }
+
+    /// Sends a close frame and reads until the client's answer (or an
+    /// error) ends the stream, so the client sees a clean close with the
+    /// code rather than a reset. Bounded by `limit`. After a failed read
+    /// (a protocol error, a frame over the limit) nothing more can be
+    /// parsed, so it only sends.
+    pub(super) async fn close(&mut self, code: u16, reason: &'static str, limit: Duration) {
+        let handshake = async {
+            let frame = CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            };
+            match self.ctx.close(&mut Io(&self.tcp), Some(frame)) {
+                Ok(()) => {}
+                Err(e) if would_block(&e) => {}
+                Err(_) => return,
+            }
+            if self.flush_control().await.is_err() || self.failed {
+                return;
+            }
+            loop {
+                if self.readable().await.is_err() {
+                    return;
+                }
+                if self.try_read().is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = timeout(limit, handshake).await;
+    }
+
+    /// Writes out what tungstenite has queued (pings, pongs, the close
+    /// frame), waiting for the socket as needed.
+    async fn flush_control(&mut self) -> io::Result<()> {
+        loop {
+            match self.ctx.flush(&mut Io(&self.tcp)) {
+                Ok(()) => return Ok(()),
+                Err(e) if would_block(&e) => self.tcp.writable().await?,
+                Err(e) => return Err(into_io(e)),
+            }
+        }
+    }
+}
+
+/// Writes a server text frame's header for `len` payload bytes into `out`;
+/// returns its length. tungstenite does the encoding.
+fn text_header(len: usize, out: &mut [u8; MAX_HEADER]) -> io::Result<usize> {
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let mut w: &mut [u8] = out;
+    header
+        .format(len as u64, &mut w)
+        .map_err(|_| io::Error::other("frame header longer than 10 bytes"))?;
+    let left = w.len();
+    Ok(MAX_HEADER - left)
+}
+
+/// The bytes of `slices` after the first `written`, in one buffer.
+fn unwritten(slices: &[IoSlice<'_>], mut written: usize, total: usize) -> Vec<u8> {
+    let mut rest = Vec::with_capacity(total - written);
+    for slice in slices {
+        if written >= slice.len() {
+            written -= slice.len();
+            continue;
+        }
+        rest.extend_from_slice(&slice[written..]);
+        written = 0;
+    }
+    rest
+}
+
+fn into_io(e: WsError) -> io::Error {
+    match e {
+        WsError::Io(e) => e,
+        e => io::Error::other(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_headers_use_the_shortest_length_form() {
+        let mut h = [0u8; MAX_HEADER];
+        assert_eq!(text_header(5, &mut h).ok(), Some(2));
+        assert_eq!(&h[..2], &[0x81, 5]);
+        assert_eq!(text_header(126, &mut h).ok(), Some(4));
+        assert_eq!(&h[..4], &[0x81, 126, 0, 126]);
+        assert_eq!(text_header(70_000, &mut h).ok(), Some(10));
+        assert_eq!(&h[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    #[test]
+    fn the_unwritten_rest_starts_mid_slice() {
+        let a = [1u8, 2, 3];
+        let b = [4u8, 5];
+        let c = [6u8];
+        let slices = [IoSlice::new(&a), IoSlice::new(&b), IoSlice::new(&c)];
+        assert_eq!(unwritten(&slices, 0, 6), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(unwritten(&slices, 4, 6), vec![5, 6]);
+        assert_eq!(unwritten(&slices, 5, 6), vec![6]);
+    }
+}
