@@ -38,6 +38,16 @@ pub(super) const MAX_BATCH: usize = 64;
 /// A server's text frame header is at most 10 bytes (no mask).
 const MAX_HEADER: usize = 10;
 
+/// Batches up to this size are copied into [`SCRATCH`] and written with one
+/// `send`; larger ones (large messages) go out as a `writev` of their parts.
+const SCRATCH_LIMIT: usize = 64 * 1024;
+
+thread_local! {
+    /// Each runtime thread's buffer for assembling a batch of small frames;
+    /// it lives across batches, so no connection holds a write buffer.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// A WebSocket connection after the upgrade.
 pub struct Socket {
     tcp: TcpStream,
@@ -123,7 +133,7 @@ impl Socket {
     }
 
     /// Writes `first` and up to [`MAX_BATCH`]` - 1` further messages from
-    /// `next` as text frames, in one `writev` when the socket takes them.
+    /// `next` as text frames, in one system call when the socket takes them.
     ///
     /// Returns what the socket did not take yet (copied out, so the queue's
     /// payloads are released), for [`Socket::write_rest`]; `None` when all
@@ -149,34 +159,49 @@ impl Socket {
                 None => break,
             }
         }
-        // Only the headers in use are written: zeroing a whole array per
-        // batch showed up in the profile.
         let mut headers: SmallVec<[([u8; MAX_HEADER], usize); MAX_BATCH]> = SmallVec::new();
+        let mut total = 0;
         for payload in &batch {
             let mut header = [0u8; MAX_HEADER];
             let len = text_header(payload.len(), &mut header)?;
             headers.push((header, len));
-        }
-        let mut slices: SmallVec<[IoSlice<'_>; 2 * MAX_BATCH]> = SmallVec::new();
-        let mut total = 0;
-        for (payload, (header, len)) in batch.iter().zip(&headers) {
-            slices.push(IoSlice::new(&header[..*len]));
-            slices.push(IoSlice::new(payload.as_bytes()));
             total += len + payload.len();
         }
-        let written = if blocked {
-            0
-        } else {
-            match self.tcp.try_write_vectored(&slices) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            }
-        };
-        if written == total {
-            return Ok(None);
+        let frames = batch
+            .iter()
+            .zip(&headers)
+            .flat_map(|(payload, (header, len))| [&header[..*len], payload.as_bytes()]);
+        if total <= SCRATCH_LIMIT {
+            // Small frames are copied into one buffer: the kernel's cost per
+            // `writev` segment exceeds a copy of a hundred bytes.
+            let mut scratch = SCRATCH.take();
+            scratch.clear();
+            frames.for_each(|part| scratch.extend_from_slice(part));
+            let rest = self.write_now(blocked, |tcp| tcp.try_write(&scratch));
+            let rest = rest.map(|written| (written < total).then(|| scratch[written..].to_vec()));
+            SCRATCH.set(scratch);
+            return rest;
         }
-        Ok(Some(unwritten(&slices, written, total)))
+        let slices: SmallVec<[IoSlice<'_>; 2 * MAX_BATCH]> = frames.map(IoSlice::new).collect();
+        let written = self.write_now(blocked, |tcp| tcp.try_write_vectored(&slices))?;
+        Ok((written < total).then(|| unwritten(&slices, written, total)))
+    }
+
+    /// How much one non-blocking write took (0 if the socket is full, or
+    /// if tungstenite's bytes must go first).
+    fn write_now(
+        &self,
+        blocked: bool,
+        write: impl FnOnce(&TcpStream) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if blocked {
+            return Ok(0);
+        }
+        match write(&self.tcp) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Finishes a batch [`Socket::write_texts`] could not write at once.
