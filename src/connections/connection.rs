@@ -51,9 +51,9 @@ impl Connection {
         self.inbox.trim();
     }
 
-    /// A further queued message, if one is ready now.
-    pub fn try_next(&self) -> Option<Payload> {
-        self.inbox.try_next()
+    /// Takes up to `max` further queued messages, those ready now.
+    pub fn take_queued(&self, max: usize, take: impl FnMut(Payload)) {
+        self.inbox.take_queued(max, take);
     }
 }
 

@@ -232,13 +232,20 @@ impl Inbox {
         }
     }
 
-    /// Takes an already queued message without waiting, for coalescing several
-    /// into one socket write.
-    pub(crate) fn try_next(&self) -> Option<Payload> {
+    /// Takes up to `max` already queued messages without waiting, under one
+    /// lock, for coalescing them into one socket write. Taking them one lock
+    /// at a time made the connection's task and a broadcaster filling its
+    /// queue trade the queue's cache line back and forth per message.
+    pub(crate) fn take_queued(&self, max: usize, mut take: impl FnMut(Payload)) {
         if self.shared.close_reason().is_some() {
-            return None;
+            return;
         }
-        self.shared.pop()
+        let mut q = self.shared.lock();
+        for _ in 0..max {
+            let Some(p) = q.items.pop_front() else { break };
+            q.bytes -= p.len();
+            take(p);
+        }
     }
 }
 

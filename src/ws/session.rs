@@ -307,7 +307,7 @@ async fn write_batch(
 ) -> Result<(), WriteError> {
     // Further messages are taken from the queue as the batch is built: what
     // was queued when the write began goes in this write.
-    let rest = match socket.write_texts(first, || conn.try_next()) {
+    let rest = match socket.write_texts(first, |max, take| conn.take_queued(max, take)) {
         Ok(None) => return Ok(()),
         Ok(Some(rest)) => rest,
         Err(_) => return Err(WriteError::Failed),

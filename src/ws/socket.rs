@@ -132,8 +132,9 @@ impl Socket {
         }
     }
 
-    /// Writes `first` and up to [`MAX_BATCH`]` - 1` further messages from
-    /// `next` as text frames, in one system call when the socket takes them.
+    /// Writes `first` and up to [`MAX_BATCH`]` - 1` further messages that
+    /// `more` takes (given the room left and where to put each) as text
+    /// frames, in one system call when the socket takes them.
     ///
     /// Returns what the socket did not take yet (copied out, so the queue's
     /// payloads are released), for [`Socket::write_rest`]; `None` when all
@@ -142,7 +143,7 @@ impl Socket {
     pub(super) fn write_texts(
         &mut self,
         first: Payload,
-        mut next: impl FnMut() -> Option<Payload>,
+        more: impl FnOnce(usize, &mut dyn FnMut(Payload)),
     ) -> io::Result<Option<Vec<u8>>> {
         // Bytes tungstenite still holds (a pong that found the socket full)
         // go first; if they cannot, this batch waits behind them.
@@ -153,12 +154,7 @@ impl Socket {
         };
         let mut batch: SmallVec<[Payload; MAX_BATCH]> = SmallVec::new();
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match next() {
-                Some(payload) => batch.push(payload),
-                None => break,
-            }
-        }
+        more(MAX_BATCH - 1, &mut |payload| batch.push(payload));
         let mut headers: SmallVec<[([u8; MAX_HEADER], usize); MAX_BATCH]> = SmallVec::new();
         let mut total = 0;
         for payload in &batch {
