@@ -30,6 +30,52 @@ async fn the_upgrade_works_on_root_too() {
 }
 
 #[tokio::test]
+async fn a_request_that_is_not_a_valid_upgrade_gets_a_problem_naming_the_header() {
+    let gw = Gateway::start(&[]);
+    let http = reqwest::Client::new();
+    let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let cases: [(&str, Vec<(&str, &str)>); 4] = [
+        ("Connection", vec![]),
+        ("Upgrade", vec![("connection", "keep-alive, Upgrade")]),
+        (
+            "Sec-WebSocket-Version",
+            vec![
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "8"),
+                key,
+            ],
+        ),
+        (
+            "Sec-WebSocket-Key",
+            vec![
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+            ],
+        ),
+    ];
+    for (named, headers) in cases {
+        let mut req = http.get(gw.url("/ws"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{named}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{named}"
+        );
+        let problem: Value = r.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(named), "{named}: {detail}");
+    }
+    // The gateway still upgrades a proper request.
+    let _ws = ws_bind(&gw, "after-bad-upgrades").await;
+}
+
+#[tokio::test]
 async fn offline_and_invalid_lines_fail_and_the_connection_keeps_working() {
     let gw = Gateway::start(&[]);
     let mut ws = ws_bind(&gw, "u").await;

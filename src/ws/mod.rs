@@ -38,7 +38,7 @@ const READ_BUFFER: usize = 512;
 
 /// The most tungstenite may hold unwritten: only control frames go through
 /// it (pushes are written directly), and a ping, a pong and a close frame
-/// are at most 131 bytes each.
+/// are at most 127 bytes each.
 const CONTROL_BUFFER: usize = 4096;
 
 /// Query parameters of the upgrade.
