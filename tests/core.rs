@@ -672,3 +672,55 @@ async fn a_ping_gets_its_pong_and_a_close_gets_its_answer() {
     assert_eq!(frame.code, CloseCode::Normal);
     gw.wait_bound("pinger", 0).await;
 }
+
+#[tokio::test]
+async fn a_client_kicked_in_the_middle_of_a_write_gets_whole_frames_then_its_close() {
+    let gw = Gateway::start(&[
+        "--queue-len",
+        "10000",
+        "--queue-bytes",
+        "100000000",
+        "--write-timeout",
+        "60s",
+    ]);
+    let mut ws = ws_bind(&gw, "kicked").await;
+    let mut text = TextClient::connect(&gw).await;
+    // As in the stalled-reader test: far more than the socket buffers hold,
+    // so the gateway's write to this client is stuck part-way through a
+    // frame when the kick comes.
+    const N: usize = 800;
+    let pad = "x".repeat(60_000);
+    let lines: Vec<String> = (0..N)
+        .map(|i| format!(r#"{{"uid":"kicked","n":{i},"pad":"{pad}"}}"#))
+        .collect();
+    for line in &lines {
+        text.write(format!("{line}\n").as_bytes()).await;
+    }
+    for _ in 0..N {
+        assert_eq!(text.answer().await, "ok");
+    }
+    let (status, _) = post_json(&gw, "/disconnect", &json!({"uid": "kicked"})).await;
+    assert_eq!(status, 200);
+    // The client reads on: the frames already on their way arrive whole and
+    // in order, then the close frame with 4001, and no protocol error.
+    let mut received = 0;
+    let code = loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("timed out")
+            .expect("stream ended without a close frame")
+            .expect("the stream broke: a frame was cut");
+        match msg {
+            Message::Text(t) => {
+                assert!(
+                    received < N && t.as_str() == lines[received],
+                    "message {received} came wrong"
+                );
+                received += 1;
+            }
+            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(4001), "after {received} whole messages");
+}

@@ -307,13 +307,15 @@ async fn write_batch(
 ) -> Result<(), WriteError> {
     // Further messages are taken from the queue as the batch is built: what
     // was queued when the write began goes in this write.
-    let rest = match socket.write_texts(first, |max, take| conn.take_queued(max, take)) {
-        Ok(None) => return Ok(()),
-        Ok(Some(rest)) => rest,
+    match socket.write_texts(first, |max, take| conn.take_queued(max, take)) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
         Err(_) => return Err(WriteError::Failed),
-    };
+    }
+    // A close request wins over the rest of the batch, which the socket
+    // keeps: its close handshake finishes it before the close frame.
     tokio::select! {
-        written = timeout(limit, socket.write_rest(rest)) => match written {
+        written = timeout(limit, socket.finish_writes()) => match written {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteError::Failed),
         },

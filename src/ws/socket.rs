@@ -58,6 +58,11 @@ pub struct Socket {
     /// A read failed: tungstenite's reader is left mid-frame and must not be
     /// called again.
     failed: bool,
+    /// What the socket has not taken yet of the last batch, from
+    /// `unsent_at` on. Nothing else may be written before it, or a frame
+    /// would be cut: it is finished before a close frame too.
+    unsent: Vec<u8>,
+    unsent_at: usize,
 }
 
 /// tungstenite's view of the socket: it never blocks, and `WouldBlock`
@@ -98,6 +103,8 @@ impl Socket {
             ctx,
             more: !read_ahead.is_empty(),
             failed: false,
+            unsent: Vec::new(),
+            unsent_at: 0,
         }
     }
 
@@ -136,15 +143,15 @@ impl Socket {
     /// `more` takes (given the room left and where to put each) as text
     /// frames, in one system call when the socket takes them.
     ///
-    /// Returns what the socket did not take yet (copied out, so the queue's
-    /// payloads are released), for [`Socket::write_rest`]; `None` when all
-    /// was written. Synchronous on purpose: the batch lives on the stack,
-    /// not in every idle session's future.
+    /// Returns whether the socket took it all. If not, what it did not take
+    /// is kept (copied, so the queue's payloads are released) for
+    /// [`Socket::finish_writes`]. Synchronous on purpose: the batch lives on
+    /// the stack, not in every idle session's future.
     pub(super) fn write_texts(
         &mut self,
         first: Payload,
         more: impl FnOnce(usize, &mut dyn FnMut(Payload)),
-    ) -> io::Result<Option<Vec<u8>>> {
+    ) -> io::Result<bool> {
         // Bytes tungstenite still holds (a pong that found the socket full)
         // go first; if they cannot, this batch waits behind them.
         let blocked = match self.ctx.flush(&mut Io(&self.tcp)) {
@@ -173,14 +180,26 @@ impl Socket {
             let mut scratch = SCRATCH.take();
             scratch.clear();
             frames.for_each(|part| scratch.extend_from_slice(part));
-            let rest = self.write_now(blocked, |tcp| tcp.try_write(&scratch));
-            let rest = rest.map(|written| (written < total).then(|| scratch[written..].to_vec()));
+            let written = self.write_now(blocked, |tcp| tcp.try_write(&scratch));
+            if let Ok(written) = written
+                && written < total
+            {
+                self.keep_unsent(scratch[written..].to_vec());
+            }
             SCRATCH.set(scratch);
-            return rest;
+            return written.map(|written| written == total);
         }
         let slices: SmallVec<[IoSlice<'_>; 2 * MAX_BATCH]> = frames.map(IoSlice::new).collect();
         let written = self.write_now(blocked, |tcp| tcp.try_write_vectored(&slices))?;
-        Ok((written < total).then(|| unwritten(&slices, written, total)))
+        if written < total {
+            self.keep_unsent(unwritten(&slices, written, total));
+        }
+        Ok(written == total)
+    }
+
+    fn keep_unsent(&mut self, rest: Vec<u8>) {
+        self.unsent = rest;
+        self.unsent_at = 0;
     }
 
     /// How much one non-blocking write took (0 if the socket is full, or
@@ -201,18 +220,21 @@ impl Socket {
     }
 
     /// Finishes a batch [`Socket::write_texts`] could not write at once.
-    /// The caller bounds it in time.
-    pub(super) async fn write_rest(&mut self, rest: Vec<u8>) -> io::Result<()> {
+    /// Cancel-safe (what is written stays written, the rest stays kept);
+    /// the caller bounds it in time.
+    pub(super) async fn finish_writes(&mut self) -> io::Result<()> {
+        // tungstenite's bytes, if any, were queued before the batch.
         self.flush_control().await?;
-        let mut at = 0;
-        while at < rest.len() {
+        while self.unsent_at < self.unsent.len() {
             self.tcp.writable().await?;
-            match self.tcp.try_write(&rest[at..]) {
-                Ok(n) => at += n,
+            match self.tcp.try_write(&self.unsent[self.unsent_at..]) {
+                Ok(n) => self.unsent_at += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
         }
+        // Give the buffer back: it held up to a batch of large messages.
+        self.keep_unsent(Vec::new());
         Ok(())
     }
 
@@ -238,11 +260,15 @@ impl Socket {
 
     /// Sends a close frame and reads until the client's answer (or an
     /// error) ends the stream, so the client sees a clean close with the
-    /// code rather than a reset. Bounded by `limit`. After a failed read
-    /// (a protocol error, a frame over the limit) nothing more can be
-    /// parsed, so it only sends.
+    /// code rather than a reset. A batch cut short is finished first, so
+    /// the close frame does not land inside a frame. Bounded by `limit`.
+    /// After a failed read (a protocol error, a frame over the limit)
+    /// nothing more can be parsed, so it only sends.
     pub(super) async fn close(&mut self, code: u16, reason: &'static str, limit: Duration) {
         let handshake = async {
+            if self.finish_writes().await.is_err() {
+                return;
+            }
             let frame = CloseFrame {
                 code: code.into(),
                 reason: reason.into(),
