@@ -153,12 +153,15 @@ impl Socket {
         more: impl FnOnce(usize, &mut dyn FnMut(Payload)),
     ) -> io::Result<bool> {
         // Bytes tungstenite still holds (a pong that found the socket full)
-        // go first; if they cannot, this batch waits behind them.
-        let blocked = match self.ctx.flush(&mut Io(&self.tcp)) {
-            Ok(()) => false,
-            Err(e) if would_block(&e) => true,
-            Err(e) => return Err(into_io(e)),
-        };
+        // go first, and so would the rest of an earlier batch (the session
+        // finishes each batch before the next; this keeps the order even if
+        // it did not). If they cannot go now, this batch waits behind them.
+        let blocked = self.unsent_at < self.unsent.len()
+            || match self.ctx.flush(&mut Io(&self.tcp)) {
+                Ok(()) => false,
+                Err(e) if would_block(&e) => true,
+                Err(e) => return Err(into_io(e)),
+            };
         let mut batch: SmallVec<[Payload; MAX_BATCH]> = SmallVec::new();
         batch.push(first);
         more(MAX_BATCH - 1, &mut |payload| batch.push(payload));
@@ -197,8 +200,14 @@ impl Socket {
         Ok(written == total)
     }
 
+    /// Keeps `rest` behind whatever is still unsent.
     fn keep_unsent(&mut self, rest: Vec<u8>) {
-        self.unsent = rest;
+        if self.unsent_at < self.unsent.len() {
+            self.unsent.drain(..self.unsent_at);
+            self.unsent.extend_from_slice(&rest);
+        } else {
+            self.unsent = rest;
+        }
         self.unsent_at = 0;
     }
 
@@ -234,7 +243,8 @@ impl Socket {
             }
         }
         // Give the buffer back: it held up to a batch of large messages.
-        self.keep_unsent(Vec::new());
+        self.unsent = Vec::new();
+        self.unsent_at = 0;
         Ok(())
     }
 
