@@ -60,6 +60,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
 impl Handshake {
     /// Answers 101 and runs `session` on the socket once hyper hands the
     /// connection over. A client that leaves first never gets a session.
+    ///
+    /// The session is a task of its own, spawned by the short task that
+    /// waits for the upgrade: what only the upgrade needs (the config, hyper's
+    /// upgrade future) then takes no room in the long-lived task, whose
+    /// allocation every idle connection pays.
     pub fn accept<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
@@ -75,7 +80,7 @@ impl Handshake {
             match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => {
                     let socket = Socket::new(parts.io.into_inner(), parts.read_buf, config);
-                    session(socket).await;
+                    tokio::spawn(session(socket));
                 }
                 Err(_) => tracing::error!("an upgraded connection was not a TCP stream; dropped"),
             }

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use serde::Deserialize;
 use tungstenite::protocol::WebSocketConfig;
 
@@ -103,11 +104,14 @@ pub async fn upgrade(
         .max_write_buffer_size(CONTROL_BUFFER)
         .max_message_size(Some(cfg.max_message_bytes))
         .max_frame_size(Some(cfg.max_message_bytes));
-    ws.accept(config, move |socket| async move {
+    ws.accept(config, move |socket| {
         let conn = app.map.open();
-        session(socket, conn, preauth, &app).await;
-        drop(permit);
-        drop(token);
+        // A combinator, not an `async` block: awaiting the session inside
+        // one would store the session's state twice.
+        session(socket, conn, preauth, app).map(move |()| {
+            drop(permit);
+            drop(token);
+        })
     })
 }
 

@@ -136,32 +136,32 @@ fn bind_identity(conn: &mut Connection, id: Identity) -> Instant {
 /// One connection's life. Written as a function returning an `async move`
 /// block rather than an `async fn`: an `async fn` keeps its arguments twice
 /// in its state (as captured arguments and as locals), and this state is
-/// held by every idle connection.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would store its arguments twice in every idle connection's state"
-)]
+/// held by every idle connection; and the function does the bind of a
+/// query-string token before the future exists.
 pub(super) fn session(
     mut socket: Socket,
     mut conn: Connection,
     preauth: Option<Result<Identity, TokenError>>,
-    app: &App,
-) -> impl Future<Output = ()> + '_ {
+    app: App,
+) -> impl Future<Output = ()> {
+    // The query-string token is applied here, before the future exists: a
+    // captured `preauth` would stay in every session's state for its life.
+    let mut expires: Option<Instant> = None;
+    let mut early_end = None;
+    match preauth {
+        Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id)),
+        Some(Err(e)) => early_end = Some(End::Token(e)),
+        None => {}
+    }
     async move {
+        let app = &app;
         let cfg = &app.config;
         let write_timeout = cfg.write_timeout;
         let bind_deadline = Instant::now() + cfg.bind_timeout;
         let mut next_ping = Instant::now() + cfg.ping_interval;
         let mut pong_due: Option<Instant> = None;
-        let mut expires: Option<Instant> = None;
         // Set once the drain begins: when this session's paced close is due.
         let mut close_at: Option<Instant> = None;
-        let mut early_end = None;
-        match preauth {
-            Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id)),
-            Some(Err(e)) => early_end = Some(End::Token(e)),
-            None => {}
-        }
 
         // One timer for the session's life, moved only when its deadline
         // changes: a fresh `Sleep` per loop turn would cost a timer-wheel insert
