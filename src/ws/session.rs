@@ -314,13 +314,19 @@ async fn write_batch(
     }
     // A close request wins over the rest of the batch, which the socket
     // keeps: its close handshake finishes it before the close frame.
-    tokio::select! {
-        written = timeout(limit, socket.finish_writes()) => match written {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(WriteError::Failed),
-        },
-        reason = conn.close_requested() => Err(WriteError::Closing(reason)),
-    }
+    // Boxed: this wait (a timer, the socket's readiness, the close watch)
+    // happens only when a socket is full, and unboxed it would be the
+    // largest part of every idle session's state.
+    Box::pin(async {
+        tokio::select! {
+            written = timeout(limit, socket.finish_writes()) => match written {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(WriteError::Failed),
+            },
+            reason = conn.close_requested() => Err(WriteError::Closing(reason)),
+        }
+    })
+    .await
 }
 
 fn uid_error_reason(e: crate::model::UidError) -> &'static str {
