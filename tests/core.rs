@@ -606,9 +606,13 @@ async fn a_batch_of_pushes_is_answered_push_by_push_in_order() {
     assert_nothing_else(&gw, &mut a, "a").await;
 }
 
-#[tokio::test]
-async fn a_reader_that_stalls_gets_every_message_whole_and_in_order() {
-    // Queues large enough that stalling is not a slow-consumer offence.
+/// Starts a gateway whose queues let a client stall without being a slow
+/// consumer, binds `uid`, and pushes it 48 MB through the text port while
+/// it reads nothing: far more than the two socket buffers hold
+/// (net.ipv4.tcp_wmem allows 4 MB here), so the gateway's write to this
+/// client is left part-way through a frame. Returns once every push is
+/// queued, with the lines pushed.
+async fn client_stuck_mid_frame(uid: &str) -> (Gateway, Ws, Vec<String>) {
     let gw = Gateway::start(&[
         "--queue-len",
         "10000",
@@ -617,23 +621,25 @@ async fn a_reader_that_stalls_gets_every_message_whole_and_in_order() {
         "--write-timeout",
         "60s",
     ]);
-    let mut ws = ws_bind(&gw, "stall").await;
+    let ws = ws_bind(&gw, uid).await;
     let mut text = TextClient::connect(&gw).await;
-    // 48 MB, pushed while the client reads nothing: far more than the two
-    // socket buffers hold (net.ipv4.tcp_wmem allows 4 MB here), so the
-    // gateway's writes to this client end part-way through a frame and
-    // must resume there.
-    const N: usize = 800;
     let pad = "x".repeat(60_000);
-    let lines: Vec<String> = (0..N)
-        .map(|i| format!(r#"{{"uid":"stall","n":{i},"pad":"{pad}"}}"#))
+    let lines: Vec<String> = (0..800)
+        .map(|i| format!(r#"{{"uid":"{uid}","n":{i},"pad":"{pad}"}}"#))
         .collect();
     for line in &lines {
         text.write(format!("{line}\n").as_bytes()).await;
     }
-    for _ in 0..N {
+    for _ in &lines {
         assert_eq!(text.answer().await, "ok");
     }
+    (gw, ws, lines)
+}
+
+#[tokio::test]
+async fn a_reader_that_stalls_gets_every_message_whole_and_in_order() {
+    let (gw, mut ws, lines) = client_stuck_mid_frame("stall").await;
+    // The writes resume where they stopped.
     for (i, line) in lines.iter().enumerate() {
         let got = next_text(&mut ws).await;
         assert!(got == *line, "message {i} came wrong or out of order");
@@ -675,30 +681,7 @@ async fn a_ping_gets_its_pong_and_a_close_gets_its_answer() {
 
 #[tokio::test]
 async fn a_client_kicked_in_the_middle_of_a_write_gets_whole_frames_then_its_close() {
-    let gw = Gateway::start(&[
-        "--queue-len",
-        "10000",
-        "--queue-bytes",
-        "100000000",
-        "--write-timeout",
-        "60s",
-    ]);
-    let mut ws = ws_bind(&gw, "kicked").await;
-    let mut text = TextClient::connect(&gw).await;
-    // As in the stalled-reader test: far more than the socket buffers hold,
-    // so the gateway's write to this client is stuck part-way through a
-    // frame when the kick comes.
-    const N: usize = 800;
-    let pad = "x".repeat(60_000);
-    let lines: Vec<String> = (0..N)
-        .map(|i| format!(r#"{{"uid":"kicked","n":{i},"pad":"{pad}"}}"#))
-        .collect();
-    for line in &lines {
-        text.write(format!("{line}\n").as_bytes()).await;
-    }
-    for _ in 0..N {
-        assert_eq!(text.answer().await, "ok");
-    }
+    let (gw, mut ws, lines) = client_stuck_mid_frame("kicked").await;
     let (status, _) = post_json(&gw, "/disconnect", &json!({"uid": "kicked"})).await;
     assert_eq!(status, 200);
     // The client reads on: the frames already on their way arrive whole and
@@ -713,7 +696,7 @@ async fn a_client_kicked_in_the_middle_of_a_write_gets_whole_frames_then_its_clo
         match msg {
             Message::Text(t) => {
                 assert!(
-                    received < N && t.as_str() == lines[received],
+                    lines.get(received).is_some_and(|l| t.as_str() == l),
                     "message {received} came wrong"
                 );
                 received += 1;
