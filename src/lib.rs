@@ -14,7 +14,8 @@
 //!                                                 │          v
 //!                    cluster mode: PUBLISH ───────┘   WebSocket session task
 //!                    (cluster/), delivered by the     (ws/session.rs) ─> browser
-//!                    nodes holding the uid
+//!                    nodes holding the uid            one write per batch
+//!                                                     (ws/socket.rs)
 //! ```
 //!
 //! Every front end translates its wire format into calls on the one
