@@ -707,3 +707,41 @@ async fn a_client_kicked_in_the_middle_of_a_write_gets_whole_frames_then_its_clo
     };
     assert_eq!(code, Some(4001), "after {received} whole messages");
 }
+
+#[tokio::test]
+async fn a_bind_frame_sent_with_the_upgrade_request_is_not_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(&[]);
+    // The upgrade request and the bind frame in one write, before the 101:
+    // the server's HTTP layer has read the frame already when it hands the
+    // connection over.
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gw.http
+    )
+    .into_bytes();
+    bytes.extend(frame_header(0x1, 5));
+    bytes.extend(b"early");
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(&bytes).await.unwrap();
+    gw.wait_bound("early", 1).await;
+
+    let mut text = TextClient::connect(&gw).await;
+    let line = r#"{"uid":"early","n":1}"#;
+    assert_eq!(text.send(line).await, "ok");
+    // After the 101 answer comes the pushed frame, unmasked, as sent.
+    let mut expected = vec![0x81, line.len() as u8];
+    expected.extend(line.as_bytes());
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.ends_with(&expected) {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .expect("timed out waiting for the push")
+            .unwrap();
+        assert!(n > 0, "closed before the push; got {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+}
