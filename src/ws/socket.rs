@@ -5,10 +5,11 @@
 //! to thousands of sockets, and through `WebSocket` → tokio-tungstenite →
 //! tungstenite each frame costs a sink round (waker registrations, a frame
 //! built and copied into a per-connection write buffer) before the one
-//! `send`. Here a batch of queued pushes goes to the kernel in one
-//! `writev`: each frame's 2–10 byte header on the stack and its payload
-//! straight from the shared `Bytes`, nothing copied or buffered per
-//! connection.
+//! `send`. Here a batch of queued pushes goes to the kernel in one system
+//! call: small frames assembled in a buffer each runtime thread reuses (one
+//! `send`), large ones as a `writev` of their 2–10 byte headers and their
+//! payloads straight from the shared `Bytes`. Nothing is buffered per
+//! connection unless the socket is full.
 //!
 //! tungstenite's [`WebSocketContext`] still does everything else: it parses
 //! and unmasks client frames, enforces the size limits and UTF-8, answers
@@ -31,7 +32,7 @@ use tungstenite::{Error as WsError, Message};
 
 use crate::model::Payload;
 
-/// Most queued messages written per `writev`; bounds one write's size and
+/// Most queued messages written per system call; bounds one write's size and
 /// keeps a busy connection from starving its own inbound reads.
 pub(super) const MAX_BATCH: usize = 64;
 
