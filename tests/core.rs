@@ -33,40 +33,42 @@ async fn the_upgrade_works_on_root_too() {
 async fn a_request_that_is_not_a_valid_upgrade_gets_a_problem_naming_the_header() {
     let gw = Gateway::start(&[]);
     let http = reqwest::Client::new();
+    let upgrade = [("connection", "Upgrade"), ("upgrade", "websocket")];
     let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
-    let cases: [(&str, Vec<(&str, &str)>); 4] = [
-        ("Connection", vec![]),
-        ("Upgrade", vec![("connection", "keep-alive, Upgrade")]),
+    let v13 = ("sec-websocket-version", "13");
+    // (expected status, what the problem must name, the request's headers)
+    type Case<'a> = (u16, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 5] = [
+        (400, "Connection", vec![]),
+        (400, "Upgrade", vec![("connection", "keep-alive, Upgrade")]),
         (
+            400,
             "Sec-WebSocket-Version",
-            vec![
-                ("connection", "Upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-version", "8"),
-                key,
-            ],
+            vec![upgrade[0], upgrade[1], key],
         ),
+        (400, "Sec-WebSocket-Key", vec![upgrade[0], upgrade[1], v13]),
+        // Another version: 426 and the version spoken here (RFC 6455 §4.4).
         (
-            "Sec-WebSocket-Key",
-            vec![
-                ("connection", "Upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-version", "13"),
-            ],
+            426,
+            "Sec-WebSocket-Version: 13",
+            vec![upgrade[0], upgrade[1], key, ("sec-websocket-version", "8")],
         ),
     ];
-    for (named, headers) in cases {
+    for (status, named, headers) in cases {
         let mut req = http.get(gw.url("/ws"));
         for (k, v) in headers {
             req = req.header(k, v);
         }
         let r = req.send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 400, "{named}");
+        assert_eq!(r.status().as_u16(), status, "{named}");
         assert_eq!(
             r.headers()["content-type"],
             "application/problem+json",
             "{named}"
         );
+        if status == 426 {
+            assert_eq!(r.headers()["sec-websocket-version"], "13");
+        }
         let problem: Value = r.json().await.unwrap();
         let detail = problem["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(named), "{named}: {detail}");

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A WebSocket upgrade on a connection that cannot be upgraded.
     #[error("this connection cannot be upgraded to a WebSocket (HTTP/1.1 required)")]
     UpgradeRequired,
+    /// A WebSocket upgrade asking for a protocol version other than 13.
+    #[error("only WebSocket version 13 is spoken here (Sec-WebSocket-Version: 13)")]
+    UnsupportedVersion,
 }
 
 impl ApiError {
@@ -51,7 +54,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            ApiError::UpgradeRequired | ApiError::UnsupportedVersion => {
+                StatusCode::UPGRADE_REQUIRED
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -26,22 +26,52 @@ pub struct Handshake {
     on_upgrade: OnUpgrade,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Handshake {
-    type Rejection = ApiError;
+/// Why an upgrade request is refused.
+pub enum Refusal {
+    /// A problem+json answer.
+    Problem(ApiError),
+    /// A WebSocket version other than 13: 426 naming the version spoken
+    /// here, as RFC 6455 §4.4 asks, so a client can retry with it.
+    Version,
+}
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Refusal {
+        Refusal::Problem(e)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Problem(e) => e.into_response(),
+            Refusal::Version => {
+                let mut response = ApiError::UnsupportedVersion.into_response();
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                response
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Handshake {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refusal> {
         let headers = &parts.headers;
         if !has_token(headers, header::CONNECTION, "upgrade") {
-            return Err(bad("the Connection header must include \"upgrade\""));
+            return Err(bad("the Connection header must include \"upgrade\"").into());
         }
         if !has_token(headers, header::UPGRADE, "websocket") {
-            return Err(bad("the Upgrade header must be \"websocket\""));
+            return Err(bad("the Upgrade header must be \"websocket\"").into());
         }
-        if headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_none_or(|v| v.as_bytes() != b"13")
-        {
-            return Err(bad("Sec-WebSocket-Version must be 13"));
+        match headers.get(header::SEC_WEBSOCKET_VERSION) {
+            None => return Err(bad("Sec-WebSocket-Version is missing").into()),
+            Some(v) if v.as_bytes() != b"13" => return Err(Refusal::Version),
+            Some(_) => {}
         }
         let key = headers
             .get(header::SEC_WEBSOCKET_KEY)
