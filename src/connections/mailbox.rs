@@ -96,12 +96,18 @@ impl Shared {
     }
 
     fn pop(&self) -> Option<Payload> {
-        let mut q = self.lock();
-        let p = q.items.pop_front()?;
-        q.bytes -= p.len();
-        // Capacity is kept while the connection is busy: a queue emptied and
-        // refilled by each burst (broadcasts) would otherwise grow again
-        // from nothing, reallocating, every time — on the pusher's thread.
+        self.lock().pop()
+    }
+}
+
+impl Queue {
+    /// The oldest message, with its bytes taken off the budget. Capacity is
+    /// kept while the connection is busy: a queue emptied and refilled by
+    /// each burst (broadcasts) would otherwise grow again from nothing,
+    /// reallocating, every time — on the pusher's thread.
+    fn pop(&mut self) -> Option<Payload> {
+        let p = self.items.pop_front()?;
+        self.bytes -= p.len();
         Some(p)
     }
 }
@@ -242,8 +248,7 @@ impl Inbox {
         }
         let mut q = self.shared.lock();
         for _ in 0..max {
-            let Some(p) = q.items.pop_front() else { break };
-            q.bytes -= p.len();
+            let Some(p) = q.pop() else { break };
             take(p);
         }
     }
