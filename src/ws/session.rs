@@ -3,7 +3,7 @@
 //! Each connection runs one `select!` over its outbound queue, inbound frames,
 //! one timer (bind deadline, next ping or pong deadline, token expiry, paced
 //! drain) and the shutdown signal. Queued messages are written together, in
-//! one `writev` (see `socket.rs`).
+//! one system call (see `socket.rs`).
 
 use std::time::{Duration, SystemTime};
 
@@ -294,7 +294,7 @@ enum WriteError {
     Failed,
 }
 
-/// Writes `first` and whatever else is already queued, in one `writev`.
+/// Writes `first` and whatever else is already queued, in one system call.
 ///
 /// The common case — the socket takes everything at once — arms no timer;
 /// only a write that has to wait gets the `--write-timeout` deadline and the

@@ -97,6 +97,15 @@ fn would_block(e: &WsError) -> bool {
     matches!(e, WsError::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
+/// A control frame handed to tungstenite: `WouldBlock` only means it waits
+/// in tungstenite's buffer for [`Socket::flush_control`].
+fn sent_or_queued(result: Result<(), WsError>) -> io::Result<()> {
+    match result {
+        Err(e) if would_block(&e) => Ok(()),
+        other => other.map_err(into_io),
+    }
+}
+
 impl Socket {
     /// Wraps an upgraded connection; `read_ahead` is what the HTTP server
     /// had already read past the upgrade request.
@@ -260,15 +269,10 @@ impl Socket {
 
     /// Sends a ping. The caller bounds it in time.
     pub(super) async fn ping(&mut self) -> io::Result<()> {
-        match self
+        let ping = self
             .ctx
-            .write(&mut Io(&self.tcp), Message::Ping(Bytes::new()))
-        {
-            Ok(()) => {}
-            // Queued in tungstenite's buffer; flushed below.
-            Err(e) if would_block(&e) => {}
-            Err(e) => return Err(into_io(e)),
-        }
+            .write(&mut Io(&self.tcp), Message::Ping(Bytes::new()));
+        sent_or_queued(ping)?;
         self.flush_control().await
     }
 
@@ -293,12 +297,9 @@ impl Socket {
                 code: code.into(),
                 reason: reason.into(),
             };
-            match self.ctx.close(&mut Io(&self.tcp), Some(frame)) {
-                Ok(()) => {}
-                Err(e) if would_block(&e) => {}
-                Err(_) => return,
-            }
-            if self.flush_control().await.is_err() || self.failed {
+            let close = self.ctx.close(&mut Io(&self.tcp), Some(frame));
+            if sent_or_queued(close).is_err() || self.flush_control().await.is_err() || self.failed
+            {
                 return;
             }
             loop {
