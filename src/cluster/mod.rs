@@ -176,7 +176,6 @@ impl Cluster {
         self.inner.wake.notify_one();
     }
 
-    /// Publishes a push for `uid`; returns how many *other* nodes got it.
     /// Asks the other nodes to close `uid`'s connections; returns how many
     /// other nodes hold it.
     pub async fn publish_kick(&self, uid: &Uid) -> Result<usize, BusError> {
