@@ -420,20 +420,10 @@ impl Listener {
 
 /// `TCP_DEFER_ACCEPT`: `accept` waits (up to 10 s) for the first data.
 fn defer_accept(socket: &TcpListener) {
-    use std::os::fd::AsRawFd;
-    let secs: libc::c_int = 10;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        log_error(&format!("TCP_DEFER_ACCEPT: {}", io::Error::last_os_error()));
+    if let Err(e) =
+        crate::sys::set_int_option(socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 10)
+    {
+        log_error(&format!("TCP_DEFER_ACCEPT: {e}"));
     }
 }
 

@@ -1,8 +1,34 @@
 //! What the bench reads from the operating system: CPU time of the gateway
 //! (`/proc/PID/stat`) and of itself (`getrusage`), resident memory, the
-//! open-file limit, and the machine's description for the report.
+//! open-file limit, and the machine's description for the report; and the
+//! one socket option call its clients and the floor relay share.
 
+use std::os::fd::AsRawFd;
 use std::time::Instant;
+
+/// Sets an integer socket option on `socket`.
+pub fn set_int_option(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
 
 /// Clock ticks per second of `/proc/PID/stat` times.
 fn clock_ticks() -> f64 {
