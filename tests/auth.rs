@@ -223,6 +223,31 @@ async fn durations_past_a_thousand_years_are_refused_and_100000d_still_works() {
 }
 
 #[tokio::test]
+async fn size_limits_as_large_as_usize_max_never_panic() {
+    let max = usize::MAX.to_string();
+    let gw = Gateway::start(&[
+        "--max-line-bytes",
+        &max,
+        "--max-message-bytes",
+        &max,
+        "--max-body-bytes",
+        &max,
+        "--queue-len",
+        &max,
+        "--queue-bytes",
+        &max,
+    ]);
+    let mut ws = ws_bind(&gw, "roomy").await;
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"roomy","via":"text"}"#).await, "ok");
+    assert_eq!(next_text(&mut ws).await, r#"{"uid":"roomy","via":"text"}"#);
+    let (status, _) = post_json(&gw, "/push", &json!({"uid": "roomy", "data": "rest"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(next_text(&mut ws).await, "rest");
+    assert!(!gw.logged("panicked"));
+}
+
+#[tokio::test]
 async fn each_refused_token_is_logged_with_its_precise_reason() {
     let gw = Gateway::start(&[
         "--jwt-secret",
@@ -457,4 +482,28 @@ async fn sighup_without_key_files_keeps_the_process_and_its_connections() {
     let mut text = TextClient::connect(&gw).await;
     assert_eq!(text.send(r#"{"uid":"stays"}"#).await, "ok");
     assert_eq!(next_text(&mut ws).await, r#"{"uid":"stays"}"#);
+}
+
+#[tokio::test]
+async fn corrupt_node_counts_in_redis_saturate_instead_of_panicking() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&["--redis-url", &redis.url()]);
+    gw.wait_redis_up().await;
+    let at = now() as u64;
+    for node in ["corrupt-a", "corrupt-b"] {
+        let reply = redis.command(&format!(
+            "HSET pushgate:stats {node} \"{at} {max} {max} {max}\"",
+            max = u64::MAX
+        ));
+        assert!(reply.starts_with(':'), "{reply}");
+    }
+    let stats: Value = reqwest::get(gw.url("/stats"))
+        .await
+        .expect("an answer, not a dropped connection")
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["connections"], json!(u64::MAX), "{stats}");
+    assert_eq!(stats["bound_uids"], json!(u64::MAX), "{stats}");
+    assert!(!gw.logged("panicked"));
 }
