@@ -53,12 +53,17 @@ pub enum AuthConfigError {
     /// The public key is neither an RSA nor an EC PEM key.
     #[error("{0} holds no RSA or EC public key in PEM form")]
     BadKey(String),
-    /// `--jwt-secret` is too short to be an HS256 key.
+    /// The HS256 secret is too short.
     #[error(
-        "--jwt-secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2); it has {0} \
-         (generate one with `openssl rand -hex 32`)"
+        "the JWT secret ({from}) must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2); \
+         it has {len} (generate one with `openssl rand -hex 32`)"
     )]
-    ShortSecret(usize),
+    ShortSecret {
+        /// `--jwt-secret` or the secret file's path.
+        from: String,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// `--api-key-file` holds no key: the API would silently fall back to
     /// local callers only (or, on a reload, lock every caller out).
     #[error("the API key file {0} holds no keys (only blank lines or # comments)")]
@@ -233,9 +238,10 @@ impl Key {
 pub struct TokenVerifier {
     /// Swapped whole by [`TokenVerifier::reload`]; read on every bind.
     current: ArcSwap<Key>,
-    /// `--jwt-public-key`, re-read on reload; `None` for a secret from a
-    /// flag or the environment, which cannot change.
-    public_key: Option<PathBuf>,
+    /// The file re-read on reload: `--jwt-public-key` or
+    /// `--jwt-secret-file`; `None` for a secret from a flag or the
+    /// environment, which cannot change.
+    file: Option<KeyFile>,
     audience: Option<String>,
     issuer: Option<String>,
     leeway: Duration,
@@ -245,21 +251,22 @@ pub struct TokenVerifier {
 impl TokenVerifier {
     /// Builds the verifier `config` asks for; `None` means legacy mode.
     ///
-    /// Errors: an unreadable or non-PEM `--jwt-public-key`; a `--jwt-secret`
-    /// shorter than [`MIN_SECRET_BYTES`].
+    /// Errors: an unreadable or non-PEM `--jwt-public-key`; a
+    /// `--jwt-secret` (or `--jwt-secret-file`) shorter than
+    /// [`MIN_SECRET_BYTES`].
     pub fn from_config(config: &Config) -> Result<Option<TokenVerifier>, AuthConfigError> {
-        let (key, alg) = if let Some(secret) = &config.jwt_secret {
-            if secret.0.len() < MIN_SECRET_BYTES {
-                return Err(AuthConfigError::ShortSecret(secret.0.len()));
-            }
-            (
-                DecodingKey::from_secret(secret.0.as_bytes()),
+        let file = match (&config.jwt_public_key, &config.jwt_secret_file) {
+            (Some(path), _) => Some(KeyFile::PublicKey(path.clone())),
+            (None, Some(path)) => Some(KeyFile::Secret(path.clone())),
+            (None, None) => None,
+        };
+        let (key, alg) = match (&config.jwt_secret, &file) {
+            (Some(secret), _) => (
+                secret_key(secret.0.as_bytes(), "--jwt-secret")?,
                 Algorithm::HS256,
-            )
-        } else if let Some(path) = &config.jwt_public_key {
-            load_public_key(path)?
-        } else {
-            return Ok(None);
+            ),
+            (None, Some(file)) => file.load()?,
+            (None, None) => return Ok(None),
         };
         Ok(Some(TokenVerifier {
             current: ArcSwap::from_pointee(Key::new(
@@ -268,7 +275,7 @@ impl TokenVerifier {
                 config.jwt_audience.as_deref(),
                 config.jwt_issuer.as_deref(),
             )),
-            public_key: config.jwt_public_key.clone(),
+            file,
             audience: config.jwt_audience.clone(),
             issuer: config.jwt_issuer.clone(),
             leeway: config.jwt_leeway,
@@ -321,13 +328,14 @@ impl TokenVerifier {
         self.refusals.log(error, peer);
     }
 
-    /// Re-reads `--jwt-public-key`. `Ok(None)` when the key came from
-    /// `--jwt-secret` (nothing to re-read); on an error the old key stays.
+    /// Re-reads `--jwt-public-key` or `--jwt-secret-file` and returns the
+    /// new key's algorithm. `Ok(None)` when the key came from `--jwt-secret`
+    /// (nothing to re-read); on an error the old key stays.
     pub fn reload(&self) -> Result<Option<&'static str>, AuthConfigError> {
-        let Some(path) = &self.public_key else {
+        let Some(file) = &self.file else {
             return Ok(None);
         };
-        let (key, alg) = load_public_key(path)?;
+        let (key, alg) = file.load()?;
         self.current.store(Arc::new(Key::new(
             key,
             alg,
@@ -335,10 +343,50 @@ impl TokenVerifier {
             self.issuer.as_deref(),
         )));
         Ok(Some(match alg {
+            Algorithm::HS256 => "HS256",
             Algorithm::RS256 => "RS256",
             _ => "ES256",
         }))
     }
+}
+
+/// A file holding the JWT key, re-read on SIGHUP.
+enum KeyFile {
+    /// `--jwt-public-key`: an RSA or EC public key, PEM.
+    PublicKey(PathBuf),
+    /// `--jwt-secret-file`: the HS256 secret.
+    Secret(PathBuf),
+}
+
+impl KeyFile {
+    fn load(&self) -> Result<(DecodingKey, Algorithm), AuthConfigError> {
+        match self {
+            KeyFile::PublicKey(path) => load_public_key(path),
+            KeyFile::Secret(path) => {
+                let bytes = std::fs::read(path).map_err(|source| AuthConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                // Files usually end with a newline that is no part of the
+                // secret (`echo`, `kubectl create secret --from-file`).
+                let secret = bytes.trim_ascii();
+                let key = secret_key(secret, &path.display().to_string())?;
+                Ok((key, Algorithm::HS256))
+            }
+        }
+    }
+}
+
+/// An HS256 key from `secret`, refused when shorter than
+/// [`MIN_SECRET_BYTES`]; `source` names where it came from.
+fn secret_key(secret: &[u8], source: &str) -> Result<DecodingKey, AuthConfigError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(AuthConfigError::ShortSecret {
+            from: source.to_owned(),
+            len: secret.len(),
+        });
+    }
+    Ok(DecodingKey::from_secret(secret))
 }
 
 fn load_public_key(path: &Path) -> Result<(DecodingKey, Algorithm), AuthConfigError> {

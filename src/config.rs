@@ -114,8 +114,19 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
 
     /// Secure mode with RS256 or ES256 tokens: a PEM file with the public key.
+    /// Re-read on SIGHUP.
     #[arg(long, env = "PUSHGATE_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+
+    /// Secure mode with HS256 tokens, the secret read from this file (leading
+    /// and trailing whitespace ignored) and re-read on SIGHUP: Kubernetes
+    /// mounts Secrets as files, and updates them in place.
+    #[arg(
+        long,
+        env = "PUSHGATE_JWT_SECRET_FILE",
+        conflicts_with_all = ["jwt_secret", "jwt_public_key"]
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
 
     /// Required `aud` claim (secure mode).
     #[arg(long, env = "PUSHGATE_JWT_AUDIENCE")]

@@ -1,6 +1,6 @@
 //! SIGHUP: re-read the keys that live in files, without a restart.
 //!
-//! `--api-key-file` and `--jwt-public-key` are re-read; keys given by flag or
+//! `--api-key-file` and `--jwt-public-key` or `--jwt-secret-file` are re-read; keys given by flag or
 //! environment (`--api-key`, `--jwt-secret`) cannot change and stay. Every
 //! connection stays open: a bound client keeps its uid, and only tokens
 //! presented from now on are checked against the new key. A file that
@@ -26,7 +26,7 @@ pub fn spawn(app: App) -> Option<JoinHandle<()>> {
     };
     tracing::info!(
         api_key_file = app.config.api_key_file.is_some(),
-        jwt_public_key = app.config.jwt_public_key.is_some(),
+        jwt_key_file = app.config.jwt_public_key.is_some() || app.config.jwt_secret_file.is_some(),
         "SIGHUP reloads the key files"
     );
     Some(tokio::spawn(async move {
@@ -54,12 +54,12 @@ fn reload(app: &App) {
         match verifier.reload() {
             Ok(Some(alg)) => {
                 files += 1;
-                tracing::info!(alg, "SIGHUP: reloaded the JWT public key");
+                tracing::info!(alg, "SIGHUP: reloaded the JWT key file");
             }
             Ok(None) => {}
             Err(e) => {
                 files += 1;
-                tracing::error!(error = %e, "SIGHUP: JWT public key not reloaded; the old key stays");
+                tracing::error!(error = %e, "SIGHUP: JWT key file not reloaded; the old key stays");
             }
         }
     }

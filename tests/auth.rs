@@ -180,6 +180,10 @@ async fn settings_that_weaken_security_refuse_to_start() {
     let err = refuses_to_start(&["--api-key-file", empty.to_str().unwrap()]);
     assert!(err.contains("holds no keys"), "{err}");
     let _ = std::fs::remove_file(empty);
+    let short = temp_file("short-secret", "too-short\n");
+    let err = refuses_to_start(&["--jwt-secret-file", short.to_str().unwrap()]);
+    assert!(err.contains("at least 32 bytes (RFC 7518 §3.2)"), "{err}");
+    let _ = std::fs::remove_file(short);
 }
 
 #[tokio::test]
@@ -447,7 +451,7 @@ async fn sighup_reloads_a_rotated_jwt_public_key() {
     // Rotate to the RSA key.
     std::fs::write(&public, read("rsa-public.pem")).unwrap();
     gw.signal("HUP");
-    wait_logged_times(&gw, "SIGHUP: reloaded the JWT public key", 1).await;
+    wait_logged_times(&gw, "SIGHUP: reloaded the JWT key file", 1).await;
     assert!(gw.logged(r#""alg":"RS256""#));
     let mut rsa_ws = ws_connect(&gw.ws_url(&format!("/ws?token={rsa_token}"))).await;
     gw.wait_bound("rsa-user", 1).await;
@@ -465,7 +469,7 @@ async fn sighup_reloads_a_rotated_jwt_public_key() {
     // A file that is no PEM key keeps the RSA key.
     std::fs::write(&public, "not a key\n").unwrap();
     gw.signal("HUP");
-    wait_logged_times(&gw, "JWT public key not reloaded; the old key stays", 1).await;
+    wait_logged_times(&gw, "JWT key file not reloaded; the old key stays", 1).await;
     let again = token(Algorithm::RS256, &rsa, "rsa-again");
     let _ws = ws_connect(&gw.ws_url(&format!("/ws?token={again}"))).await;
     gw.wait_bound("rsa-again", 1).await;
@@ -506,4 +510,45 @@ async fn corrupt_node_counts_in_redis_saturate_instead_of_panicking() {
     assert_eq!(stats["connections"], json!(u64::MAX), "{stats}");
     assert_eq!(stats["bound_uids"], json!(u64::MAX), "{stats}");
     assert!(!gw.logged("panicked"));
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_rotated_jwt_secret_file() {
+    const NEXT: &str = "the-next-secret-that-is-32-bytes-long";
+    let with = |secret: &str, sub: &str| {
+        encode(
+            &Header::default(),
+            &json!({"sub": sub, "exp": now() + 600.0}),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    // As a mounted Secret or `echo` writes it: with a trailing newline.
+    let file = temp_file("reload-secret", &format!("{SECRET}\n"));
+    let gw = Gateway::start(&["--jwt-secret-file", file.to_str().unwrap()]);
+    gw.wait_logged("SIGHUP reloads the key files");
+    assert!(!gw.logged("LEGACY MODE"));
+    let mut held = ws_connect(&gw.ws_url(&format!("/ws?token={}", with(SECRET, "old")))).await;
+    gw.wait_bound("old", 1).await;
+    assert_eq!(refused(&gw, &with(NEXT, "new")).await.0, 1008);
+
+    std::fs::write(&file, format!("{NEXT}\n")).unwrap();
+    gw.signal("HUP");
+    wait_logged_times(&gw, "SIGHUP: reloaded the JWT key file", 1).await;
+    assert!(gw.logged(r#""alg":"HS256""#));
+    let _new = ws_connect(&gw.ws_url(&format!("/ws?token={}", with(NEXT, "new")))).await;
+    gw.wait_bound("new", 1).await;
+    assert_eq!(refused(&gw, &with(SECRET, "old-again")).await.0, 1008);
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"old"}"#).await, "ok");
+    assert_eq!(next_text(&mut held).await, r#"{"uid":"old"}"#);
+
+    // A secret cut short by a bad edit keeps the current one.
+    std::fs::write(&file, "oops\n").unwrap();
+    gw.signal("HUP");
+    wait_logged_times(&gw, "JWT key file not reloaded; the old key stays", 1).await;
+    let _again = ws_connect(&gw.ws_url(&format!("/ws?token={}", with(NEXT, "again")))).await;
+    gw.wait_bound("again", 1).await;
+    assert!(!gw.logged(NEXT), "key material in the log");
+    let _ = std::fs::remove_file(file);
 }
