@@ -366,3 +366,18 @@ fn classify_read_error(e: tungstenite::Error) -> End {
         _ => End::Peer,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_past_the_clocks_end_is_far_away_never_a_panic() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(after(now, Duration::MAX) >= now + Duration::from_secs(86_400 * 365));
+    }
+}
