@@ -114,8 +114,19 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
 
     /// Secure mode with RS256 or ES256 tokens: a PEM file with the public key.
+    /// Re-read on SIGHUP.
     #[arg(long, env = "PUSHGATE_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+
+    /// Secure mode with HS256 tokens, the secret read from this file (leading
+    /// and trailing whitespace ignored) and re-read on SIGHUP: Kubernetes
+    /// mounts Secrets as files, and updates them in place.
+    #[arg(
+        long,
+        env = "PUSHGATE_JWT_SECRET_FILE",
+        conflicts_with_all = ["jwt_secret", "jwt_public_key"]
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
 
     /// Required `aud` claim (secure mode).
     #[arg(long, env = "PUSHGATE_JWT_AUDIENCE")]
@@ -257,13 +268,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// The longest duration any option accepts: 1,000 years (365,250 days).
+/// Far beyond any useful timeout (`100000d` still means "never"), and far
+/// enough below the clock's limits that adding it to the current time can
+/// never overflow: every deadline built from the configuration is safe.
+pub const MAX_DURATION: Duration = Duration::from_secs(365_250 * 86_400);
+
 /// Parses `10s`, `500ms`, `2m` (humantime syntax); a bare number means seconds.
+///
+/// Errors: not a duration, or longer than [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?
+        }
+    };
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {s:?} is longer than the longest allowed, 1000 years (365250d)"
+        ));
     }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    Ok(d)
 }
 
 impl Config {
@@ -339,6 +366,16 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_past_a_thousand_years_are_refused() {
+        assert_eq!(parse_duration("365250d"), Ok(MAX_DURATION));
+        assert!(parse_duration("100000d").is_ok());
+        for huge in ["365251d", "10000000000000000s", "18446744073709551615"] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(err.contains("longer than the longest allowed"), "{err}");
+        }
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub mod connections;
 pub mod http;
 pub mod limits;
 pub mod model;
+#[cfg(unix)]
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;
@@ -74,12 +76,10 @@ pub struct AppState {
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The JWT key could not be loaded.
+    /// The JWT key or the API key file could not be loaded, or would
+    /// weaken security (a short secret, a key file without keys).
     #[error(transparent)]
     Auth(#[from] auth::AuthConfigError),
-    /// The API key file could not be read.
-    #[error("cannot read the API key file: {0}")]
-    ApiKeyFile(std::io::Error),
     /// The Redis URL or sentinel list is not valid.
     #[error("invalid Redis configuration: {0}")]
     RedisUrl(redis::RedisError),
@@ -95,7 +95,7 @@ impl AppState {
         // The recorder must exist before the map resolves its metric handles.
         let prometheus = telemetry::prometheus();
         let verifier = auth::TokenVerifier::from_config(&config)?;
-        let api_keys = auth::ApiKeys::from_config(&config).map_err(StartError::ApiKeyFile)?;
+        let api_keys = auth::ApiKeys::from_config(&config)?;
         let max_connections = match config.max_connections {
             0 => limits::default_max_connections(),
             n => n,
@@ -163,6 +163,8 @@ pub async fn run(
         max_connections = app.admission.max_connections(),
         "connection capacity"
     );
+    #[cfg(unix)]
+    let reload = reload::spawn(app.clone());
     let upkeep = tokio::spawn(telemetry::run_upkeep(app.prometheus.clone()));
     if let Some(cluster) = app.map.cluster() {
         tracing::info!(
@@ -202,5 +204,9 @@ pub async fn run(
         tracing::warn!(?timeout, "shutdown timeout reached; closing what is left");
     }
     upkeep.abort();
+    #[cfg(unix)]
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     Ok(())
 }

@@ -46,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
 
 /// Says loudly, at start, where the configuration keeps the seed's trust.
 fn warn_about_trust(config: &Config) {
-    if config.jwt_secret.is_none() && config.jwt_public_key.is_none() {
+    if config.jwt_secret.is_none()
+        && config.jwt_public_key.is_none()
+        && config.jwt_secret_file.is_none()
+    {
         tracing::warn!(
             "LEGACY MODE: a WebSocket client is bound to whatever uid it sends first, so any \
              client can claim any uid (as push.php did). Set --jwt-secret or --jwt-public-key \

@@ -241,8 +241,9 @@ impl Decoder for LineCodec {
     type Error = LineError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
-        // A line of `max` bytes plus `\r\n` is still acceptable.
-        let window = buf.len().min(self.max + 2);
+        // A line of `max` bytes plus `\r\n` is still acceptable. `max` is
+        // `--max-line-bytes`, which may be as large as `usize::MAX`.
+        let window = buf.len().min(self.max.saturating_add(2));
         match buf[self.scanned.min(window)..window]
             .iter()
             .position(|&b| b == b'\n')
@@ -260,7 +261,7 @@ impl Decoder for LineCodec {
                 }
                 Ok(Some(line.freeze()))
             }
-            None if buf.len() > self.max + 1 => Err(LineError::TooLong),
+            None if buf.len() > self.max.saturating_add(1) => Err(LineError::TooLong),
             None => {
                 self.scanned = window;
                 Ok(None)

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const SECRET: &str = "test-secret";
+const SECRET: &str = "a-test-secret-that-is-32-bytes-long";
 
 fn now() -> u64 {
     SystemTime::now()

@@ -299,10 +299,12 @@ impl Cluster {
             if now.saturating_sub(at) > STATS_TTL.as_secs() {
                 continue;
             }
+            // Counts read from Redis: a corrupt report must not overflow.
+            let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
             stats.nodes += 1;
-            stats.connections += conns as usize;
-            stats.bound_connections += bound as usize;
-            stats.bound_uids += uids as usize;
+            stats.connections = stats.connections.saturating_add(count(conns));
+            stats.bound_connections = stats.bound_connections.saturating_add(count(bound));
+            stats.bound_uids = stats.bound_uids.saturating_add(count(uids));
         }
         Ok(stats)
     }

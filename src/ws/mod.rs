@@ -85,9 +85,14 @@ pub async fn upgrade(
         }
     };
     // A token on the query string is checked now; the session closes with
-    // 1008 at once if it is bad (the client learns why from the close frame).
+    // 1008 at once if it is bad (the close frame says whether a fresh token
+    // would help; the log says precisely why).
     let preauth = match (&app.verifier, query.token) {
-        (Some(verifier), Some(token)) => Some(verifier.verify(&token)),
+        (Some(verifier), Some(token)) => Some(
+            verifier
+                .verify(&token)
+                .inspect_err(|e| verifier.log_refusal(e, Some(client))),
+        ),
         _ => None,
     };
     let cfg = &app.config;

@@ -32,6 +32,8 @@ enum End {
     Shutdown,
     /// No uid within `--bind-timeout`.
     BindTimeout,
+    /// Secure mode: no token within `--bind-timeout`.
+    TokenTimeout,
     /// The bind frame was not a valid uid.
     BadUid(&'static str),
     /// The bind frame was binary.
@@ -62,6 +64,10 @@ impl End {
             End::Peer | End::PongTimeout | End::WriteFailed => return None,
             End::Shutdown => (code(CloseCode::Away), "server shutting down, reconnect"),
             End::BindTimeout => (code(CloseCode::Policy), "bind timeout: send the uid first"),
+            End::TokenTimeout => (
+                code(CloseCode::Policy),
+                "bind timeout: send the token first",
+            ),
             End::BadUid(why) => (code(CloseCode::Policy), why),
             End::BinaryUid => (code(CloseCode::Unsupported), "the uid must be a text frame"),
             End::TooBig => (code(CloseCode::Size), "message too big"),
@@ -75,10 +81,8 @@ impl End {
             End::Closed(CloseReason::Replaced) => {
                 (CLOSE_REPLACED, "too many connections for this uid")
             }
-            End::Token(TokenError::Expired) | End::TokenExpired => {
-                (code(CloseCode::Policy), "token expired")
-            }
-            End::Token(TokenError::Invalid) => (code(CloseCode::Policy), "invalid token"),
+            End::Token(e) => (code(CloseCode::Policy), e.close_reason()),
+            End::TokenExpired => (code(CloseCode::Policy), "token expired"),
         })
     }
 
@@ -86,7 +90,7 @@ impl End {
         match self {
             End::Peer => "peer_closed",
             End::Shutdown => "shutdown",
-            End::BindTimeout => "bind_timeout",
+            End::BindTimeout | End::TokenTimeout => "bind_timeout",
             End::BadUid(_) => "invalid_uid",
             End::BinaryUid => "binary_uid",
             End::TooBig => "message_too_big",
@@ -94,8 +98,7 @@ impl End {
             End::Protocol => "protocol_error",
             End::PongTimeout => "pong_timeout",
             End::Closed(reason) => reason.as_str(),
-            End::Token(TokenError::Expired) => "token_expired",
-            End::Token(TokenError::Invalid) => "invalid_token",
+            End::Token(e) => e.metric_label(),
             End::TokenExpired => "token_expired",
             End::WriteFailed => "write_failed",
         }
@@ -130,7 +133,18 @@ fn bind_identity(conn: &mut Connection, id: Identity) -> Instant {
         .expires_at
         .duration_since(SystemTime::now())
         .unwrap_or_default();
-    Instant::now() + left
+    after(Instant::now(), left)
+}
+
+/// `now + wait`, or a deadline that never comes in practice when the sum
+/// overflows the clock: `wait` may come from a peer's token, where an `exp`
+/// centuries away must not panic the session.
+fn after(now: Instant, wait: Duration) -> Instant {
+    /// What tokio itself uses for "never" (about 30 years).
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
 }
 
 /// One connection's life. Written as a function returning an `async move`
@@ -157,8 +171,8 @@ pub(super) fn session(
         let app = &app;
         let cfg = &app.config;
         let write_timeout = cfg.write_timeout;
-        let bind_deadline = Instant::now() + cfg.bind_timeout;
-        let mut next_ping = Instant::now() + cfg.ping_interval;
+        let bind_deadline = after(Instant::now(), cfg.bind_timeout);
+        let mut next_ping = after(Instant::now(), cfg.ping_interval);
         let mut pong_due: Option<Instant> = None;
         // Set once the drain begins: when this session's paced close is due.
         let mut close_at: Option<Instant> = None;
@@ -225,7 +239,10 @@ pub(super) fn session(
                             // Secure mode: the first frame is a token.
                             Some(verifier) => match verifier.verify(text.as_str()) {
                                 Ok(id) => expires = Some(bind_identity(&mut conn, id)),
-                                Err(e) => break End::Token(e),
+                                Err(e) => {
+                                    verifier.log_refusal(&e, socket.peer_ip());
+                                    break End::Token(e);
+                                }
                             },
                         },
                         Message::Binary(_) if !bound => break End::BinaryUid,
@@ -238,7 +255,10 @@ pub(super) fn session(
                         break End::Shutdown;
                     }
                     if !bound && now >= bind_deadline {
-                        break End::BindTimeout;
+                        break match app.verifier {
+                            Some(_) => End::TokenTimeout,
+                            None => End::BindTimeout,
+                        };
                     }
                     if expires.is_some_and(|at| now >= at) {
                         break End::TokenExpired;
@@ -256,8 +276,8 @@ pub(super) fn session(
                         if !matches!(ping.await, Ok(Ok(()))) {
                             break End::WriteFailed;
                         }
-                        pong_due = Some(now + cfg.pong_timeout);
-                        next_ping = now + cfg.ping_interval;
+                        pong_due = Some(after(now, cfg.pong_timeout));
+                        next_ping = after(now, cfg.ping_interval);
                     }
                 }
             }
@@ -344,5 +364,20 @@ fn classify_read_error(e: tungstenite::Error) -> End {
         tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Peer,
         tungstenite::Error::Protocol(_) => End::Protocol,
         _ => End::Peer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_past_the_clocks_end_is_far_away_never_a_panic() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(after(now, Duration::MAX) >= now + Duration::from_secs(86_400 * 365));
     }
 }

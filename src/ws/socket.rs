@@ -276,6 +276,11 @@ impl Socket {
         self.flush_control().await
     }
 
+    /// The peer's address, for a log line (the proxy's, behind one).
+    pub(super) fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.tcp.peer_addr().ok().map(|a| a.ip())
+    }
+
     /// Sends whatever tungstenite has queued, without waiting: the answer
     /// to a client's close frame, before the socket is dropped.
     pub(super) fn flush_now(&mut self) {
