@@ -242,19 +242,18 @@ impl<'de> Deserialize<'de> for HeadKey {
 /// (`-0` is `0`, as PHP's integer key); a float of integer value below 2^53 in
 /// magnitude as that integer (`1e2` is `100`, `-0.0` is `0`), because PHP
 /// turned a float key into an integer.
-fn uid_of_json(raw: &str) -> Result<Uid, LineUidError> {
+fn uid_of_json(raw: &str) -> Result<Uid, LineError> {
     match raw.as_bytes().first() {
         Some(b'"') => {
-            let text: Cow<'_, str> =
-                serde_json::from_str(raw).map_err(|_| LineUidError::NotAnInteger)?;
-            Ok(Uid::new(&text)?)
+            let text: Cow<'_, str> = serde_json::from_str(raw)?;
+            Ok(Uid::new(&text).map_err(LineUidError::from)?)
         }
         Some(b'-' | b'0'..=b'9') => {
             let n = if raw.contains(['.', 'e', 'E']) {
                 let f: f64 = raw.parse().map_err(|_| LineUidError::NotAnInteger)?;
                 // An infinite value has a NaN fraction, so it is refused too.
                 if f.fract() != 0.0 || f.abs() >= EXACT_FLOAT_INTEGERS {
-                    return Err(LineUidError::NotAnInteger);
+                    return Err(LineUidError::NotAnInteger.into());
                 }
                 // Exact: an integer below 2^53 in magnitude.
                 f as i64
@@ -262,11 +261,11 @@ fn uid_of_json(raw: &str) -> Result<Uid, LineUidError> {
                 // Beyond i64 PHP made it a float of magnitude 2^63 or more.
                 raw.parse::<i64>().map_err(|_| LineUidError::NotAnInteger)?
             };
-            Ok(Uid::new(&n.to_string())?)
+            Ok(Uid::new(&n.to_string()).map_err(LineUidError::from)?)
         }
-        Some(b't' | b'f') => Err(LineUidError::Boolean),
-        Some(b'[' | b'{') => Err(LineUidError::Container),
-        _ => Err(LineUidError::Missing),
+        Some(b't' | b'f') => Err(LineUidError::Boolean.into()),
+        Some(b'[' | b'{') => Err(LineUidError::Container.into()),
+        _ => Err(LineUidError::Missing.into()),
     }
 }
 
@@ -558,6 +557,32 @@ mod tests {
         let long = format!(r#"{{"uid":"{}"}}"#, "x".repeat(MAX_UID_BYTES + 1));
         assert_eq!(uid_of(&long), None);
         assert!(parse_text_line(Bytes::from_static(b"{\"uid\":\"\xff\"}")).is_err());
+    }
+
+    #[test]
+    fn refused_text_lines_say_why() {
+        let why = |line: &str| parse_text_line(Bytes::copy_from_slice(line.as_bytes())).err();
+        let uid_error = |line: &str| match why(line) {
+            Some(LineError::Uid(e)) => Some(e),
+            _ => None,
+        };
+        assert_eq!(uid_error(r#"{"x":1}"#), Some(LineUidError::Missing));
+        assert_eq!(uid_error(r#"{"uid":null}"#), Some(LineUidError::Missing));
+        assert_eq!(uid_error(r#"{"uid":false}"#), Some(LineUidError::Boolean));
+        assert_eq!(
+            uid_error(r#"{"uid":0.5}"#),
+            Some(LineUidError::NotAnInteger)
+        );
+        assert_eq!(uid_error(r#"{"uid":[]}"#), Some(LineUidError::Container));
+        assert_eq!(
+            uid_error(r#"{"uid":""}"#),
+            Some(LineUidError::Invalid(UidError::Empty))
+        );
+        assert!(matches!(why("[1]"), Some(LineError::Invalid(_))));
+        assert!(matches!(
+            why(r#"{"uid":"a","x":"\udc00"}"#),
+            Some(LineError::NotPhpJson(_))
+        ));
     }
 
     #[test]
