@@ -128,7 +128,7 @@ pub enum LineError {
     /// Not UTF-8, so it cannot be a WebSocket text frame.
     #[error("line is not UTF-8")]
     NotUtf8,
-    /// Not a JSON object.
+    /// Not JSON, or JSON that is not an object.
     #[error("invalid push line: {0}")]
     Invalid(#[from] serde_json::Error),
     /// JSON that PHP's `json_decode` refuses although serde_json accepts it
