@@ -3,7 +3,8 @@
 //! A backend writes one JSON object per line (`{"uid":"uid1","percent":"88%"}\n`)
 //! and reads `ok\n` (a connection bound to that uid took the line) or `fail\n`
 //! (offline, invalid JSON, no usable uid). The line itself, byte for byte and
-//! without its line end, is what the browser receives. Lines on one connection
+//! without its line end (every trailing `\r` goes too), is what the browser
+//! receives. Lines on one connection
 //! are answered in order; answers to pipelined lines are written together.
 
 use std::io;
@@ -205,11 +206,13 @@ async fn answer_batch<W: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Splits a byte stream into lines ended by `\n` (a `\r` before it is removed
-/// too), each at most `max` bytes. A line longer than that is an error as soon
-/// as `max` bytes arrive without a line end, so a line that never ends cannot
-/// grow the buffer. Bytes after the last line end at EOF are not a line (the
-/// Workerman text protocol waited for the `\n` too).
+/// Splits a byte stream into lines ended by `\n`, without their trailing
+/// `\r`s (all of them, as Workerman's `Text::decode` did with
+/// `rtrim($buffer, "\r\n")`), each at most `max` bytes. The bytes before a
+/// `\n` may be `max` plus one `\r`; a line longer than that is an error as
+/// soon as those bytes arrive without a line end, so a line that never ends
+/// cannot grow the buffer. Bytes after the last line end at EOF are not a line
+/// (the Workerman text protocol waited for the `\n` too).
 #[derive(Debug, Clone)]
 pub struct LineCodec {
     max: usize,
@@ -252,10 +255,13 @@ impl Decoder for LineCodec {
                 let end = self.scanned.min(window) + pos;
                 self.scanned = 0;
                 let mut line = buf.split_to(end + 1);
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
-                }
+                // Workerman's Text protocol `rtrim`s "\r\n": every trailing
+                // CR goes, before routing and before delivery.
+                let kept = line[..end]
+                    .iter()
+                    .rposition(|&b| b != b'\r')
+                    .map_or(0, |last| last + 1);
+                line.truncate(kept);
                 if line.len() > self.max {
                     return Err(LineError::TooLong);
                 }
@@ -299,8 +305,18 @@ mod tests {
 
     #[test]
     fn splits_on_lf_and_crlf() {
-        let (lines, err) = decode_all(100, b"a\nb\r\n\nc");
-        assert_eq!(lines, vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec()]);
+        let (lines, err) = decode_all(100, b"a\nb\r\n\nd\r\r\n\r\ne\rf\r \r\nc");
+        assert_eq!(
+            lines,
+            vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"".to_vec(),
+                b"d".to_vec(),
+                b"".to_vec(),
+                b"e\rf\r ".to_vec()
+            ]
+        );
         assert!(
             !err,
             "a trailing partial line is not an error, and not a line"

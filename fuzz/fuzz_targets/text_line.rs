@@ -3,7 +3,8 @@
 //!
 //! The first input byte picks the line limit, the second the chunk size; the
 //! rest is the stream. Checks what the decoder promises: no line longer than
-//! the limit, no buffer growing past it, and a parsed line is its own payload.
+//! the limit, no trailing `\r` left, no buffer growing past it, and a parsed
+//! line is its own payload.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
@@ -18,6 +19,8 @@ fn check(line: Bytes, max: usize) {
         "line of {} bytes, limit {max}",
         line.len()
     );
+    // Workerman's Text::decode rtrim()s every CR before the line end.
+    assert_ne!(line.last(), Some(&b'\r'), "a trailing CR was left");
     if let Ok((uid, payload)) = parse_text_line(line.clone()) {
         assert!(!uid.as_str().is_empty() && uid.as_str().len() <= MAX_UID_BYTES);
         assert_eq!(payload.as_str().as_bytes(), &line[..]);
