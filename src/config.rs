@@ -204,11 +204,14 @@ pub struct Config {
     )]
     pub redis_sentinel_master: String,
 
-    /// Prefix of every Redis key and channel, so deployments can share a Redis.
+    /// Prefix of every Redis key and channel, so deployments can share a
+    /// Redis: letters, digits, `.`, `_`, `-`, then one `:` (no prefix may
+    /// start another).
     #[arg(long, env = "PUSHGATE_REDIS_PREFIX", default_value = "pushgate:")]
     pub redis_prefix: String,
 
-    /// This node's id on the bus. Default: `POD_NAME` when set, else the host
+    /// This node's id on the bus: 1 to 128 letters, digits, `.`, `_`, `:`,
+    /// `-`, unique in the cluster. Default: `POD_NAME` when set, else the host
     /// name with the process id and a random suffix.
     #[arg(long, env = "PUSHGATE_NODE_ID")]
     pub node_id: Option<String>,
@@ -309,8 +312,13 @@ impl Config {
                 "--redis-probe-interval and --redis-timeout must be greater than zero".into(),
             );
         }
-        if self.require_redis && self.redis_url.is_none() && self.redis_sentinels.is_empty() {
+        let clustered = self.redis_url.is_some() || !self.redis_sentinels.is_empty();
+        if self.require_redis && !clustered {
             return Err("--require-redis needs --redis-url or --redis-sentinels".into());
+        }
+        if clustered {
+            crate::cluster::wire::check_node_id(&self.node_id()).map_err(|e| e.to_string())?;
+            crate::cluster::wire::check_prefix(&self.redis_prefix).map_err(|e| e.to_string())?;
         }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be greater than zero".into());

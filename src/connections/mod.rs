@@ -23,7 +23,7 @@ pub use connection::Connection;
 pub use mailbox::{CloseReason, Delivery};
 use table::Table;
 
-use crate::cluster::{BusError, Cluster};
+use crate::cluster::Cluster;
 use crate::model::{ConnId, Payload, Source, Uid};
 use crate::telemetry::{self, Metrics};
 
@@ -59,9 +59,9 @@ impl PushOutcome {
 /// Why a push could not be routed.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    /// Cluster mode, Redis unreachable, and no local connection took it:
-    /// whether another node holds the uid is unknown. What was delivered
-    /// locally is in the outcome.
+    /// Cluster mode, Redis unreachable (or another node uses this node's
+    /// id), and no local connection took it: whether another node holds the
+    /// uid is unknown. What was delivered locally is in the outcome.
     #[error("the cluster bus is unavailable")]
     ClusterUnavailable(PushOutcome),
 }
@@ -186,9 +186,9 @@ impl ConnectionMap {
                 Some(Ok(nodes)) => outcome.nodes = nodes.get(i).copied().unwrap_or(0),
                 // Not delivered here, and whether another node holds the uid
                 // is unknown.
-                Some(Err(BusError::Unavailable)) if outcome.delivered == 0 => {
+                Some(Err(e)) if outcome.delivered == 0 => {
                     failed += 1;
-                    telemetry::push_failed("redis_unavailable");
+                    telemetry::push_failed(e.reason());
                     results.push(Err(RouteError::ClusterUnavailable(*outcome)));
                     continue;
                 }
@@ -222,7 +222,7 @@ impl ConnectionMap {
         if let Some(cluster) = &self.shared.cluster {
             match cluster.publish_broadcast(payload.as_bytes()).await {
                 Ok(nodes) => outcome.nodes = nodes,
-                Err(BusError::Unavailable) => return Err(RouteError::ClusterUnavailable(outcome)),
+                Err(_) => return Err(RouteError::ClusterUnavailable(outcome)),
             }
         }
         Ok(outcome)
