@@ -53,7 +53,7 @@ async fn a_push_on_any_node_reaches_the_node_holding_the_uid_once() {
     assert_eq!(status, 200);
     assert_eq!(
         r,
-        json!({"delivered": 0, "dropped": 0, "nodes": 1, "offline": ["nobody"]})
+        json!({"delivered": 0, "dropped": 0, "remote_deliveries": 1, "offline": ["nobody"]})
     );
     assert_eq!(next_text(&mut on_b).await, "via c");
     // Offline answers fail from every node.
@@ -74,7 +74,7 @@ async fn the_same_uid_on_two_nodes_receives_once_on_each_including_the_pushing_n
     let mut text = TextClient::connect(&a).await;
     assert_eq!(text.send(r#"{"uid":"multi","from":"a"}"#).await, "ok");
     let (_, r) = push_http(&c, json!({"uid": "multi", "data": "from c"})).await;
-    assert_eq!(r["nodes"], 2);
+    assert_eq!(r["remote_deliveries"], 2);
     for ws in [&mut on_a, &mut on_b] {
         assert_eq!(next_text(ws).await, r#"{"uid":"multi","from":"a"}"#);
         assert_eq!(next_text(ws).await, "from c");
@@ -104,7 +104,10 @@ async fn broadcast_from_any_node_reaches_every_client_once() {
         ws_bind(&c, "x4").await,
     ];
     let (_, r) = post_json(&c, "/broadcast", &json!({"data": "everyone"})).await;
-    assert_eq!(r, json!({"delivered": 1, "dropped": 0, "nodes": 2}));
+    assert_eq!(
+        r,
+        json!({"delivered": 1, "dropped": 0, "remote_deliveries": 2})
+    );
     for ws in &mut clients {
         assert_eq!(next_text(ws).await, "everyone");
     }
@@ -576,10 +579,14 @@ async fn a_rest_batch_through_redis_is_answered_push_by_push_in_order() {
     for (i, got) in results.iter().enumerate() {
         let want = match i % 4 {
             0 => {
-                json!({"delivered": 0, "dropped": 0, "nodes": 0, "offline": ["nobody"], "unrouted": []})
+                json!({"delivered": 0, "dropped": 0, "remote_deliveries": 0, "offline": ["nobody"], "unrouted": []})
             }
-            1 => json!({"delivered": 1, "dropped": 0, "nodes": 0, "offline": [], "unrouted": []}),
-            _ => json!({"delivered": 1, "dropped": 0, "nodes": 1, "offline": [], "unrouted": []}),
+            1 => {
+                json!({"delivered": 1, "dropped": 0, "remote_deliveries": 0, "offline": [], "unrouted": []})
+            }
+            _ => {
+                json!({"delivered": 1, "dropped": 0, "remote_deliveries": 1, "offline": [], "unrouted": []})
+            }
         };
         assert_eq!(got, &want, "result {i}");
     }
@@ -656,8 +663,8 @@ async fn deployments_sharing_a_redis_never_read_each_others_pushes_or_broadcasts
     b.wait_nodes("victim", 0).await;
     let mut text = TextClient::connect(&b).await;
     assert_eq!(text.send(r#"{"uid":"victim"}"#).await, "fail");
-    let (status, _) = post_json(&b, "/broadcast", &json!({"data": "b only"})).await;
-    assert_eq!(status, 200);
+    let (_, r) = post_json(&b, "/broadcast", &json!({"data": "b only"})).await;
+    assert_eq!(r["remote_deliveries"], 0, "{r}");
     assert_nothing_else(&a, &mut on_a, "b:u:victim").await;
     assert_nothing_else(&a, &mut on_a2, "victim").await;
 }
@@ -687,6 +694,11 @@ async fn two_nodes_with_one_node_id_turn_unready_and_never_answer_ok_for_a_cross
     assert_eq!(text.send(r#"{"uid":"far"}"#).await, "fail");
     let (status, problem) = push_http(&a, json!({"uid": "far", "data": 1})).await;
     assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["unrouted"], json!(["far"]), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("node's id"),
+        "{problem}"
+    );
     assert_eq!(
         a.metric(r#"pushgate_push_failures_total{reason="duplicate_node_id"}"#)
             .await,
@@ -750,4 +762,103 @@ async fn bus_messages_of_an_unknown_format_version_are_ignored_and_counted() {
     )
     .await;
     assert_nothing_else(&a, &mut on_a, "v").await;
+}
+
+#[tokio::test]
+async fn answers_count_remote_deliveries_per_uid_and_nodes_in_all_where_they_say_nodes() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let mut on_b = Vec::new();
+    for uid in ["r1", "r2", "r3"] {
+        on_b.push(ws_bind(&b, uid).await);
+        a.wait_nodes(uid, 1).await;
+    }
+    // Three uids on one other node: three bus deliveries, not "3 nodes".
+    let (status, r) = push_http(&a, json!({"uid": ["r1", "r2", "r3"], "data": "x"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        r,
+        json!({"delivered": 0, "dropped": 0, "remote_deliveries": 3, "offline": []})
+    );
+    for ws in &mut on_b {
+        assert_eq!(next_text(ws).await, "x");
+    }
+    let (_, r) = post_json(&a, "/broadcast", &json!({"data": "all"})).await;
+    assert_eq!(
+        r,
+        json!({"delivered": 0, "dropped": 0, "remote_deliveries": 1})
+    );
+    // `nodes` stays "nodes in all".
+    assert_eq!(a.user("r1").await["nodes"], 1);
+    wait_until("/stats counts both nodes", || async {
+        let s: Value = reqwest::get(a.url("/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (s["nodes"] == 2).then_some(()).ok_or(s)
+    })
+    .await;
+    // A uid held only on b, closed through a: the answer shows the remote
+    // close, not just zero local connections.
+    let (status, r) = post_json(&a, "/disconnect", &json!({"uid": "r1"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(r, json!({"disconnected": 0, "remote_deliveries": 1}));
+    assert_eq!(next_text(&mut on_b[0]).await, "all");
+    assert_eq!(
+        u16::from(next_close(&mut on_b[0]).await.unwrap().code),
+        4001
+    );
+}
+
+#[tokio::test]
+async fn with_redis_down_a_failed_answer_says_what_was_delivered_anyway() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let mut on_a = ws_bind(&a, "here").await;
+    let _on_b = ws_bind(&b, "there").await;
+    a.wait_nodes("there", 1).await;
+    redis.kill();
+    a.wait_metric("pushgate_redis_up", 0.0).await;
+
+    let (status, p) = push_http(&a, json!({"uid": ["here", "there"], "data": "p"})).await;
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(
+        (
+            &p["delivered"],
+            &p["remote_deliveries"],
+            &p["offline"],
+            &p["unrouted"]
+        ),
+        (&json!(1), &json!(0), &json!([]), &json!(["there"])),
+        "{p}"
+    );
+    assert_eq!(next_text(&mut on_a).await, "p");
+
+    let (status, p) = post_json(&a, "/broadcast", &json!({"data": "b"})).await;
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(
+        (&p["delivered"], &p["dropped"]),
+        (&json!(1), &json!(0)),
+        "{p}"
+    );
+    assert!(p["detail"].as_str().unwrap().contains("retry"), "{p}");
+    assert_eq!(next_text(&mut on_a).await, "b");
+
+    // Every uid is closed locally even though the bus is down.
+    let (status, p) = post_json(&a, "/disconnect", &json!({"uid": ["nobody", "here"]})).await;
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(
+        (&p["disconnected"], &p["unrouted"]),
+        (&json!(1), &json!(["nobody", "here"])),
+        "{p}"
+    );
+    assert_eq!(u16::from(next_close(&mut on_a).await.unwrap().code), 4001);
 }

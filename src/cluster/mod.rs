@@ -74,7 +74,7 @@ pub struct ClusterConfig {
 }
 
 /// Why the bus could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
     /// No connection to Redis right now, or it failed or timed out.
     #[error("Redis is unavailable")]
