@@ -260,6 +260,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// `text` trimmed, cut to 64 characters, with every character outside the
+/// node id alphabet (`[A-Za-z0-9._-]`) replaced by `-`.
+fn node_id_part(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .take(64)
+        .collect()
+}
+
 /// Parses `10s`, `500ms`, `2m` (humantime syntax); a bare number means seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -281,9 +294,12 @@ impl Config {
         {
             return pod;
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "node".to_owned());
+        // A host name outside the node id alphabet (or a long one) must not
+        // keep a node from starting when no id was asked for.
+        let host = node_id_part(
+            &std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_else(|_| "node".to_owned()),
+        );
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -359,6 +375,14 @@ mod tests {
             "{printed}"
         );
         assert!(Config::try_parse_from(["pushgate", "--api-key", " "]).is_err());
+    }
+
+    #[test]
+    fn a_default_node_id_from_any_host_name_is_a_valid_one() {
+        for host in ["web-1.example\n", "hôst name", &"h".repeat(300)] {
+            let id = format!("{}-1-ff", node_id_part(host));
+            assert_eq!(crate::cluster::wire::check_node_id(&id), Ok(()), "{host:?}");
+        }
     }
 
     #[test]
