@@ -215,11 +215,14 @@ pub struct Config {
     )]
     pub redis_sentinel_master: String,
 
-    /// Prefix of every Redis key and channel, so deployments can share a Redis.
+    /// Prefix of every Redis key and channel, so deployments can share a
+    /// Redis: letters, digits, `.`, `_`, `-`, then one `:` (no prefix may
+    /// start another).
     #[arg(long, env = "PUSHGATE_REDIS_PREFIX", default_value = "pushgate:")]
     pub redis_prefix: String,
 
-    /// This node's id on the bus. Default: `POD_NAME` when set, else the host
+    /// This node's id on the bus: 1 to 128 letters, digits, `.`, `_`, `:`,
+    /// `-`, unique in the cluster. Default: `POD_NAME` when set, else the host
     /// name with the process id and a random suffix.
     #[arg(long, env = "PUSHGATE_NODE_ID")]
     pub node_id: Option<String>,
@@ -274,6 +277,19 @@ pub enum LogFormat {
 /// never overflow: every deadline built from the configuration is safe.
 pub const MAX_DURATION: Duration = Duration::from_secs(365_250 * 86_400);
 
+/// `text` trimmed, cut to 64 characters, with every character outside the
+/// node id alphabet (`[A-Za-z0-9._-]`) replaced by `-`.
+fn node_id_part(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .take(64)
+        .collect()
+}
+
 /// Parses `10s`, `500ms`, `2m` (humantime syntax); a bare number means seconds.
 ///
 /// Errors: not a duration, or longer than [`MAX_DURATION`].
@@ -305,9 +321,12 @@ impl Config {
         {
             return pod;
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "node".to_owned());
+        // A host name outside the node id alphabet (or a long one) must not
+        // keep a node from starting when no id was asked for.
+        let host = node_id_part(
+            &std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_else(|_| "node".to_owned()),
+        );
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -336,8 +355,13 @@ impl Config {
                 "--redis-probe-interval and --redis-timeout must be greater than zero".into(),
             );
         }
-        if self.require_redis && self.redis_url.is_none() && self.redis_sentinels.is_empty() {
+        let clustered = self.redis_url.is_some() || !self.redis_sentinels.is_empty();
+        if self.require_redis && !clustered {
             return Err("--require-redis needs --redis-url or --redis-sentinels".into());
+        }
+        if clustered {
+            crate::cluster::wire::check_node_id(&self.node_id()).map_err(|e| e.to_string())?;
+            crate::cluster::wire::check_prefix(&self.redis_prefix).map_err(|e| e.to_string())?;
         }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be greater than zero".into());
@@ -388,6 +412,14 @@ mod tests {
             "{printed}"
         );
         assert!(Config::try_parse_from(["pushgate", "--api-key", " "]).is_err());
+    }
+
+    #[test]
+    fn a_default_node_id_from_any_host_name_is_a_valid_one() {
+        for host in ["web-1.example\n", "hôst name", &"h".repeat(300)] {
+            let id = format!("{}-1-ff", node_id_part(host));
+            assert_eq!(crate::cluster::wire::check_node_id(&id), Ok(()), "{host:?}");
+        }
     }
 
     #[test]

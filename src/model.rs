@@ -338,14 +338,56 @@ pub fn parse_text_line(line: bytes::Bytes) -> Result<(Uid, Payload), LineError> 
     Ok((uid, text))
 }
 
-/// `uid` of a REST push: one uid or a list.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `uid` of a REST push or disconnect: one uid or a non-empty list.
+#[derive(Debug)]
 pub enum UidList {
     /// A single uid.
     One(Uid),
     /// Several uids; each connection receives the push once even if a uid repeats.
     Many(Vec<Uid>),
+}
+
+/// What a `uid` member must be, in the caller's terms (serde's own message
+/// for an untagged enum names Rust types instead).
+const UID_LIST_EXPECTED: &str =
+    "uid as a string of 1 to 256 bytes, an integer, or a non-empty list of them";
+
+/// A uid, or a non-empty list of uids; an empty list is refused, since a
+/// push to nobody can only be a caller's mistake.
+impl<'de> Deserialize<'de> for UidList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> de::Visitor<'de> for ListVisitor {
+            type Value = UidList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(UID_LIST_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<UidList, E> {
+                Uid::new(v)
+                    .map(UidList::One)
+                    .map_err(|e| E::custom(format_args!("{e}; expected {UID_LIST_EXPECTED}")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<UidList, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<UidList, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<UidList, A::Error> {
+                let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(uid) = seq.next_element::<Uid>()? {
+                    list.push(uid);
+                }
+                if list.is_empty() {
+                    return Err(de::Error::custom(format_args!(
+                        "uid is an empty list; expected {UID_LIST_EXPECTED}"
+                    )));
+                }
+                Ok(UidList::Many(list))
+            }
+        }
+        d.deserialize_any(ListVisitor)
+    }
 }
 
 impl UidList {
@@ -363,9 +405,29 @@ impl UidList {
     }
 }
 
+/// Reads `T` from a JSON object only: serde's derived structs also accept an
+/// array of their members in order (`["a",1]` as a push to `a`), which no
+/// caller means. Anything else is refused as not being `what`.
+fn object<'de, D, T>(d: D, what: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectVisitor<T>(std::marker::PhantomData<T>, &'static str);
+    impl<'de, T: Deserialize<'de>> de::Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.1)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(ObjectVisitor(std::marker::PhantomData, what))
+}
+
 /// Body of `POST /push`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct PushRequest {
     /// Whose connections receive it.
     pub uid: UidList,
@@ -373,12 +435,43 @@ pub struct PushRequest {
     pub data: Box<RawValue>,
 }
 
-/// Body of `POST /broadcast`.
-#[derive(Debug, Deserialize)]
+/// The members of [`PushRequest`], read only from a JSON object.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PushRequestMembers {
+    uid: UidList,
+    data: Box<RawValue>,
+}
+
+impl<'de> Deserialize<'de> for PushRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m: PushRequestMembers = object(d, "a push: a JSON object with members uid and data")?;
+        Ok(PushRequest {
+            uid: m.uid,
+            data: m.data,
+        })
+    }
+}
+
+/// Body of `POST /broadcast`.
+#[derive(Debug)]
 pub struct BroadcastRequest {
     /// What every bound connection receives.
     pub data: Box<RawValue>,
+}
+
+/// The members of [`BroadcastRequest`], read only from a JSON object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastRequestMembers {
+    data: Box<RawValue>,
+}
+
+impl<'de> Deserialize<'de> for BroadcastRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m: BroadcastRequestMembers = object(d, "a broadcast: a JSON object with member data")?;
+        Ok(BroadcastRequest { data: m.data })
+    }
 }
 
 /// Turns a REST `data` value into what clients receive: a JSON string is sent
@@ -402,18 +495,37 @@ pub struct PushResponse {
     /// Connections on this node that were bound but could not take it (slow
     /// consumers, disconnected for it).
     pub dropped: usize,
-    /// Other nodes that received it (cluster mode; 0 on a single node).
-    pub nodes: usize,
+    /// Bus deliveries to other nodes (cluster mode; 0 on a single node):
+    /// for each uid, the other nodes holding it that received the push, as
+    /// Redis counted them, summed over the uids — a node holding two of the
+    /// uids counts twice. Their connections are not counted in `delivered`.
+    pub remote_deliveries: usize,
     /// Requested uids no connection on any node took it for.
     pub offline: Vec<Uid>,
 }
 
 /// Body of `POST /push/batch`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct BatchRequest {
     /// The pushes, each like a `POST /push` body.
     pub pushes: Vec<PushRequest>,
+}
+
+/// The members of [`BatchRequest`], read only from a JSON object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequestMembers {
+    pushes: Vec<PushRequest>,
+}
+
+impl<'de> Deserialize<'de> for BatchRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m: BatchRequestMembers = object(
+            d,
+            "a batch: a JSON object with member pushes, a list of pushes",
+        )?;
+        Ok(BatchRequest { pushes: m.pushes })
+    }
 }
 
 /// Answer of `POST /push/batch`.
@@ -423,8 +535,9 @@ pub struct BatchResponse {
     pub delivered: usize,
     /// Slow consumers dropped (summed).
     pub dropped: usize,
-    /// Other nodes reached (summed over pushes).
-    pub nodes: usize,
+    /// Bus deliveries to other nodes, as each push counts them, summed over
+    /// the pushes.
+    pub remote_deliveries: usize,
     /// One answer per push, in order.
     pub results: Vec<BatchResult>,
 }
@@ -441,18 +554,35 @@ pub struct BatchResult {
 }
 
 /// Body of `POST /disconnect`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct DisconnectRequest {
     /// Whose connections to close.
     pub uid: UidList,
 }
 
+/// The members of [`DisconnectRequest`], read only from a JSON object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectRequestMembers {
+    uid: UidList,
+}
+
+impl<'de> Deserialize<'de> for DisconnectRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m: DisconnectRequestMembers = object(d, "a disconnect: a JSON object with member uid")?;
+        Ok(DisconnectRequest { uid: m.uid })
+    }
+}
+
 /// Answer of `POST /disconnect`.
 #[derive(Debug, Serialize)]
 pub struct DisconnectResponse {
-    /// Connections closed on this node (other nodes close theirs too).
+    /// Connections closed on this node.
     pub disconnected: usize,
+    /// Bus deliveries of the close request to other nodes holding the uids
+    /// (cluster mode; 0 on a single node), summed over the uids; each of
+    /// those nodes closes its connections of the uid.
+    pub remote_deliveries: usize,
 }
 
 /// Answer of `POST /broadcast`.
@@ -462,8 +592,9 @@ pub struct BroadcastResponse {
     pub delivered: usize,
     /// Bound connections on this node that could not take it.
     pub dropped: usize,
-    /// Other nodes that received it (cluster mode; 0 on a single node).
-    pub nodes: usize,
+    /// Other nodes that received it (cluster mode; 0 on a single node); their
+    /// connections are not counted in `delivered`.
+    pub remote_deliveries: usize,
 }
 
 #[cfg(test)]

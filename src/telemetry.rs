@@ -40,7 +40,8 @@ pub const TEXT_DISCONNECTS: &str = "pushgate_text_disconnects_total";
 /// WebSocket upgrades refused, by `reason`.
 pub const REJECTED_UPGRADES: &str = "pushgate_rejected_upgrades_total";
 
-/// Pushes that answered `fail`, by `reason` (offline, invalid, redis_unavailable).
+/// Pushes that answered `fail`, by `reason` (offline, invalid,
+/// redis_unavailable, duplicate_node_id).
 pub const PUSH_FAILURES: &str = "pushgate_push_failures_total";
 /// 1 while the Redis bus is connected and subscribed (cluster mode).
 pub const REDIS_UP: &str = "pushgate_redis_up";
@@ -50,6 +51,12 @@ pub const REDIS_RECONNECTS: &str = "pushgate_redis_reconnects_total";
 pub const REDIS_PUBLISH_SECONDS: &str = "pushgate_redis_publish_seconds";
 /// Uid channels this node subscribes to.
 pub const REDIS_SUBSCRIPTIONS: &str = "pushgate_redis_subscriptions";
+/// Node id conflicts: times another process with this node's id was first
+/// heard from after a quiet period.
+pub const DUPLICATE_NODE_ID: &str = "pushgate_duplicate_node_id_total";
+/// The [`DROPPED`] `reason` of a bus message of a format version this node
+/// does not speak (a node of another release on the same channels).
+pub const BUS_UNKNOWN_VERSION: &str = "bus_unknown_version";
 
 /// Sets up the tracing subscriber: `RUST_LOG` filters (default `info`), text or
 /// JSON lines on standard error.
@@ -153,6 +160,10 @@ fn describe() {
         "Time one Redis PUBLISH took."
     );
     describe_gauge!(REDIS_SUBSCRIPTIONS, "Uid channels this node subscribes to.");
+    describe_counter!(
+        DUPLICATE_NODE_ID,
+        "Times another process using this node's id was detected on the bus."
+    );
 }
 
 /// Pre-resolved handles for the hot path.

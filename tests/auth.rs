@@ -493,12 +493,16 @@ async fn corrupt_node_counts_in_redis_saturate_instead_of_panicking() {
     let redis = Redis::start();
     let gw = Gateway::start(&["--redis-url", &redis.url()]);
     gw.wait_redis_up().await;
-    let at = now() as u64;
+    // Two reports, as a node writes them (its key, and its id in the set of
+    // nodes), with counts no real node can hold.
+    let at = (now() * 1000.0) as u64;
     for node in ["corrupt-a", "corrupt-b"] {
         let reply = redis.command(&format!(
-            "HSET pushgate:stats {node} \"{at} {max} {max} {max}\"",
+            "SET pushgate:v1:stats:{node} \"{max} {max} {max}\" EX 60",
             max = u64::MAX
         ));
+        assert!(reply.starts_with("+OK"), "{reply}");
+        let reply = redis.command(&format!("ZADD pushgate:v1:nodes {at} {node}"));
         assert!(reply.starts_with(':'), "{reply}");
     }
     let stats: Value = reqwest::get(gw.url("/stats"))

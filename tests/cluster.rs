@@ -53,7 +53,7 @@ async fn a_push_on_any_node_reaches_the_node_holding_the_uid_once() {
     assert_eq!(status, 200);
     assert_eq!(
         r,
-        json!({"delivered": 0, "dropped": 0, "nodes": 1, "offline": ["nobody"]})
+        json!({"delivered": 0, "dropped": 0, "remote_deliveries": 1, "offline": ["nobody"]})
     );
     assert_eq!(next_text(&mut on_b).await, "via c");
     // Offline answers fail from every node.
@@ -74,7 +74,7 @@ async fn the_same_uid_on_two_nodes_receives_once_on_each_including_the_pushing_n
     let mut text = TextClient::connect(&a).await;
     assert_eq!(text.send(r#"{"uid":"multi","from":"a"}"#).await, "ok");
     let (_, r) = push_http(&c, json!({"uid": "multi", "data": "from c"})).await;
-    assert_eq!(r["nodes"], 2);
+    assert_eq!(r["remote_deliveries"], 2);
     for ws in [&mut on_a, &mut on_b] {
         assert_eq!(next_text(ws).await, r#"{"uid":"multi","from":"a"}"#);
         assert_eq!(next_text(ws).await, "from c");
@@ -104,7 +104,10 @@ async fn broadcast_from_any_node_reaches_every_client_once() {
         ws_bind(&c, "x4").await,
     ];
     let (_, r) = post_json(&c, "/broadcast", &json!({"data": "everyone"})).await;
-    assert_eq!(r, json!({"delivered": 1, "dropped": 0, "nodes": 2}));
+    assert_eq!(
+        r,
+        json!({"delivered": 1, "dropped": 0, "remote_deliveries": 2})
+    );
     for ws in &mut clients {
         assert_eq!(next_text(ws).await, "everyone");
     }
@@ -470,7 +473,7 @@ async fn sentinel_mode_follows_a_failover() {
     a.wait_nodes("sent", 1).await;
     assert_eq!(text.send(r#"{"uid":"sent","n":2}"#).await, "ok");
     assert_eq!(next_text(&mut on_b).await, r#"{"uid":"sent","n":2}"#);
-    let numsub = replica.command("PUBSUB NUMSUB pushgate:u:sent");
+    let numsub = replica.command("PUBSUB NUMSUB pushgate:v1:u:sent");
     assert!(
         numsub.ends_with(":1\r\n"),
         "the new master holds the subscription: {numsub:?}"
@@ -576,10 +579,14 @@ async fn a_rest_batch_through_redis_is_answered_push_by_push_in_order() {
     for (i, got) in results.iter().enumerate() {
         let want = match i % 4 {
             0 => {
-                json!({"delivered": 0, "dropped": 0, "nodes": 0, "offline": ["nobody"], "unrouted": []})
+                json!({"delivered": 0, "dropped": 0, "remote_deliveries": 0, "offline": ["nobody"], "unrouted": []})
             }
-            1 => json!({"delivered": 1, "dropped": 0, "nodes": 0, "offline": [], "unrouted": []}),
-            _ => json!({"delivered": 1, "dropped": 0, "nodes": 1, "offline": [], "unrouted": []}),
+            1 => {
+                json!({"delivered": 1, "dropped": 0, "remote_deliveries": 0, "offline": [], "unrouted": []})
+            }
+            _ => {
+                json!({"delivered": 1, "dropped": 0, "remote_deliveries": 1, "offline": [], "unrouted": []})
+            }
         };
         assert_eq!(got, &want, "result {i}");
     }
@@ -591,4 +598,267 @@ async fn a_rest_batch_through_redis_is_answered_push_by_push_in_order() {
     }
     assert_nothing_else(&b, &mut on_b, "far").await;
     assert_nothing_else(&a, &mut on_a, "near").await;
+}
+
+/// Runs the binary with `args` in cluster mode and expects it to refuse to
+/// start; returns what it printed.
+fn refused_at_start(redis_url: &str, args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+        .args(["--redis-url", redis_url])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pushgate");
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pushgate started with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert!(!status.success(), "{args:?}: {err}");
+    err
+}
+
+#[tokio::test]
+async fn an_empty_long_or_odd_node_id_is_refused_at_start() {
+    let url = "redis://127.0.0.1:1/";
+    let long = "n".repeat(256);
+    for (id, says) in [
+        ("", "--node-id is empty"),
+        (long.as_str(), "at most 128"),
+        ("a b", "may contain only"),
+        ("a*", "may contain only"),
+    ] {
+        let err = refused_at_start(url, &["--node-id", id]);
+        assert!(err.contains(says), "{id:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn deployments_sharing_a_redis_never_read_each_others_pushes_or_broadcasts() {
+    let redis = Redis::start();
+    // `pg:u:b:` starts with `pg:`: its channel of `victim` was `pg:`'s
+    // channel of `b:u:victim`.
+    let err = refused_at_start(&redis.url(), &["--redis-prefix", "pg:u:b:"]);
+    assert!(err.contains("--redis-prefix"), "{err}");
+    let a = node(&redis, &["--redis-prefix", "pg:"]);
+    let b = node(&redis, &["--redis-prefix", "pgu:"]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let mut on_a = ws_bind(&a, "b:u:victim").await;
+    let mut on_a2 = ws_bind(&a, "victim").await;
+    a.wait_nodes("victim", 1).await;
+    a.wait_nodes("b:u:victim", 1).await;
+    b.wait_nodes("victim", 0).await;
+    let mut text = TextClient::connect(&b).await;
+    assert_eq!(text.send(r#"{"uid":"victim"}"#).await, "fail");
+    let (_, r) = post_json(&b, "/broadcast", &json!({"data": "b only"})).await;
+    assert_eq!(r["remote_deliveries"], 0, "{r}");
+    assert_nothing_else(&a, &mut on_a, "b:u:victim").await;
+    assert_nothing_else(&a, &mut on_a2, "victim").await;
+}
+
+#[tokio::test]
+async fn two_nodes_with_one_node_id_turn_unready_and_never_answer_ok_for_a_cross_node_push() {
+    let redis = Redis::start();
+    let a = node(&redis, &["--node-id", "twin"]);
+    let b = node(&redis, &["--node-id", "twin"]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let _on_b = ws_bind(&b, "far").await;
+    a.wait_nodes("far", 1).await;
+    for n in [&a, &b] {
+        wait_until("/readyz answers 503", || async {
+            let r = reqwest::get(n.url("/readyz")).await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status == 503 && body["status"] == "duplicate node id")
+                .then_some(())
+                .ok_or((status, body))
+        })
+        .await;
+        n.wait_logged("another node uses this node id");
+    }
+    let mut text = TextClient::connect(&a).await;
+    assert_eq!(text.send(r#"{"uid":"far"}"#).await, "fail");
+    let (status, problem) = push_http(&a, json!({"uid": "far", "data": 1})).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["unrouted"], json!(["far"]), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("node's id"),
+        "{problem}"
+    );
+    assert_eq!(
+        a.metric(r#"pushgate_push_failures_total{reason="duplicate_node_id"}"#)
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_dead_nodes_stats_entry_is_gone_within_three_probe_intervals() {
+    let redis = Redis::start();
+    // `node` probes every 300 ms: a report lives 900 ms.
+    let a = node(&redis, &[]);
+    let mut b = node(&redis, &["--node-id", "doomed-b"]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    wait_until("two nodes in /stats", || async {
+        let s: Value = reqwest::get(a.url("/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (s["nodes"] == 2).then_some(()).ok_or(s)
+    })
+    .await;
+    b.signal("KILL");
+    b.wait_exit(PATIENCE);
+    let killed = Instant::now();
+    wait_until("one node in /stats", || async {
+        let s: Value = reqwest::get(a.url("/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (s["nodes"] == 1).then_some(()).ok_or(s)
+    })
+    .await;
+    let took = killed.elapsed();
+    // Three probe intervals, plus room for a loaded machine.
+    assert!(took < Duration::from_millis(900 + 1500), "{took:?}");
+    assert_eq!(redis.command("EXISTS pushgate:v1:stats:doomed-b"), ":0\r\n");
+}
+
+#[tokio::test]
+async fn bus_messages_of_an_unknown_format_version_are_ignored_and_counted() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    a.wait_redis_up().await;
+    let mut on_a = ws_bind(&a, "v").await;
+    a.wait_nodes("v", 1).await;
+    // A version 2 message, and one in the format before versions.
+    assert_eq!(
+        redis.command("PUBLISH pushgate:v1:u:v \x02M\x01x12345678hi"),
+        ":1\r\n"
+    );
+    assert_eq!(redis.command("PUBLISH pushgate:v1:b M\x01xhello"), ":1\r\n");
+    a.wait_metric(
+        r#"pushgate_dropped_messages_total{reason="bus_unknown_version"}"#,
+        2.0,
+    )
+    .await;
+    assert_nothing_else(&a, &mut on_a, "v").await;
+}
+
+#[tokio::test]
+async fn answers_count_remote_deliveries_per_uid_and_nodes_in_all_where_they_say_nodes() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let mut on_b = Vec::new();
+    for uid in ["r1", "r2", "r3"] {
+        on_b.push(ws_bind(&b, uid).await);
+        a.wait_nodes(uid, 1).await;
+    }
+    // Three uids on one other node: three bus deliveries, not "3 nodes".
+    let (status, r) = push_http(&a, json!({"uid": ["r1", "r2", "r3"], "data": "x"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        r,
+        json!({"delivered": 0, "dropped": 0, "remote_deliveries": 3, "offline": []})
+    );
+    for ws in &mut on_b {
+        assert_eq!(next_text(ws).await, "x");
+    }
+    let (_, r) = post_json(&a, "/broadcast", &json!({"data": "all"})).await;
+    assert_eq!(
+        r,
+        json!({"delivered": 0, "dropped": 0, "remote_deliveries": 1})
+    );
+    // `nodes` stays "nodes in all".
+    assert_eq!(a.user("r1").await["nodes"], 1);
+    wait_until("/stats counts both nodes", || async {
+        let s: Value = reqwest::get(a.url("/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (s["nodes"] == 2).then_some(()).ok_or(s)
+    })
+    .await;
+    // A uid held only on b, closed through a: the answer shows the remote
+    // close, not just zero local connections.
+    let (status, r) = post_json(&a, "/disconnect", &json!({"uid": "r1"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(r, json!({"disconnected": 0, "remote_deliveries": 1}));
+    assert_eq!(next_text(&mut on_b[0]).await, "all");
+    assert_eq!(
+        u16::from(next_close(&mut on_b[0]).await.unwrap().code),
+        4001
+    );
+}
+
+#[tokio::test]
+async fn with_redis_down_a_failed_answer_says_what_was_delivered_anyway() {
+    let mut redis = Redis::start();
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    a.wait_redis_up().await;
+    b.wait_redis_up().await;
+    let mut on_a = ws_bind(&a, "here").await;
+    let _on_b = ws_bind(&b, "there").await;
+    a.wait_nodes("there", 1).await;
+    redis.kill();
+    a.wait_metric("pushgate_redis_up", 0.0).await;
+
+    let (status, p) = push_http(&a, json!({"uid": ["here", "there"], "data": "p"})).await;
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(
+        (
+            &p["delivered"],
+            &p["remote_deliveries"],
+            &p["offline"],
+            &p["unrouted"]
+        ),
+        (&json!(1), &json!(0), &json!([]), &json!(["there"])),
+        "{p}"
+    );
+    assert_eq!(next_text(&mut on_a).await, "p");
+
+    let (status, p) = post_json(&a, "/broadcast", &json!({"data": "b"})).await;
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(
+        (&p["delivered"], &p["dropped"]),
+        (&json!(1), &json!(0)),
+        "{p}"
+    );
+    assert!(p["detail"].as_str().unwrap().contains("retry"), "{p}");
+    assert_eq!(next_text(&mut on_a).await, "b");
+
+    // Every uid is closed locally even though the bus is down.
+    let (status, p) = post_json(&a, "/disconnect", &json!({"uid": ["nobody", "here"]})).await;
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(
+        (&p["disconnected"], &p["unrouted"]),
+        (&json!(1), &json!(["nobody", "here"])),
+        "{p}"
+    );
+    assert_eq!(u16::from(next_close(&mut on_a).await.unwrap().code), 4001);
 }

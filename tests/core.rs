@@ -214,7 +214,10 @@ async fn broadcast_reaches_every_bound_connection_and_no_unbound_one() {
         .json()
         .await
         .unwrap();
-    assert_eq!(r, json!({"delivered": 3, "dropped": 0, "nodes": 0}));
+    assert_eq!(
+        r,
+        json!({"delivered": 3, "dropped": 0, "remote_deliveries": 0})
+    );
     for ws in [&mut a, &mut b1, &mut b2] {
         assert_eq!(next_text(ws).await, r#"{"z": 1, "a": [1.0, "x"]}"#);
     }
@@ -244,7 +247,7 @@ async fn rest_push_counts_connections_and_names_offline_uids() {
     let r: Value = r.json().await.unwrap();
     assert_eq!(
         r,
-        json!({"delivered": 3, "dropped": 0, "nodes": 0, "offline": ["gone"]})
+        json!({"delivered": 3, "dropped": 0, "remote_deliveries": 0, "offline": ["gone"]})
     );
     for ws in [&mut x1, &mut x2, &mut y] {
         assert_eq!(next_text(ws).await, r#"{"b":2,"a":1e3,"s":"é"}"#);
@@ -574,11 +577,11 @@ async fn a_batch_of_pushes_is_answered_push_by_push_in_order() {
     let empty: Vec<String> = vec![];
     assert_eq!(
         r,
-        json!({"delivered": 3, "dropped": 0, "nodes": 0, "results": [
-            {"delivered": 1, "dropped": 0, "nodes": 0, "offline": empty, "unrouted": empty},
-            {"delivered": 1, "dropped": 0, "nodes": 0, "offline": ["x"], "unrouted": empty},
-            {"delivered": 0, "dropped": 0, "nodes": 0, "offline": ["off"], "unrouted": empty},
-            {"delivered": 1, "dropped": 0, "nodes": 0, "offline": empty, "unrouted": empty},
+        json!({"delivered": 3, "dropped": 0, "remote_deliveries": 0, "results": [
+            {"delivered": 1, "dropped": 0, "remote_deliveries": 0, "offline": empty, "unrouted": empty},
+            {"delivered": 1, "dropped": 0, "remote_deliveries": 0, "offline": ["x"], "unrouted": empty},
+            {"delivered": 0, "dropped": 0, "remote_deliveries": 0, "offline": ["off"], "unrouted": empty},
+            {"delivered": 1, "dropped": 0, "remote_deliveries": 0, "offline": empty, "unrouted": empty},
         ]})
     );
     assert_eq!(next_text(&mut a).await, "1");

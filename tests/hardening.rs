@@ -415,7 +415,7 @@ async fn kick_closes_every_connection_of_the_uid_with_4001() {
     let mut b = ws_bind(&gw, "kick").await;
     let mut other = ws_bind(&gw, "stay").await;
     let (_, r) = post_json(&gw, "/disconnect", &json!({"uid": "kick"})).await;
-    assert_eq!(r, json!({"disconnected": 2}));
+    assert_eq!(r, json!({"disconnected": 2, "remote_deliveries": 0}));
     assert_eq!(close_of(&mut a).await.0, 4001);
     assert_eq!(close_of(&mut b).await.0, 4001);
     assert!(!online(&gw, "kick").await);

@@ -320,7 +320,8 @@ fn raw_non_string() -> impl Strategy<Value = String> {
 fn uid_list_json() -> impl Strategy<Value = String> {
     prop_oneof![
         uid_json().prop_map(|(t, _)| t),
-        prop::collection::vec(uid_json().prop_map(|(t, _)| t), 0..4)
+        // An empty list is a 400 (`answers::an_empty_target_list_is_a_400_and_delivers_nothing`).
+        prop::collection::vec(uid_json().prop_map(|(t, _)| t), 1..4)
             .prop_map(|us| format!("[{}]", us.join(","))),
     ]
 }

@@ -15,8 +15,15 @@
 //!
 //! [`subscriber::run`] owns the subscription connection: it batches
 //! subscription churn, resubscribes everything after a reconnect (with
-//! backoff), and probes its own channel to catch a subscription that looks
-//! healthy but receives nothing (Centrifugo issue #1189).
+//! jittered backoff), and probes its own channel to catch a subscription that
+//! looks healthy but receives nothing (Centrifugo issue #1189).
+//!
+//! Two processes with one node id would each skip the other's messages as
+//! their own. Every message therefore carries a random per-process nonce; a
+//! node that receives a message with its id and another nonce logs an error,
+//! turns `/readyz` 503 and stops publishing (cross-node pushes answer `fail`
+//! / 503, never a false `ok`) until no such message came for three probe
+//! intervals.
 
 mod subscriber;
 pub mod wire;
@@ -67,17 +74,31 @@ pub struct ClusterConfig {
 }
 
 /// Why the bus could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
     /// No connection to Redis right now, or it failed or timed out.
     #[error("Redis is unavailable")]
     Unavailable,
+    /// Another process uses this node's id: receivers on other nodes cannot
+    /// be counted (nor told from the twin), so nothing is published.
+    #[error("another node uses this node's id")]
+    DuplicateNodeId,
+}
+
+impl BusError {
+    /// The `reason` label of a push that failed for this.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BusError::Unavailable => "redis_unavailable",
+            BusError::DuplicateNodeId => "duplicate_node_id",
+        }
+    }
 }
 
 /// Counts across the cluster, for `GET /stats`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterStats {
-    /// Nodes that reported within the last few seconds.
+    /// Nodes whose report has not expired (three probe intervals).
     pub nodes: usize,
     /// Open WebSocket connections.
     pub connections: usize,
@@ -105,6 +126,11 @@ struct Inner {
     /// Uid channels Redis has confirmed this node subscribes to.
     confirmed: Mutex<HashSet<Uid>>,
     up: AtomicBool,
+    /// Random per process: tells this process's messages from those of
+    /// another process started with the same node id.
+    nonce: u64,
+    /// When a message with this node's id and another nonce last arrived.
+    twin_seen: Mutex<Option<Instant>>,
 }
 
 /// Where connections come from.
@@ -124,8 +150,9 @@ impl Source {
     }
 }
 
-/// How long a node's `/stats` report stays valid.
-const STATS_TTL: Duration = Duration::from_secs(10);
+/// Probe intervals after which a node's `/stats` report expires, and after
+/// which a node id conflict no longer seen is over.
+const EXPIRY_PROBES: u32 = 3;
 
 impl Cluster {
     /// A handle for `config`; connecting is [`run`]'s job.
@@ -155,6 +182,8 @@ impl Cluster {
                 wake: Notify::new(),
                 confirmed: Mutex::new(HashSet::new()),
                 up: AtomicBool::new(false),
+                nonce: fastrand::u64(..),
+                twin_seen: Mutex::new(None),
             }),
         })
     }
@@ -169,6 +198,31 @@ impl Cluster {
         self.inner.up.load(Ordering::Acquire)
     }
 
+    /// Whether another process with this node's id was heard from within
+    /// the last three probe intervals. While it lasts, `/readyz` is 503 and
+    /// nothing is published.
+    pub fn has_duplicate_id(&self) -> bool {
+        lock(&self.inner.twin_seen).is_some_and(|at| at.elapsed() < self.expiry())
+    }
+
+    /// Notes a message from another process with this node's id; returns
+    /// whether a conflict begins with it (so it is logged once).
+    fn twin_heard(&self) -> bool {
+        let began = !self.has_duplicate_id();
+        *lock(&self.inner.twin_seen) = Some(Instant::now());
+        began
+    }
+
+    /// How long a `/stats` report lives, and a node id conflict outlives its
+    /// last sign.
+    fn expiry(&self) -> Duration {
+        self.inner.config.probe_interval * EXPIRY_PROBES
+    }
+
+    fn encode(&self, kind: Kind, payload: &[u8]) -> Vec<u8> {
+        wire::encode(kind, self.node_id(), self.inner.nonce, payload)
+    }
+
     /// Notes that `uid` gained its first or lost its last local connection;
     /// the subscriber batches these into few SUBSCRIBE/UNSUBSCRIBE calls.
     pub(crate) fn uid_changed(&self, uid: &Uid) {
@@ -177,7 +231,8 @@ impl Cluster {
     }
 
     /// Asks the other nodes to close `uid`'s connections; returns how many
-    /// other nodes hold it.
+    /// other nodes received the request (each closes its connections of
+    /// `uid`).
     pub async fn publish_kick(&self, uid: &Uid) -> Result<usize, BusError> {
         self.publish_uid(Kind::Kick, uid, b"").await
     }
@@ -197,10 +252,10 @@ impl Cluster {
         &self,
         pushes: &[(Uid, crate::model::Payload)],
     ) -> Result<Vec<usize>, BusError> {
-        let mut conn = self.publisher()?;
+        let mut conn = self.publishing()?;
         let mut pipe = redis::pipe();
         for (uid, payload) in pushes {
-            let message = wire::encode(Kind::Push, self.node_id(), payload.as_bytes());
+            let message = self.encode(Kind::Push, payload.as_bytes());
             pipe.publish(self.inner.channels.uid(uid), message);
         }
         let start = Instant::now();
@@ -238,8 +293,8 @@ impl Cluster {
     }
 
     async fn publish(&self, channel: &str, kind: Kind, payload: &[u8]) -> Result<usize, BusError> {
-        let mut conn = self.publisher()?;
-        let message = wire::encode(kind, self.node_id(), payload);
+        let mut conn = self.publishing()?;
+        let message = self.encode(kind, payload);
         let start = Instant::now();
         let sent = tokio::time::timeout(
             self.inner.config.timeout,
@@ -278,35 +333,85 @@ impl Cluster {
         }
     }
 
-    /// Sums the counts every live node reported.
+    /// Sums the counts every live node reported. A report expires three
+    /// probe intervals after it was written (Redis drops the key), so a dead
+    /// node leaves the totals within that time.
     pub async fn stats(&self) -> Result<ClusterStats, BusError> {
         let mut conn = self.publisher()?;
-        let reply: Result<Result<Vec<(String, String)>, _>, _> = tokio::time::timeout(
-            self.inner.config.timeout,
-            conn.hgetall(self.inner.channels.stats_key()),
-        )
-        .await;
-        let Ok(Ok(entries)) = reply else {
+        let channels = &self.inner.channels;
+        let read = async {
+            let nodes: Vec<String> = conn
+                .zrange(channels.nodes_key(), 0, MAX_NODES_READ - 1)
+                .await?;
+            if nodes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = nodes.iter().map(|n| channels.stats_key(n)).collect();
+            conn.mget::<_, Vec<Option<String>>>(keys).await
+        };
+        let reply: Result<redis::RedisResult<Vec<Option<String>>>, _> =
+            tokio::time::timeout(self.inner.config.timeout, read).await;
+        let Ok(Ok(reports)) = reply else {
             return Err(BusError::Unavailable);
         };
-        let now = unix_secs();
         let mut stats = ClusterStats::default();
-        for (_, report) in entries {
-            let fields: Vec<u64> = report.split(' ').filter_map(|f| f.parse().ok()).collect();
-            let [at, conns, bound, uids] = fields[..] else {
+        for report in reports.into_iter().flatten() {
+            let fields: Vec<usize> = report.split(' ').filter_map(|f| f.parse().ok()).collect();
+            let [conns, bound, uids] = fields[..] else {
                 continue;
             };
-            if now.saturating_sub(at) > STATS_TTL.as_secs() {
-                continue;
-            }
             // Counts read from Redis: a corrupt report must not overflow.
-            let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
             stats.nodes += 1;
-            stats.connections = stats.connections.saturating_add(count(conns));
-            stats.bound_connections = stats.bound_connections.saturating_add(count(bound));
-            stats.bound_uids = stats.bound_uids.saturating_add(count(uids));
+            stats.connections = stats.connections.saturating_add(conns);
+            stats.bound_connections = stats.bound_connections.saturating_add(bound);
+            stats.bound_uids = stats.bound_uids.saturating_add(uids);
         }
         Ok(stats)
+    }
+
+    /// Writes this node's counts for `/stats` (`connections bound_connections
+    /// bound_uids`), valid for three probe intervals, and drops the
+    /// membership of nodes long gone.
+    async fn report_stats(
+        &self,
+        conn: &mut MultiplexedConnection,
+        counts: [usize; 3],
+    ) -> redis::RedisResult<()> {
+        let channels = &self.inner.channels;
+        let ttl_ms = u64::try_from(self.expiry().as_millis()).unwrap_or(u64::MAX);
+        let now_ms = unix_millis();
+        // Membership outlives reports by a wide margin: a node's clock may
+        // lag, and the report key, which Redis expires, is the truth.
+        let keep_ms = ttl_ms.saturating_mul(10);
+        let [conns, bound, uids] = counts;
+        redis::pipe()
+            .set(
+                channels.stats_key(self.node_id()),
+                format!("{conns} {bound} {uids}"),
+            )
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .zadd(channels.nodes_key(), self.node_id(), now_ms)
+            .ignore()
+            .zrembyscore(channels.nodes_key(), "-inf", now_ms.saturating_sub(keep_ms))
+            .ignore()
+            .pexpire(
+                channels.nodes_key(),
+                i64::try_from(keep_ms).unwrap_or(i64::MAX),
+            )
+            .ignore()
+            .query_async(conn)
+            .await
+    }
+
+    /// The connection to publish on, unless a twin makes every count of
+    /// receivers meaningless.
+    fn publishing(&self) -> Result<MultiplexedConnection, BusError> {
+        if self.has_duplicate_id() {
+            return Err(BusError::DuplicateNodeId);
+        }
+        self.publisher()
     }
 
     fn publisher(&self) -> Result<MultiplexedConnection, BusError> {
@@ -323,8 +428,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn unix_secs() -> u64 {
+/// Most node reports `/stats` reads (a bound on one reply's size).
+const MAX_NODES_READ: isize = 10_000;
+
+fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,6 +1,6 @@
 //! The bus supervisor: one subscription connection and one publishing
-//! connection per node, re-established with capped backoff whenever Redis
-//! goes away, starves the subscription, or fails a probe.
+//! connection per node, re-established with capped, fully jittered backoff
+//! whenever Redis goes away, starves the subscription, or fails a probe.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -11,22 +11,42 @@ use redis::AsyncCommands;
 use redis::aio::PubSubSink;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, timeout};
 
-use super::wire::{self, Kind, Target};
-use super::{Cluster, lock, unix_secs};
+use super::wire::{self, DecodeError, Kind, Target};
+use super::{Cluster, lock};
 use crate::connections::ConnectionMap;
 use crate::model::{Payload, Uid};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 
-/// First and longest pause between reconnection attempts.
+/// The ceiling of the first pause between reconnection attempts, and the
+/// largest ceiling: it doubles per failed attempt up to this.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// Channels per SUBSCRIBE command when resubscribing everything.
 const CHUNK: usize = 1000;
 /// How long presence changes gather before one batch goes to Redis.
 const BATCH_WINDOW: Duration = Duration::from_millis(10);
-/// How often a node reports its counts for `/stats`.
+/// How often, at most, a node reports its counts for `/stats` (more often
+/// when the probe interval is shorter, so a report always outlives the next).
 const STATS_EVERY: Duration = Duration::from_secs(2);
+
+/// The pause before reconnection attempt `failures + 1`: uniformly random
+/// between zero and `min(BACKOFF_MAX, BACKOFF_MIN * 2^failures)` ("full
+/// jitter", AWS Architecture Blog, "Exponential Backoff And Jitter"), so the
+/// nodes of a cluster do not all reconnect and resubscribe every uid in
+/// lockstep after a Redis restart.
+fn backoff(failures: u32) -> Duration {
+    let ceiling = backoff_ceiling(failures);
+    let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(fastrand::u64(0..=ceiling_ms))
+}
+
+/// `min(BACKOFF_MAX, BACKOFF_MIN * 2^failures)`.
+fn backoff_ceiling(failures: u32) -> Duration {
+    BACKOFF_MIN
+        .checked_mul(2u32.saturating_pow(failures.min(31)))
+        .map_or(BACKOFF_MAX, |d| d.min(BACKOFF_MAX))
+}
 
 /// Why a bus session ended (a metrics label).
 #[derive(Debug, Clone, Copy)]
@@ -54,13 +74,14 @@ impl Lost {
 
 /// Runs the bus for this node until the stop phase of shutdown.
 pub async fn run(cluster: Cluster, map: ConnectionMap, shutdown: Shutdown) {
-    let mut backoff = BACKOFF_MIN;
+    // Failed attempts since the bus was last up.
+    let mut failures: u32 = 0;
     let up = metrics::gauge!(telemetry::REDIS_UP);
     up.set(0.0);
     loop {
         let lost = tokio::select! {
             _ = shutdown.stopping() => Lost::Shutdown,
-            lost = session(&cluster, &map, &mut backoff) => lost,
+            lost = session(&cluster, &map, &mut failures) => lost,
         };
         if let Lost::Shutdown = lost {
             set_down(&cluster);
@@ -72,12 +93,13 @@ pub async fn run(cluster: Cluster, map: ConnectionMap, shutdown: Shutdown) {
         metrics::counter!(telemetry::REDIS_RECONNECTS, "reason" => lost.as_str()).increment(1);
         set_down(&cluster);
         up.set(0.0);
-        tracing::warn!(reason = lost.as_str(), retry_in = ?backoff, "redis bus down");
+        let pause = backoff(failures);
+        tracing::warn!(reason = lost.as_str(), retry_in = ?pause, "redis bus down");
         tokio::select! {
             _ = shutdown.stopping() => return,
-            _ = sleep(backoff) => {}
+            _ = sleep(pause) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        failures = failures.saturating_add(1);
     }
 }
 
@@ -94,7 +116,7 @@ fn set_down(cluster: &Cluster) {
 
 /// One connected period: connect, subscribe everything, then serve messages,
 /// subscription changes, probes and stats reports until something fails.
-async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration) -> Lost {
+async fn session(cluster: &Cluster, map: &ConnectionMap, failures: &mut u32) -> Lost {
     let inner = &cluster.inner;
     let limit = inner.config.timeout.max(Duration::from_secs(1));
     let config = redis::AsyncConnectionConfig::new()
@@ -141,7 +163,7 @@ async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration)
     *inner.publisher.write().unwrap_or_else(|p| p.into_inner()) = Some(publisher.clone());
     inner.up.store(true, Ordering::Release);
     metrics::gauge!(telemetry::REDIS_UP).set(1.0);
-    *backoff = BACKOFF_MIN;
+    *failures = 0;
     tracing::info!(
         node = cluster.node_id(),
         uids = subscribed.len(),
@@ -151,7 +173,7 @@ async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration)
     let mut probe = interval(inner.config.probe_interval);
     probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
     probe.tick().await;
-    let mut stats = interval(STATS_EVERY);
+    let mut stats = interval(STATS_EVERY.min(inner.config.probe_interval));
     stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut probe_seq: u64 = 0;
     let mut probe_due: Option<(u64, Instant)> = None;
@@ -193,7 +215,7 @@ async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration)
                 }
                 if probe_due.is_none() {
                     probe_seq += 1;
-                    let message = wire::encode(Kind::Probe, cluster.node_id(), probe_seq.to_string().as_bytes());
+                    let message = cluster.encode(Kind::Probe, probe_seq.to_string().as_bytes());
                     let channel = inner.channels.node(cluster.node_id());
                     match timeout(limit, publisher.publish::<_, _, usize>(channel, message)).await {
                         // Redis counts no subscriber on our own channel: the
@@ -205,16 +227,9 @@ async fn session(cluster: &Cluster, map: &ConnectionMap, backoff: &mut Duration)
                 }
             }
             _ = stats.tick() => {
-                let report = format!(
-                    "{} {} {} {}",
-                    unix_secs(),
-                    map.connections(),
-                    map.bound_connections(),
-                    map.bound_uids()
-                );
-                let key = inner.channels.stats_key();
+                let counts = [map.connections(), map.bound_connections(), map.bound_uids()];
                 if !matches!(
-                    timeout(limit, publisher.hset::<_, _, _, ()>(key, cluster.node_id(), report)).await,
+                    timeout(limit, cluster.report_stats(&mut publisher, counts)).await,
                     Ok(Ok(()))
                 ) {
                     return Lost::Command;
@@ -240,11 +255,28 @@ async fn is_master(conn: &mut redis::aio::MultiplexedConnection, limit: Duration
 
 /// Delivers one bus message locally. Returns whether it was the awaited probe.
 fn handle(cluster: &Cluster, map: &ConnectionMap, msg: &redis::Msg, probe: Option<u64>) -> bool {
-    let Some(message) = wire::decode(msg.get_payload_bytes()) else {
-        metrics::counter!(telemetry::DROPPED, "reason" => "bus_malformed").increment(1);
-        return false;
+    let message = match wire::decode(msg.get_payload_bytes()) {
+        Ok(message) => message,
+        Err(DecodeError::UnknownVersion(_)) => {
+            metrics::counter!(telemetry::DROPPED, "reason" => telemetry::BUS_UNKNOWN_VERSION)
+                .increment(1);
+            return false;
+        }
+        Err(DecodeError::Malformed) => {
+            metrics::counter!(telemetry::DROPPED, "reason" => "bus_malformed").increment(1);
+            return false;
+        }
     };
-    let own = message.origin == cluster.node_id();
+    let same_id = message.origin == cluster.node_id();
+    let own = same_id && message.nonce == cluster.inner.nonce;
+    if same_id && !own && cluster.twin_heard() {
+        metrics::counter!(telemetry::DUPLICATE_NODE_ID).increment(1);
+        tracing::error!(
+            node = cluster.node_id(),
+            "another node uses this node id: not ready, and cross-node pushes answer fail \
+             until it is gone; give every node its own --node-id"
+        );
+    }
     match (
         cluster.inner.channels.target(msg.get_channel_name()),
         message.kind,
@@ -343,4 +375,29 @@ async fn subscribe(
     }
     metrics::gauge!(telemetry::REDIS_SUBSCRIPTIONS).set(subscribed.len() as f64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_ceiling_doubles_from_100ms_to_3s() {
+        let ceilings: Vec<u128> = (0..8).map(|n| backoff_ceiling(n).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3000, 3000, 3000]);
+        assert_eq!(backoff_ceiling(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn backoff_pauses_are_spread_between_zero_and_the_ceiling() {
+        for failures in [0, 3, 10] {
+            let ceiling = backoff_ceiling(failures);
+            let pauses: Vec<Duration> = (0..200).map(|_| backoff(failures)).collect();
+            assert!(pauses.iter().all(|p| *p <= ceiling), "{pauses:?}");
+            // Full jitter: pauses land in both halves of the range, so two
+            // nodes failing together do not retry together.
+            assert!(pauses.iter().any(|p| *p < ceiling / 2), "{pauses:?}");
+            assert!(pauses.iter().any(|p| *p > ceiling / 2), "{pauses:?}");
+        }
+    }
 }

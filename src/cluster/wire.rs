@@ -1,14 +1,96 @@
-//! Channel names and message framing on the Redis bus.
+//! Channel names and message framing on the Redis bus, format version 1.
 //!
-//! Every key and channel starts with `--redis-prefix`, so several
-//! deployments can share one Redis. A message is
-//! `[kind][origin length][origin node id][payload]`: the origin lets a node
-//! skip its own publications (it already delivered locally), the kind tells
-//! a push from a kick.
+//! # Channel names
+//!
+//! Every key and channel is `{prefix}v1:` followed by a tag:
+//! `u:{uid}` (the nodes holding a uid), `b` (broadcast, every node),
+//! `n:{node id}` (a node's probe channel), and the keys `stats:{node id}` and
+//! `nodes` (the `/stats` reports). Within one deployment the tag decides the
+//! kind and the rest of the name, whatever it holds, is the uid or node id, so
+//! no two names collide whatever a uid contains.
+//!
+//! Across deployments sharing one Redis the prefix must keep them apart: a
+//! prefix is 1 to [`MAX_PREFIX_BYTES`] letters, digits, `.`, `_` or `-`
+//! followed by exactly one `:` ([`check_prefix`]). No valid prefix can then
+//! start another (the first `:` ends it), so `pg:` and `pg:u:b:` — whose
+//! channels used to overlap (`pg:u:b:u:victim` was both `pg:`'s channel of
+//! uid `b:u:victim` and `pg:u:b:`'s channel of `victim`) — cannot both exist.
+//!
+//! # Messages
+//!
+//! `[version][kind][origin length][origin node id][nonce: 8 bytes, big
+//! endian][payload]`. The version ([`VERSION`], also in every channel name)
+//! lets a node ignore, and count, messages of a format it does not know. The
+//! origin and the per-process nonce let a node skip its own publications (it
+//! delivered locally already) and notice another process using its node id.
 
 use bytes::Bytes;
 
 use crate::model::Uid;
+
+/// The bus format this build speaks: the first byte of every message and the
+/// `v1:` after the prefix in every channel name, so nodes of another format
+/// never even see these messages.
+pub const VERSION: u8 = 1;
+
+/// Longest node id, in bytes (it travels in one length byte).
+pub const MAX_NODE_ID_BYTES: usize = 128;
+
+/// Longest `--redis-prefix`, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 64;
+
+/// Why a node id or prefix was refused at start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// An empty node id (often an unset variable: `--node-id "$POD_NAME"`).
+    #[error("--node-id is empty (is the variable it comes from set?)")]
+    EmptyNodeId,
+    /// A node id longer than [`MAX_NODE_ID_BYTES`].
+    #[error("--node-id is {0} bytes long; at most {MAX_NODE_ID_BYTES} are allowed")]
+    NodeIdTooLong(usize),
+    /// A node id with a character outside `[A-Za-z0-9._:-]`.
+    #[error("--node-id {0:?} may contain only letters, digits, '.', '_', ':' and '-'")]
+    NodeIdCharacters(String),
+    /// A prefix that another deployment's prefix could start or be started by.
+    #[error(
+        "--redis-prefix {0:?} must be 1 to {MAX_PREFIX_BYTES} letters, digits, '.', '_' or '-' \
+         followed by one ':' and no other ':' (e.g. \"pushgate:\"), so that no deployment's \
+         prefix starts another's"
+    )]
+    Prefix(String),
+}
+
+/// Checks a node id: 1 to [`MAX_NODE_ID_BYTES`] bytes of `[A-Za-z0-9._:-]`.
+pub fn check_node_id(id: &str) -> Result<(), NameError> {
+    if id.is_empty() {
+        return Err(NameError::EmptyNodeId);
+    }
+    if id.len() > MAX_NODE_ID_BYTES {
+        return Err(NameError::NodeIdTooLong(id.len()));
+    }
+    if !id.bytes().all(|b| name_byte(b) || b == b':') {
+        return Err(NameError::NodeIdCharacters(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks a prefix: `[A-Za-z0-9._-]{1,63}:` — the only `:` is the last byte,
+/// which makes the set of valid prefixes prefix-free (see the module docs).
+pub fn check_prefix(prefix: &str) -> Result<(), NameError> {
+    let ok = prefix.len() <= MAX_PREFIX_BYTES
+        && prefix
+            .strip_suffix(':')
+            .is_some_and(|name| !name.is_empty() && name.bytes().all(name_byte));
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::Prefix(prefix.to_owned()))
+    }
+}
+
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
 
 /// What a bus message asks of the nodes holding its uid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +113,11 @@ impl Kind {
     }
 }
 
-/// Channel names for one deployment.
+/// Channel and key names for one deployment (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Channels {
-    prefix: String,
+    /// `{prefix}v1:`.
+    base: String,
 }
 
 /// What a received channel name stands for.
@@ -51,43 +134,50 @@ pub enum Target {
 }
 
 impl Channels {
-    /// Names under `prefix`.
+    /// Names under `prefix` (checked at start by [`check_prefix`]).
     pub fn new(prefix: &str) -> Channels {
         Channels {
-            prefix: prefix.to_owned(),
+            base: format!("{prefix}v{VERSION}:"),
         }
     }
 
     /// The channel nodes holding `uid` subscribe to.
     pub fn uid(&self, uid: &Uid) -> String {
-        format!("{}u:{}", self.prefix, uid)
+        format!("{}u:{}", self.base, uid)
     }
 
     /// The channel every node subscribes to.
     pub fn broadcast(&self) -> String {
-        format!("{}broadcast", self.prefix)
+        format!("{}b", self.base)
     }
 
     /// A node's probe channel.
     pub fn node(&self, node_id: &str) -> String {
-        format!("{}node:{}", self.prefix, node_id)
+        format!("{}n:{}", self.base, node_id)
     }
 
-    /// The hash where nodes publish their counts for `/stats`.
-    pub fn stats_key(&self) -> String {
-        format!("{}stats", self.prefix)
+    /// The key holding `node_id`'s counts for `/stats`; it expires unless the
+    /// node renews it.
+    pub fn stats_key(&self, node_id: &str) -> String {
+        format!("{}stats:{}", self.base, node_id)
+    }
+
+    /// The sorted set of node ids that reported counts (score: report time in
+    /// Unix milliseconds), so `/stats` reads the reports without a SCAN.
+    pub fn nodes_key(&self) -> String {
+        format!("{}nodes", self.base)
     }
 
     /// Reads a channel name.
     pub fn target(&self, channel: &str) -> Target {
-        let Some(rest) = channel.strip_prefix(&self.prefix) else {
+        let Some(rest) = channel.strip_prefix(&self.base) else {
             return Target::Unknown;
         };
-        if rest == "broadcast" {
+        if rest == "b" {
             Target::Broadcast
         } else if let Some(uid) = rest.strip_prefix("u:") {
             Uid::new(uid).map_or(Target::Unknown, Target::Uid)
-        } else if rest.starts_with("node:") {
+        } else if rest.starts_with("n:") {
             Target::Node
         } else {
             Target::Unknown
@@ -95,13 +185,16 @@ impl Channels {
     }
 }
 
-/// Frames a message.
-pub fn encode(kind: Kind, origin: &str, payload: &[u8]) -> Vec<u8> {
-    let origin = &origin.as_bytes()[..origin.len().min(255)];
-    let mut out = Vec::with_capacity(2 + origin.len() + payload.len());
+/// Frames a message. `origin` is a node id checked by [`check_node_id`], so
+/// it fits its length byte.
+pub fn encode(kind: Kind, origin: &str, nonce: u64, payload: &[u8]) -> Vec<u8> {
+    let origin = &origin.as_bytes()[..origin.len().min(MAX_NODE_ID_BYTES)];
+    let mut out = Vec::with_capacity(11 + origin.len() + payload.len());
+    out.push(VERSION);
     out.push(kind.byte());
     out.push(origin.len() as u8);
     out.extend_from_slice(origin);
+    out.extend_from_slice(&nonce.to_be_bytes());
     out.extend_from_slice(payload);
     out
 }
@@ -113,29 +206,52 @@ pub struct Message {
     pub kind: Kind,
     /// The node that published it.
     pub origin: String,
+    /// The publishing process's random nonce: two processes with one node id
+    /// tell their messages apart by it.
+    pub nonce: u64,
     /// The payload.
     pub payload: Bytes,
 }
 
-/// Reads a message; `None` for anything malformed (ignored and counted).
-pub fn decode(raw: &[u8]) -> Option<Message> {
-    let (&kind, rest) = raw.split_first()?;
+/// Why a message was not read (each is ignored and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Another version of the bus format (a node of another release).
+    #[error("unknown bus format version {0}")]
+    UnknownVersion(u8),
+    /// Cut short, an unknown kind, or an origin that is not UTF-8.
+    #[error("malformed bus message")]
+    Malformed,
+}
+
+/// Reads a message.
+pub fn decode(raw: &[u8]) -> Result<Message, DecodeError> {
+    let (&version, rest) = raw.split_first().ok_or(DecodeError::Malformed)?;
+    if version != VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let (&kind, rest) = rest.split_first().ok_or(DecodeError::Malformed)?;
     let kind = match kind {
         b'M' => Kind::Push,
         b'K' => Kind::Kick,
         b'P' => Kind::Probe,
-        _ => return None,
+        _ => return Err(DecodeError::Malformed),
     };
-    let (&len, rest) = rest.split_first()?;
+    let (&len, rest) = rest.split_first().ok_or(DecodeError::Malformed)?;
     let len = usize::from(len);
-    if rest.len() < len {
-        return None;
+    if rest.len() < len + 8 {
+        return Err(DecodeError::Malformed);
     }
-    let origin = std::str::from_utf8(&rest[..len]).ok()?.to_owned();
-    Some(Message {
+    let origin = std::str::from_utf8(&rest[..len])
+        .map_err(|_| DecodeError::Malformed)?
+        .to_owned();
+    let mut nonce = [0u8; 8];
+    nonce.copy_from_slice(&rest[len..len + 8]);
+    Ok(Message {
         kind,
         origin,
-        payload: Bytes::copy_from_slice(&rest[len..]),
+        nonce: u64::from_be_bytes(nonce),
+        payload: Bytes::copy_from_slice(&rest[len + 8..]),
     })
 }
 
@@ -145,24 +261,92 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let raw = encode(Kind::Push, "node-a", "{\"uid\":1}".as_bytes());
+        let raw = encode(Kind::Push, "node-a", 7, "{\"uid\":1}".as_bytes());
         let m = decode(&raw).unwrap();
         assert_eq!(
-            (m.kind, m.origin.as_str(), &m.payload[..]),
-            (Kind::Push, "node-a", &b"{\"uid\":1}"[..])
+            (m.kind, m.origin.as_str(), m.nonce, &m.payload[..]),
+            (Kind::Push, "node-a", 7, &b"{\"uid\":1}"[..])
         );
-        assert!(decode(b"").is_none());
-        assert!(decode(b"M\x09ab").is_none());
-        assert!(decode(b"Z\x00").is_none());
+        assert_eq!(decode(b""), Err(DecodeError::Malformed));
+        assert_eq!(decode(b"\x01M\x09ab"), Err(DecodeError::Malformed));
+        assert_eq!(decode(b"\x01M\x00abc"), Err(DecodeError::Malformed));
+        assert_eq!(decode(b"\x01Z\x00"), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn messages_of_another_format_version_are_told_apart() {
+        let mut raw = encode(Kind::Push, "n", 1, b"x");
+        raw[0] = 2;
+        assert_eq!(decode(&raw), Err(DecodeError::UnknownVersion(2)));
+        // The format before versions began with the kind byte.
+        assert_eq!(decode(b"M\x01nx"), Err(DecodeError::UnknownVersion(b'M')));
     }
 
     #[test]
     fn channel_names_are_read_back() {
         let c = Channels::new("pg:");
         let uid = Uid::new("a:b").unwrap();
+        assert_eq!(c.uid(&uid), "pg:v1:u:a:b");
         assert_eq!(c.target(&c.uid(&uid)), Target::Uid(uid));
         assert_eq!(c.target(&c.broadcast()), Target::Broadcast);
         assert_eq!(c.target(&c.node("n1")), Target::Node);
-        assert_eq!(c.target("other:u:x"), Target::Unknown);
+        assert_eq!(c.target("other:v1:u:x"), Target::Unknown);
+        assert_eq!(c.target("pg:u:x"), Target::Unknown, "the unversioned names");
+    }
+
+    #[test]
+    fn a_prefix_that_could_start_another_is_refused() {
+        for ok in ["pg:", "pushgate:", "a.b-c_d:", "X:"] {
+            assert_eq!(check_prefix(ok), Ok(()), "{ok}");
+        }
+        let long = format!("{}:", "p".repeat(MAX_PREFIX_BYTES));
+        for bad in [
+            "",
+            ":",
+            "pg",
+            "pg:u:b:",
+            "a:b:",
+            "p g:",
+            "pg::",
+            "é:",
+            long.as_str(),
+        ] {
+            assert!(check_prefix(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn no_channel_of_one_valid_prefix_is_a_channel_of_another() {
+        let prefixes = ["pg:", "pg.u:", "pgu:", "p:", "pg-b:"];
+        let uids = ["victim", "b:u:victim", "v1:u:x", ":", "b", "n:x"];
+        for p in prefixes {
+            let mine = Channels::new(p);
+            let mut names: Vec<String> = uids
+                .iter()
+                .map(|u| mine.uid(&Uid::new(u).unwrap()))
+                .collect();
+            names.extend([mine.broadcast(), mine.node("n1")]);
+            for q in prefixes.iter().filter(|q| **q != p) {
+                let theirs = Channels::new(q);
+                for name in &names {
+                    assert_eq!(theirs.target(name), Target::Unknown, "{name} read by {q}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn node_ids_are_checked_for_length_and_characters() {
+        assert_eq!(check_node_id("pod-7.a_b:1"), Ok(()));
+        assert_eq!(check_node_id(""), Err(NameError::EmptyNodeId));
+        let long = "n".repeat(MAX_NODE_ID_BYTES + 1);
+        assert_eq!(
+            check_node_id(&long),
+            Err(NameError::NodeIdTooLong(MAX_NODE_ID_BYTES + 1))
+        );
+        assert!(check_node_id(&"n".repeat(MAX_NODE_ID_BYTES)).is_ok());
+        for bad in ["a b", "a*", "a\n", "é", "a/b"] {
+            assert!(check_node_id(bad).is_err(), "{bad:?}");
+        }
     }
 }

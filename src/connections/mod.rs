@@ -44,26 +44,27 @@ pub struct PushOutcome {
     /// Bound connections on this node whose queue was full (now being
     /// disconnected).
     pub dropped: usize,
-    /// Other nodes that received it through the bus (cluster mode).
-    pub nodes: usize,
+    /// Other nodes that received it through the bus (cluster mode), as
+    /// Redis counted their confirmed subscriptions.
+    pub remote_nodes: usize,
 }
 
 impl PushOutcome {
     /// The legacy `ok`: at least one connection, here or on another node,
     /// took it.
     pub fn is_ok(&self) -> bool {
-        self.delivered > 0 || self.nodes > 0
+        self.delivered > 0 || self.remote_nodes > 0
     }
 }
 
 /// Why a push could not be routed.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    /// Cluster mode, Redis unreachable, and no local connection took it:
-    /// whether another node holds the uid is unknown. What was delivered
-    /// locally is in the outcome.
-    #[error("the cluster bus is unavailable")]
-    ClusterUnavailable(PushOutcome),
+    /// Cluster mode, Redis unreachable (or another node uses this node's
+    /// id), and no local connection took it: whether another node holds the
+    /// uid is unknown. What was delivered locally is in the outcome.
+    #[error("{1}")]
+    ClusterUnavailable(PushOutcome, BusError),
 }
 
 /// Handle to the routing table. Clone it freely.
@@ -168,7 +169,7 @@ impl ConnectionMap {
                 .fold(PushOutcome::default(), |sum, o| PushOutcome {
                     delivered: sum.delivered + o.delivered,
                     dropped: sum.dropped + o.dropped,
-                    nodes: 0,
+                    remote_nodes: 0,
                 }),
         );
         self.shared
@@ -183,13 +184,13 @@ impl ConnectionMap {
         let (mut ok, mut failed) = (0, 0);
         for (i, outcome) in outcomes.iter_mut().enumerate() {
             match &published {
-                Some(Ok(nodes)) => outcome.nodes = nodes.get(i).copied().unwrap_or(0),
+                Some(Ok(nodes)) => outcome.remote_nodes = nodes.get(i).copied().unwrap_or(0),
                 // Not delivered here, and whether another node holds the uid
                 // is unknown.
-                Some(Err(BusError::Unavailable)) if outcome.delivered == 0 => {
+                Some(Err(e)) if outcome.delivered == 0 => {
                     failed += 1;
-                    telemetry::push_failed("redis_unavailable");
-                    results.push(Err(RouteError::ClusterUnavailable(*outcome)));
+                    telemetry::push_failed(e.reason());
+                    results.push(Err(RouteError::ClusterUnavailable(*outcome, *e)));
                     continue;
                 }
                 // Delivered here; other nodes may have missed it, which
@@ -221,27 +222,32 @@ impl ConnectionMap {
         self.account_local(outcome, start);
         if let Some(cluster) = &self.shared.cluster {
             match cluster.publish_broadcast(payload.as_bytes()).await {
-                Ok(nodes) => outcome.nodes = nodes,
-                Err(BusError::Unavailable) => return Err(RouteError::ClusterUnavailable(outcome)),
+                Ok(nodes) => outcome.remote_nodes = nodes,
+                Err(e) => return Err(RouteError::ClusterUnavailable(outcome, e)),
             }
         }
         Ok(outcome)
     }
 
     /// Closes every connection of `uid` (close code 4001), here and on every
-    /// other node; returns how many were closed on this node. They are
-    /// offline at once.
-    pub async fn disconnect(&self, uid: &Uid) -> Result<usize, RouteError> {
-        let n = self.disconnect_local(uid);
-        if let Some(cluster) = &self.shared.cluster
-            && cluster.publish_kick(uid).await.is_err()
-        {
-            return Err(RouteError::ClusterUnavailable(PushOutcome {
-                delivered: n,
-                ..PushOutcome::default()
-            }));
+    /// other node. They are offline at once. The outcome's `delivered` is
+    /// the connections closed on this node, `remote_nodes` the other nodes
+    /// the request reached (each closes its own).
+    pub async fn disconnect(&self, uid: &Uid) -> Result<PushOutcome, RouteError> {
+        let outcome = PushOutcome {
+            delivered: self.disconnect_local(uid),
+            ..PushOutcome::default()
+        };
+        match &self.shared.cluster {
+            Some(cluster) => match cluster.publish_kick(uid).await {
+                Ok(remote_nodes) => Ok(PushOutcome {
+                    remote_nodes,
+                    ..outcome
+                }),
+                Err(e) => Err(RouteError::ClusterUnavailable(outcome, e)),
+            },
+            None => Ok(outcome),
         }
-        Ok(n)
     }
 
     /// Counts a push that was refused before routing (bad input): it answers
@@ -311,7 +317,7 @@ mod tests {
             PushOutcome {
                 delivered: 2,
                 dropped: 0,
-                nodes: 0
+                remote_nodes: 0
             }
         );
         for c in [&mut a, &mut b] {
@@ -361,7 +367,7 @@ mod tests {
             conns[0].next().await,
             Delivery::Close(CloseReason::Replaced)
         ));
-        assert_eq!(map.disconnect(&uid("u")).await.unwrap(), 2);
+        assert_eq!(map.disconnect(&uid("u")).await.unwrap().delivered, 2);
         assert!(matches!(
             conns[2].next().await,
             Delivery::Close(CloseReason::Kicked)

@@ -35,6 +35,12 @@ pub enum ApiError {
     /// The gateway cannot serve this now (shutting down).
     #[error("{0}")]
     Unavailable(String),
+    /// Part of the work could not be done (the cluster bus is unavailable);
+    /// the second member says what was done anyway, as RFC 9457 extension
+    /// members of the problem, so a caller can tell whether a retry repeats
+    /// deliveries.
+    #[error("{0}")]
+    Incomplete(String, serde_json::Map<String, serde_json::Value>),
     /// A WebSocket upgrade on a connection that cannot be upgraded.
     #[error("this connection cannot be upgraded to a WebSocket (HTTP/1.1 required)")]
     UpgradeRequired,
@@ -53,7 +59,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Incomplete(..) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpgradeRequired | ApiError::UnsupportedVersion => {
                 StatusCode::UPGRADE_REQUIRED
             }
@@ -69,16 +75,25 @@ struct Problem {
     title: &'static str,
     status: u16,
     detail: String,
+    /// Extension members (RFC 9457 section 3.2).
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let detail = self.to_string();
+        let extra = match self {
+            ApiError::Incomplete(_, extra) => extra,
+            _ => serde_json::Map::new(),
+        };
         let problem = Problem {
             r#type: "about:blank",
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
-            detail: self.to_string(),
+            detail,
+            extra,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         (

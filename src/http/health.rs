@@ -15,13 +15,20 @@ pub async fn healthz() -> Response {
 }
 
 /// `GET /readyz`: ready to take traffic; 503 from the moment a shutdown begins,
-/// so the load balancer stops sending new clients here, and (with
-/// `--require-redis`) while the Redis bus is down.
+/// so the load balancer stops sending new clients here, in cluster mode while
+/// another node uses this node's id (its cross-node pushes cannot be
+/// counted), and (with `--require-redis`) while the Redis bus is down.
 pub async fn readyz(State(app): State<App>) -> Response {
     if app.shutdown.is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "draining" })),
+        )
+            .into_response()
+    } else if app.map.cluster().is_some_and(|c| c.has_duplicate_id()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "duplicate node id" })),
         )
             .into_response()
     } else if app.config.require_redis && !app.map.cluster().is_some_and(|c| c.is_up()) {

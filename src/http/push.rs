@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::App;
-use crate::connections::RouteError;
+use crate::connections::{PushOutcome, RouteError};
 use crate::model::{
     BatchRequest, BatchResponse, BatchResult, BroadcastRequest, BroadcastResponse,
     DisconnectRequest, DisconnectResponse, Payload, PushRequest, PushResponse, Source, Uid,
@@ -53,7 +53,11 @@ impl<T: DeserializeOwned> FromRequest<App> for JsonBody<T> {
     }
 }
 
-/// `POST /push`: deliver `data` to every connection of each uid.
+/// `POST /push`: deliver `data` to every connection of each uid. When the
+/// cluster bus cannot route some uids, the 503 problem carries the answer's
+/// members (`delivered`, `dropped`, `remote_deliveries`, `offline`) and the
+/// `unrouted` uids: what was delivered anyway, so a retry can be limited to
+/// the unrouted uids.
 pub async fn push(
     State(app): State<App>,
     JsonBody(req): JsonBody<PushRequest>,
@@ -63,15 +67,26 @@ pub async fn push(
         .into_iter()
         .next()
         .unwrap_or_default();
-    if !routed.unrouted.is_empty() {
+    if let Some(cause) = routed.cause {
         let uids: Vec<&str> = routed.unrouted.iter().map(Uid::as_str).collect();
-        return Err(ApiError::Unavailable(format!(
-            "Redis is unavailable: not delivered to {}; delivered to {} local connection(s)",
+        let detail = format!(
+            "{cause}: not routed to {}; delivered to {} local connection(s)",
             uids.join(", "),
             routed.answer.delivered
-        )));
+        );
+        let mut done = members(&routed.answer);
+        done.insert("unrouted".into(), serde_json::json!(routed.unrouted));
+        return Err(ApiError::Incomplete(detail, done));
     }
     Ok(Json(routed.answer))
+}
+
+/// An answer's members, for a problem document's extension members.
+fn members(answer: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(answer) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// Most pushes one `POST /push/batch` may carry.
@@ -84,6 +99,11 @@ pub async fn push_batch(
     State(app): State<App>,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
+    if req.pushes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "pushes is an empty list: give at least one push".into(),
+        ));
+    }
     if req.pushes.len() > MAX_BATCH {
         return Err(ApiError::BadRequest(format!(
             "a batch carries at most {MAX_BATCH} pushes, not {}",
@@ -93,13 +113,13 @@ pub async fn push_batch(
     let mut answer = BatchResponse {
         delivered: 0,
         dropped: 0,
-        nodes: 0,
+        remote_deliveries: 0,
         results: Vec::with_capacity(req.pushes.len()),
     };
     for routed in route(&app, req.pushes).await? {
         answer.delivered += routed.answer.delivered;
         answer.dropped += routed.answer.dropped;
-        answer.nodes += routed.answer.nodes;
+        answer.remote_deliveries += routed.answer.remote_deliveries;
         answer.results.push(BatchResult {
             push: routed.answer,
             unrouted: routed.unrouted,
@@ -108,11 +128,12 @@ pub async fn push_batch(
     Ok(Json(answer))
 }
 
-/// One push's answer, plus the uids Redis could not route.
+/// One push's answer, plus the uids the bus could not route and why.
 #[derive(Default)]
 struct Routed {
     answer: PushResponse,
     unrouted: Vec<Uid>,
+    cause: Option<crate::cluster::BusError>,
 }
 
 /// Routes REST pushes, each to each of its uids, through one
@@ -148,14 +169,15 @@ async fn route(app: &App, reqs: Vec<PushRequest>) -> Result<Vec<Routed>, ApiErro
                     outcome
                 }
                 // Not offline: unknown, since Redis could not be asked.
-                Err(RouteError::ClusterUnavailable(outcome)) => {
+                Err(RouteError::ClusterUnavailable(outcome, cause)) => {
                     one.unrouted.push(uid);
+                    one.cause = Some(cause);
                     outcome
                 }
             };
             one.answer.delivered += outcome.delivered;
             one.answer.dropped += outcome.dropped;
-            one.answer.nodes += outcome.nodes;
+            one.answer.remote_deliveries += outcome.remote_nodes;
         }
         start = end;
         routed.push(one);
@@ -163,42 +185,76 @@ async fn route(app: &App, reqs: Vec<PushRequest>) -> Result<Vec<Routed>, ApiErro
     Ok(routed)
 }
 
-/// `POST /broadcast`: deliver `data` to every bound connection.
+/// `POST /broadcast`: deliver `data` to every bound connection. When the
+/// cluster bus is unavailable, the local connections have it already: the
+/// 503 problem says so (`delivered`, `dropped`), and a retry would repeat it
+/// for them.
 pub async fn broadcast(
     State(app): State<App>,
     JsonBody(req): JsonBody<BroadcastRequest>,
 ) -> Result<Json<BroadcastResponse>, ApiError> {
     let payload = payload_from_data(&req.data)
         .map_err(|e| ApiError::BadRequest(format!("invalid data: {e}")))?;
+    let answer = |outcome: PushOutcome| BroadcastResponse {
+        delivered: outcome.delivered,
+        dropped: outcome.dropped,
+        remote_deliveries: outcome.remote_nodes,
+    };
     match app.map.broadcast(Source::Http, &payload).await {
-        Ok(outcome) => Ok(Json(BroadcastResponse {
-            delivered: outcome.delivered,
-            dropped: outcome.dropped,
-            nodes: outcome.nodes,
-        })),
-        Err(RouteError::ClusterUnavailable(outcome)) => Err(ApiError::Unavailable(format!(
-            "Redis is unavailable: delivered to {} local connection(s) only",
-            outcome.delivered
-        ))),
+        Ok(outcome) => Ok(Json(answer(outcome))),
+        Err(RouteError::ClusterUnavailable(outcome, cause)) => Err(ApiError::Incomplete(
+            format!(
+                "{cause}: delivered to {} local connection(s) only; other nodes were not \
+                 reached, and a retry delivers again to these",
+                outcome.delivered
+            ),
+            members(&answer(outcome)),
+        )),
     }
 }
 
 /// `POST /disconnect`: close every connection of each uid (close code 4001),
-/// on every node.
+/// on every node. The answer counts the connections closed here and the
+/// other nodes the request reached; when the bus cannot reach them, every
+/// uid is still closed locally and the 503 problem lists the `unrouted`
+/// uids beside those counts (a retry is harmless: closing is idempotent).
 pub async fn disconnect(
     State(app): State<App>,
     JsonBody(req): JsonBody<DisconnectRequest>,
 ) -> Result<Json<DisconnectResponse>, ApiError> {
-    let mut disconnected = 0;
+    let mut answer = DisconnectResponse {
+        disconnected: 0,
+        remote_deliveries: 0,
+    };
+    let mut unrouted = Vec::new();
+    let mut cause = None;
     for uid in req.uid.into_unique() {
-        match app.map.disconnect(&uid).await {
-            Ok(n) => disconnected += n,
-            Err(RouteError::ClusterUnavailable(_)) => {
-                return Err(ApiError::Unavailable(
-                    "Redis is unavailable: other nodes were not told".into(),
-                ));
+        let outcome = match app.map.disconnect(&uid).await {
+            Ok(outcome) => outcome,
+            Err(RouteError::ClusterUnavailable(outcome, e)) => {
+                cause = Some(e);
+                unrouted.push(uid);
+                outcome
             }
-        }
+        };
+        answer.disconnected += outcome.delivered;
+        answer.remote_deliveries += outcome.remote_nodes;
     }
-    Ok(Json(DisconnectResponse { disconnected }))
+    if let Some(cause) = cause {
+        let mut done = members(&answer);
+        done.insert("unrouted".into(), serde_json::json!(unrouted));
+        return Err(ApiError::Incomplete(
+            format!(
+                "{cause}: other nodes were not told to close {}; {} local connection(s) closed",
+                unrouted
+                    .iter()
+                    .map(Uid::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                answer.disconnected
+            ),
+            done,
+        ));
+    }
+    Ok(Json(answer))
 }

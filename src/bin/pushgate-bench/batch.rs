@@ -22,7 +22,7 @@ use crate::track::now_ns;
 /// Most pushes the gateway takes in one batch (`MAX_BATCH` in the gateway).
 pub const MAX_BATCH: usize = 10_000;
 
-/// The parts of the answer the bench reads (the rest — `dropped`, `nodes`,
+/// The parts of the answer the bench reads (the rest — `dropped`, `remote_deliveries`,
 /// `offline`, `unrouted` — is skipped).
 #[derive(Debug, Deserialize)]
 struct Answer {
@@ -115,9 +115,9 @@ mod tests {
 
     #[test]
     fn answers() {
-        let a = br#"{"delivered":1,"dropped":0,"nodes":0,"results":[
-            {"delivered":1,"dropped":0,"nodes":0,"offline":[],"unrouted":[]},
-            {"delivered":0,"dropped":0,"nodes":0,"offline":["u2"],"unrouted":[]}]}"#;
+        let a = br#"{"delivered":1,"dropped":0,"remote_deliveries":0,"results":[
+            {"delivered":1,"dropped":0,"remote_deliveries":0,"offline":[],"unrouted":[]},
+            {"delivered":0,"dropped":0,"remote_deliveries":0,"offline":["u2"],"unrouted":[]}]}"#;
         assert_eq!(accepted(a, 2).unwrap(), vec![true, false]);
         assert!(accepted(a, 3).is_err());
         assert!(accepted(br#"{"delivered":2,"results":[{"delivered":1}]}"#, 1).is_err());

@@ -2,10 +2,10 @@
 //! bench makes, answered in pushgate's shapes (see `openapi.yaml`):
 //!
 //! - `POST /push` `{"uid":U,"data":D}` (U a uid or a list):
-//!   `{"delivered":N,"dropped":0,"nodes":0,"offline":[…]}`
+//!   `{"delivered":N,"dropped":0,"remote_deliveries":0,"offline":[…]}`
 //! - `POST /push/batch` `{"pushes":[…]}` (at most 10,000):
-//!   `{"delivered":N,"dropped":0,"nodes":0,"results":[{…,"unrouted":[]},…]}`
-//! - `POST /broadcast` `{"data":D}`: `{"delivered":N,"dropped":0,"nodes":0}`
+//!   `{"delivered":N,"dropped":0,"remote_deliveries":0,"results":[{…,"unrouted":[]},…]}`
+//! - `POST /broadcast` `{"data":D}`: `{"delivered":N,"dropped":0,"remote_deliveries":0}`
 //! - `GET /stats`: `{"connections":N,"bound_connections":N,"bound_uids":U,"nodes":1}`
 //!
 //! Requests are read with a byte scan of the head (`Content-Length`,
@@ -214,7 +214,8 @@ impl Route {
                     Err(detail) => return reply.problem(400, "Bad Request", detail).write(s),
                 };
                 let (delivered, must_sweep) = relay.queue_broadcast(&payload);
-                let answer = format!(r#"{{"delivered":{delivered},"dropped":0,"nodes":0}}"#);
+                let answer =
+                    format!(r#"{{"delivered":{delivered},"dropped":0,"remote_deliveries":0}}"#);
                 reply.body.extend_from_slice(answer.as_bytes());
                 let answered = reply.write(s);
                 if must_sweep {
@@ -378,7 +379,8 @@ fn push(
         results.push(b'}');
     }
     if batch {
-        let head = format!(r#"{{"delivered":{total},"dropped":0,"nodes":0,"results":["#);
+        let head =
+            format!(r#"{{"delivered":{total},"dropped":0,"remote_deliveries":0,"results":["#);
         reply.body.extend_from_slice(head.as_bytes());
         reply.body.extend_from_slice(&results);
         reply.body.extend_from_slice(b"]}");
@@ -393,7 +395,7 @@ fn push(
 }
 
 /// Routes one push: hands each of its uids' connections to `target`, and
-/// appends `"delivered":N,"dropped":0,"nodes":0,"offline":[…]` to `out`;
+/// appends `"delivered":N,"dropped":0,"remote_deliveries":0,"offline":[…]` to `out`;
 /// returns the connections it will reach.
 fn route_one<'a>(
     r: &Routes<'a>,
@@ -438,7 +440,8 @@ fn route_one<'a>(
     } else {
         one(p.uids)?;
     }
-    let fields = format!(r#""delivered":{delivered},"dropped":0,"nodes":0,"offline":["#);
+    let fields =
+        format!(r#""delivered":{delivered},"dropped":0,"remote_deliveries":0,"offline":["#);
     out.extend_from_slice(fields.as_bytes());
     out.extend_from_slice(&offline);
     out.push(b']');
@@ -563,7 +566,7 @@ mod tests {
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert_eq!(
             v,
-            serde_json::json!({"delivered":0,"dropped":0,"nodes":0,"offline":["a","7"]})
+            serde_json::json!({"delivered":0,"dropped":0,"remote_deliveries":0,"offline":["a","7"]})
         );
         let body = br#"{"pushes":[{"uid":"a","data":1},{"uid":"b","data":"x"}]}"#;
         let (_, v) = call(&relay, Route::Batch, body);
@@ -571,7 +574,10 @@ mod tests {
         assert_eq!(v["results"][1]["offline"][0], "b");
         assert_eq!(v["results"][1]["unrouted"], serde_json::json!([]));
         let (_, v) = call(&relay, Route::Broadcast, br#"{"data":"hi"}"#);
-        assert_eq!(v, serde_json::json!({"delivered":0,"dropped":0,"nodes":0}));
+        assert_eq!(
+            v,
+            serde_json::json!({"delivered":0,"dropped":0,"remote_deliveries":0})
+        );
         let (_, v) = call(&relay, Route::Stats, b"");
         assert_eq!(v["nodes"], 1);
         let (status, v) = call(&relay, Route::Push, br#"{"data":1}"#);
