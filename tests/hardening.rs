@@ -195,6 +195,16 @@ async fn api_keys_are_required_and_several_are_valid_at_once() {
         assert_eq!(push(Some(key)).await.unwrap().status(), 200, "{key}");
         assert_eq!(next_text(&mut ws).await, "hi");
     }
+    // Two Authorization headers: refused, not judged by the first.
+    let r = http
+        .post(gw.url("/push"))
+        .header("authorization", "Bearer old-key")
+        .header("authorization", "Bearer wrong")
+        .json(&json!({"uid": "k", "data": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // The scheme is case-insensitive (RFC 9110 §11.1).
     for scheme in ["bearer", "BEARER"] {
         let r = http

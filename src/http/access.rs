@@ -68,9 +68,15 @@ pub async fn require_api_access(
 
 /// The credentials of an `Authorization: Bearer KEY` header. The scheme is
 /// matched case-insensitively (RFC 9110 §11.1: `bearer`, `BEARER` are the
-/// same scheme); one or more spaces separate it from the key.
+/// same scheme); one or more spaces separate it from the key. A request with
+/// two `Authorization` headers (not a list field, RFC 9110 §11.6.2) has none
+/// that counts, rather than being judged by whichever comes first.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let value = value.to_str().ok()?;
     let (scheme, credentials) = value.split_once(' ')?;
     let credentials = credentials.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
@@ -257,5 +263,10 @@ mod tests {
             let h = headers(&[("authorization", value)]);
             assert_eq!(bearer(&h), key, "{value:?}");
         }
+        let two = headers(&[
+            ("authorization", "Bearer k1"),
+            ("authorization", "Bearer k2"),
+        ]);
+        assert_eq!(bearer(&two), None);
     }
 }
