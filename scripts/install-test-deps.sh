@@ -5,10 +5,14 @@
 set -euo pipefail
 
 need_apt=()
-have() { command -v "$1" >/dev/null 2>&1; }
+# /usr/sbin too: nginx lives there, outside a non-root PATH.
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 # name-of-command:debian-package
-for pair in php:php-cli redis-server:redis-server chromium:chromium node:nodejs npm:npm; do
+# nginx-light: tests/proxy.rs puts a real nginx in front of the gateway;
+# netcat-openbsd: README's text-port example, run by scripts/test.d/readme.sh.
+for pair in php:php-cli redis-server:redis-server chromium:chromium node:nodejs npm:npm \
+  nginx:nginx-light nc:netcat-openbsd curl:curl; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   have "$cmd" || need_apt+=("$pkg")
 done

@@ -65,7 +65,7 @@ pub enum AuthConfigError {
         len: usize,
     },
     /// `--api-key-file` holds no key: the API would silently fall back to
-    /// local callers only (or, on a reload, lock every caller out).
+    /// unkeyed (or, on a reload, lock every caller out).
     #[error("the API key file {0} holds no keys (only blank lines or # comments)")]
     NoKeys(String),
 }

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -18,16 +19,18 @@ use ipnet::IpNet;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "pushgate", version, about, long_about = None)]
 pub struct Config {
-    /// Address for HTTP: the WebSocket upgrade (on `/` and `/ws`), the REST API,
-    /// health and metrics.
+    /// The public listener (`host:port`; a host name is resolved at start and
+    /// its first address bound): the WebSocket upgrade (on `/` and `/ws`) and
+    /// health. The REST API is served here too only when API keys are
+    /// configured, and then every call needs a key; `/metrics` never is.
     #[arg(long, env = "PUSHGATE_LISTEN", default_value = "0.0.0.0:1234")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
 
     /// Address of the legacy text push port (one JSON object per line, answered
     /// `ok` or `fail`). Loopback by default: the seed's 0.0.0.0 let anyone push.
     /// `0.0.0.0:5678` restores the seed's behaviour.
     #[arg(long, env = "PUSHGATE_TEXT_LISTEN", default_value = "127.0.0.1:5678")]
-    pub text_listen: SocketAddr,
+    pub text_listen: ListenAddr,
 
     /// Largest WebSocket message or frame a client may send, in bytes. Larger
     /// ones close the connection with 1009 before they are buffered.
@@ -97,11 +100,13 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Serve the REST API (push, broadcast, disconnect, online queries) and
-    /// `/metrics` only on this separate address; the public `--listen` then
-    /// serves WebSocket and health alone. Unset: everything on `--listen`.
-    #[arg(long, env = "PUSHGATE_API_LISTEN")]
-    pub api_listen: Option<SocketAddr>,
+    /// The API listener: the REST API (push, broadcast, disconnect, online
+    /// queries), `/metrics` and health. Without API keys, REST is served here
+    /// unkeyed only when this is a loopback address; on any other address it
+    /// answers 403 until keys are configured (metrics and health stay open).
+    /// Must differ from `--listen`.
+    #[arg(long, env = "PUSHGATE_API_LISTEN", default_value = "127.0.0.1:1235")]
+    pub api_listen: ListenAddr,
 
     /// Secure mode with HS256 tokens: clients present a JWT (`?token=` on the
     /// upgrade, or as the first text frame) and are bound to its `sub`.
@@ -142,7 +147,8 @@ pub struct Config {
 
     /// API keys for the REST API, sent as `Authorization: Bearer KEY`.
     /// Repeat the flag (or separate with commas in the variable) to accept
-    /// several at once while rotating. Unset: only local callers may push.
+    /// several at once while rotating. Unset: REST is served only on a
+    /// loopback `--api-listen`.
     #[arg(
         long = "api-key",
         env = "PUSHGATE_API_KEYS",
@@ -156,11 +162,24 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
 
-    /// Reverse proxies (CIDR list) whose `Forwarded` / `X-Forwarded-For`
-    /// headers are believed for the client address. A request through a proxy
-    /// is never a local caller.
+    /// Reverse proxies (CIDR list) whose `--client-ip-header` is believed for
+    /// the client address (per-address caps). Headers from other peers are
+    /// ignored.
     #[arg(long, env = "PUSHGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// The one header a trusted proxy writes the client address into. Only
+    /// this header is read, and only from a peer in `--trusted-proxies`; a
+    /// header of another kind is ignored, since the client could have written
+    /// it. `X-Forwarded-For` and `Forwarded` are walked from the right: the
+    /// first hop that is not a trusted proxy is the client.
+    #[arg(
+        long,
+        env = "PUSHGATE_CLIENT_IP_HEADER",
+        value_enum,
+        default_value_t = ClientIpHeader::XForwardedFor
+    )]
+    pub client_ip_header: ClientIpHeader,
 
     /// Peers (CIDR list) allowed on the text port; others are closed at
     /// accept. Unset: every peer that can reach the port.
@@ -174,6 +193,7 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
 
     /// Connections one uid may hold; binding one more closes its oldest (4002).
+    /// 0: no limit, like every other `--max-*` flag.
     #[arg(long, env = "PUSHGATE_MAX_CONNS_PER_UID", default_value_t = 32)]
     pub max_conns_per_uid: usize,
 
@@ -262,6 +282,88 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A listening address as given: an IP literal with its port
+/// (`0.0.0.0:1234`, `[::1]:1235`) or a host name with its port
+/// (`localhost:1234`), resolved by [`ListenAddr::resolve`] at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    host: String,
+    port: u16,
+}
+
+impl ListenAddr {
+    /// Resolves the host (the system resolver, through tokio) and returns its
+    /// first address. Errors: the name does not resolve, or to nothing.
+    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        if let Ok(ip) = self.host.parse() {
+            return Ok(SocketAddr::new(ip, self.port));
+        }
+        tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} resolves to no address", self.host),
+                )
+            })
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> Self {
+        ListenAddr {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(addr.into());
+        }
+        let bad = || format!("{s:?} is not host:port");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        // A bracket or a second colon means an IPv6 literal that did not parse.
+        if host.is_empty() || host.contains([':', '[', ']', '/', ' ']) {
+            return Err(bad());
+        }
+        Ok(ListenAddr {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, self.port).fmt(f),
+            Err(_) => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Which header a trusted proxy writes the client address into
+/// (`--client-ip-header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, ...` (de facto; nginx's
+    /// `$proxy_add_x_forwarded_for`).
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client;proto=https, for=...` (RFC 7239).
+    #[value(name = "forwarded")]
+    Forwarded,
+    /// `X-Real-IP: client` (one address; nginx's `$remote_addr`).
+    #[value(name = "x-real-ip")]
+    XRealIp,
+}
+
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -347,9 +449,6 @@ impl Config {
                 return Err(format!("{name} must be greater than zero"));
             }
         }
-        if self.max_conns_per_uid == 0 {
-            return Err("--max-conns-per-uid must be greater than zero".into());
-        }
         if self.redis_probe_interval.is_zero() || self.redis_timeout.is_zero() {
             return Err(
                 "--redis-probe-interval and --redis-timeout must be greater than zero".into(),
@@ -373,8 +472,10 @@ impl Config {
     /// Listeners default to loopback port 0, for tests and embedding.
     pub fn for_tests() -> Self {
         let mut config = Config::parse_from(["pushgate"]);
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.text_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.listen = loopback.into();
+        config.text_listen = loopback.into();
+        config.api_listen = loopback.into();
         config
     }
 }
@@ -425,9 +526,49 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = Config::parse_from(["pushgate"]);
-        assert_eq!(c.listen, "0.0.0.0:1234".parse().unwrap());
-        assert_eq!(c.text_listen, "127.0.0.1:5678".parse().unwrap());
+        assert_eq!(c.listen.to_string(), "0.0.0.0:1234");
+        assert_eq!(c.text_listen.to_string(), "127.0.0.1:5678");
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:1235");
+        assert_eq!(c.client_ip_header, ClientIpHeader::XForwardedFor);
+        assert_eq!(c.max_conns_per_uid, 32);
         assert!(c.shutdown_timeout <= Duration::from_secs(20));
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn listen_addresses_take_ip_literals_and_host_names_with_a_port() {
+        for ok in [
+            "0.0.0.0:1234",
+            "[::1]:1235",
+            "localhost:1234",
+            "gw.internal:80",
+        ] {
+            let a: ListenAddr = ok.parse().unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(a.to_string(), ok);
+        }
+        for bad in [
+            "localhost",
+            "1234",
+            ":1234",
+            "host:port",
+            "::1:99999",
+            "[::1]",
+        ] {
+            assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_name_resolves_to_its_first_address() {
+        let a: ListenAddr = "localhost:1234".parse().unwrap();
+        let addr = a.resolve().await.unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(addr.port(), 1234);
+    }
+
+    #[test]
+    fn zero_conns_per_uid_means_no_limit_like_every_other_max() {
+        let c = Config::parse_from(["pushgate", "--max-conns-per-uid", "0"]);
+        assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -21,7 +21,9 @@
 //! Every front end translates its wire format into calls on the one
 //! [`ConnectionMap`]; none holds routing state. [`run`] wires the front ends
 //! to their listeners and runs until the shutdown future resolves, then drains
-//! (see [`shutdown`]).
+//! (see [`shutdown`]). The binary builds the state first ([`AppState::new`]:
+//! every key file and URL is checked), binds only then, and calls [`serve`],
+//! so a bad configuration never logs `listening`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -67,7 +69,7 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     /// Client token verification; `None` in legacy mode.
     pub verifier: Option<auth::TokenVerifier>,
-    /// REST API keys (empty: local callers only).
+    /// REST API keys (empty: REST only on a loopback API listener).
     pub api_keys: auth::ApiKeys,
     /// WebSocket admission limits.
     pub admission: limits::Admission,
@@ -141,30 +143,41 @@ impl AppState {
 /// The bound listeners the server runs on. Binding is the caller's job, so
 /// tests can bind `127.0.0.1:0` and read the ports before starting.
 pub struct Listeners {
-    /// HTTP: WebSocket upgrades, REST, health, metrics.
+    /// The public listener (`--listen`): WebSocket upgrades and health; REST
+    /// only when API keys are configured.
     pub http: TcpListener,
     /// The legacy text push port.
     pub text: TcpListener,
-    /// The internal REST API listener (`--api-listen`), if separate.
-    pub api: Option<TcpListener>,
+    /// The API listener (`--api-listen`): REST, metrics and health.
+    pub api: TcpListener,
 }
 
-/// Runs the gateway until `shutdown` resolves, then shuts down gracefully
-/// within `config.shutdown_timeout`. Returns once everything is closed (or the
-/// timeout has passed).
+/// Builds the state for `config` and runs the gateway on `listeners` until
+/// `shutdown` resolves, then shuts down gracefully within
+/// `config.shutdown_timeout` (see [`serve`]). Errors: the configuration's
+/// files or URLs are not usable ([`StartError`]).
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let timeout = config.shutdown_timeout;
     let app = AppState::new(config)?;
+    serve(app, listeners, shutdown).await;
+    Ok(())
+}
+
+/// Runs the gateway with state built beforehand ([`AppState::new`]) until
+/// `shutdown` resolves, then drains. Returns once everything is closed (or
+/// `--shutdown-timeout` has passed).
+pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let timeout = app.config.shutdown_timeout;
     tracing::info!(
         max_connections = app.admission.max_connections(),
         "connection capacity"
     );
     #[cfg(unix)]
     let reload = reload::spawn(app.clone());
+    log_exposure(&app, &listeners);
     let upkeep = tokio::spawn(telemetry::run_upkeep(app.prometheus.clone()));
     if let Some(cluster) = app.map.cluster() {
         tracing::info!(
@@ -177,21 +190,16 @@ pub async fn run(
             app.shutdown.clone(),
         ));
     }
-    let (public, api) = match listeners.api {
-        Some(api) => (http::public_router(app.clone()), Some(api)),
-        None => (http::router(app.clone()), None),
-    };
-    app.shutdown
-        .http()
-        .spawn(http::serve(listeners.http, public, app.clone()));
-    if let Some(api) = api {
-        app.shutdown
-            .http()
-            .spawn(http::serve(api, http::api_router(app.clone()), app.clone()));
-    }
-    app.shutdown
-        .http()
-        .spawn(text::serve(listeners.text, app.clone()));
+    let api_loopback = listeners
+        .api
+        .local_addr()
+        .is_ok_and(|a| a.ip().to_canonical().is_loopback());
+    let public = http::public_router(app.clone());
+    let api = http::api_router(app.clone(), api_loopback);
+    let tasks = app.shutdown.http();
+    tasks.spawn(http::serve(listeners.http, public, app.clone()));
+    tasks.spawn(http::serve(listeners.api, api, app.clone()));
+    tasks.spawn(text::serve(listeners.text, app.clone()));
 
     shutdown.await;
     tracing::info!(
@@ -208,5 +216,43 @@ pub async fn run(
     if let Some(reload) = reload {
         reload.abort();
     }
-    Ok(())
+}
+
+/// Says at start, one line per listener, what each one exposes, so an
+/// operator sees from the log alone what the internet can reach.
+fn log_exposure(app: &App, listeners: &Listeners) {
+    let addr = |l: &TcpListener| {
+        l.local_addr()
+            .map_or_else(|e| format!("? ({e})"), |a| a.to_string())
+    };
+    let keyed = app.api_keys.is_enabled();
+    let public = if keyed {
+        "WebSocket, health, REST (API key required)"
+    } else {
+        "WebSocket, health"
+    };
+    tracing::info!("public listener {}: {public}", addr(&listeners.http));
+    let api_loopback = listeners
+        .api
+        .local_addr()
+        .is_ok_and(|a| a.ip().to_canonical().is_loopback());
+    match (keyed, api_loopback) {
+        (true, _) => tracing::info!(
+            "API listener {}: REST (API key required), metrics, health",
+            addr(&listeners.api)
+        ),
+        (false, true) => tracing::info!(
+            "API listener {}: REST (unkeyed, loopback only), metrics, health",
+            addr(&listeners.api)
+        ),
+        (false, false) => tracing::warn!(
+            "API listener {}: metrics, health; REST answers 403: API keys are required on a \
+             non-loopback API listener (set --api-key, or bind --api-listen to loopback)",
+            addr(&listeners.api)
+        ),
+    }
+    tracing::info!(
+        "text port {}: pushes (JSON lines, no authentication)",
+        addr(&listeners.text)
+    );
 }

@@ -1,47 +1,86 @@
-//! The `pushgate` binary: parses configuration, sets up logging, binds the
-//! listeners and runs the gateway until SIGTERM or SIGINT.
+//! The `pushgate` binary: parses configuration, sets up logging, checks
+//! everything the configuration names, binds the listeners and runs the
+//! gateway until SIGTERM or SIGINT.
+//!
+//! The order matters: key files, JWT keys and Redis URLs are checked
+//! ([`AppState::new`]) before anything is bound, so a bad configuration
+//! fails with one clear line and never logs `listening` (which tests, the
+//! bench and scripts take to mean "ready").
 
-use anyhow::Context;
+use std::net::SocketAddr;
+
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use pushgate::{Config, Listeners, shutdown, telemetry};
+use pushgate::config::ListenAddr;
+use pushgate::{AppState, Config, Listeners, shutdown, telemetry};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let config = Config::parse();
-    config.validate().map_err(anyhow::Error::msg)?;
     telemetry::init_tracing(config.log_format);
-    raise_file_limit();
+    if let Err(e) = start(config).await {
+        // One line, the cause included once (no error chain repeating it).
+        tracing::error!("cannot start: {e}");
+        std::process::exit(1);
+    }
+}
 
-    let http = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let text = TcpListener::bind(config.text_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (text port)", config.text_listen))?;
-    let api = match config.api_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (API)"))?,
-        ),
-        None => None,
-    };
-    let api_addr = match &api {
-        Some(l) => Some(l.local_addr()?),
-        None => None,
-    };
-    tracing::info!(
-        http = %http.local_addr()?,
-        text = %text.local_addr()?,
-        api = %api_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
-        "listening"
+async fn start(config: Config) -> Result<(), String> {
+    config.validate()?;
+    raise_file_limit();
+    let (listen, text_listen, api_listen) = (
+        config.listen.clone(),
+        config.text_listen.clone(),
+        config.api_listen.clone(),
     );
     warn_about_trust(&config);
+    let app = AppState::new(config).map_err(|e| e.to_string())?;
 
-    pushgate::run(config, Listeners { http, text, api }, shutdown::signal()).await?;
+    let http_addr = resolve(&listen, "--listen").await?;
+    let text_addr = resolve(&text_listen, "--text-listen").await?;
+    let api_addr = resolve(&api_listen, "--api-listen").await?;
+    if api_addr == http_addr && api_addr.port() != 0 {
+        return Err(format!(
+            "--api-listen ({api_listen}) must differ from --listen ({listen}): the API must \
+             never be served on the public listener"
+        ));
+    }
+    let http = bind(http_addr, "--listen").await?;
+    let text = bind(text_addr, "--text-listen").await?;
+    let api = bind(api_addr, "--api-listen").await?;
+    let local = |l: &TcpListener| {
+        l.local_addr()
+            .map(|a| a.to_string())
+            .map_err(|e| format!("cannot read a bound address: {e}"))
+    };
+    tracing::info!(
+        http = %local(&http)?,
+        text = %local(&text)?,
+        api = %local(&api)?,
+        "listening"
+    );
+    if !text_addr.ip().to_canonical().is_loopback() && app.config.text_allow.is_empty() {
+        tracing::warn!(
+            addr = %text_addr,
+            "the text push port accepts pushes from any peer that can reach it; \
+             restrict it with --text-allow"
+        );
+    }
+    pushgate::serve(app, Listeners { http, text, api }, shutdown::signal()).await;
     Ok(())
+}
+
+async fn resolve(addr: &ListenAddr, flag: &str) -> Result<SocketAddr, String> {
+    addr.resolve()
+        .await
+        .map_err(|e| format!("{flag} {addr}: cannot resolve the address: {e}"))
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))
 }
 
 /// Says loudly, at start, where the configuration keeps the seed's trust.
@@ -58,15 +97,8 @@ fn warn_about_trust(config: &Config) {
     }
     if config.api_keys.is_empty() && config.api_key_file.is_none() {
         tracing::warn!(
-            "no API key configured: the REST API accepts only local callers (loopback, no proxy \
-             headers). Set --api-key to accept authenticated remote callers"
-        );
-    }
-    if !config.text_listen.ip().is_loopback() && config.text_allow.is_empty() {
-        tracing::warn!(
-            addr = %config.text_listen,
-            "the text push port accepts pushes from any peer that can reach it; \
-             restrict it with --text-allow"
+            "no API key configured: the REST API is served only on the API listener, and \
+             there only when it is loopback. Set --api-key to call it from elsewhere"
         );
     }
 }

@@ -55,7 +55,7 @@ async fn a_request_that_is_not_a_valid_upgrade_gets_a_problem_naming_the_header(
         ),
     ];
     for (status, named, headers) in cases {
-        let mut req = http.get(gw.url("/ws"));
+        let mut req = http.get(gw.public_url("/ws"));
         for (k, v) in headers {
             req = req.header(k, v);
         }
@@ -360,30 +360,44 @@ async fn rest_errors_are_problem_documents() {
 }
 
 #[tokio::test]
-async fn rest_pushes_through_a_proxy_are_refused_but_websockets_and_health_stay_open() {
+async fn without_keys_the_public_listener_serves_websocket_and_health_only() {
     let gw = Gateway::start(&[]);
     let http = reqwest::Client::new();
-    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
-        for path in ["/push", "/broadcast"] {
-            let r = http
-                .post(gw.url(path))
-                .header(header, "for=203.0.113.9")
-                .json(&json!({"uid": "a", "data": 1}))
-                .send()
-                .await
-                .unwrap();
-            assert_problem(r, 403).await;
-        }
-    }
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    for path in ["/push", "/push/batch", "/broadcast", "/disconnect"] {
         let r = http
-            .get(gw.url(path))
-            .header("x-forwarded-for", "203.0.113.9")
+            .post(gw.public_url(path))
+            .json(&json!({"uid": "a", "data": 1}))
             .send()
             .await
             .unwrap();
+        assert_problem(r, 404).await;
+    }
+    for path in ["/users/a", "/stats", "/metrics"] {
+        let r = http.get(gw.public_url(path)).send().await.unwrap();
+        assert_problem(r, 404).await;
+    }
+    for path in ["/healthz", "/readyz"] {
+        let r = http.get(gw.public_url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
+    // The loopback API listener serves REST unkeyed, whatever headers say.
+    let r = http
+        .post(gw.url("/push"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"uid": "a", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for path in ["/metrics", "/healthz", "/readyz", "/stats"] {
+        assert_eq!(http.get(gw.url(path)).send().await.unwrap().status(), 200);
+    }
+    // No WebSocket on the API listener.
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.api))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]

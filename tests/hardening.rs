@@ -195,6 +195,28 @@ async fn api_keys_are_required_and_several_are_valid_at_once() {
         assert_eq!(push(Some(key)).await.unwrap().status(), 200, "{key}");
         assert_eq!(next_text(&mut ws).await, "hi");
     }
+    // Two Authorization headers: refused, not judged by the first.
+    let r = http
+        .post(gw.url("/push"))
+        .header("authorization", "Bearer old-key")
+        .header("authorization", "Bearer wrong")
+        .json(&json!({"uid": "k", "data": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    for scheme in ["bearer", "BEARER"] {
+        let r = http
+            .post(gw.url("/push"))
+            .header("authorization", format!("{scheme} old-key"))
+            .json(&json!({"uid": "k", "data": "hi"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+        assert_eq!(next_text(&mut ws).await, "hi");
+    }
     // A key works through a proxy too: it is the key, not the address, that counts.
     let r = http
         .get(gw.url("/stats"))
@@ -266,71 +288,148 @@ async fn an_empty_api_key_is_refused_at_start() {
 }
 
 #[tokio::test]
-async fn api_listen_splits_public_and_internal_routes() {
-    let gw = Gateway::start(&["--api-listen", "127.0.0.1:0"]);
-    let api = gw.api.expect("api address logged");
+async fn with_keys_the_public_listener_serves_rest_keyed_and_never_metrics() {
+    let gw = Gateway::start(&["--api-key", "pub-key"]);
+    gw.wait_logged("REST (API key required)");
+    let mut ws = ws_bind_with_key(&gw, "pub", "pub-key").await;
     let http = reqwest::Client::new();
-    let mut ws = ws_bind_on_api(&gw, api, "split").await;
-    for path in ["/push", "/broadcast", "/disconnect"] {
-        let r = http
-            .post(gw.url(path))
-            .json(&json!({"uid": "split", "data": 1}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 404, "public {path}");
-    }
-    for path in ["/metrics", "/stats", "/users/split"] {
-        assert_eq!(
-            http.get(gw.url(path)).send().await.unwrap().status(),
-            404,
-            "public {path}"
-        );
-    }
-    assert_eq!(
-        http.get(gw.url("/healthz")).send().await.unwrap().status(),
-        200
-    );
+    let push = |key: Option<&str>| {
+        let mut r = http
+            .post(gw.public_url("/push"))
+            .json(&json!({"uid": "pub", "data": "public"}));
+        if let Some(key) = key {
+            r = r.bearer_auth(key);
+        }
+        r.send()
+    };
+    assert_eq!(push(None).await.unwrap().status(), 401);
+    assert_eq!(push(Some("pub-key")).await.unwrap().status(), 200);
+    assert_eq!(next_text(&mut ws).await, "public");
+    let r = http.get(gw.public_url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // The loopback API listener needs the key too once keys exist.
+    let r = http.get(gw.url("/stats")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_non_loopback_api_listener_without_keys_refuses_rest_but_serves_metrics() {
+    let gw = Gateway::start(&["--api-listen", "0.0.0.0:0"]);
+    gw.wait_logged("API keys are required on a non-loopback API listener");
+    let api = format!("http://127.0.0.1:{}", gw.api.port());
+    let http = reqwest::Client::new();
     let r = http
-        .post(format!("http://{api}/push"))
-        .json(&json!({"uid": "split", "data": "internal"}))
+        .post(format!("{api}/broadcast"))
+        .json(&json!({"data": 1}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(next_text(&mut ws).await, "internal");
-    assert_eq!(
-        http.get(format!("http://{api}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    // The WebSocket endpoint is not on the internal listener.
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = r.json().await.unwrap();
     assert!(
-        tokio_tungstenite::connect_async(format!("ws://{api}/ws"))
-            .await
-            .is_err()
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("API keys are required")),
+        "{problem}"
     );
+    let r = http.get(format!("{api}/users/x")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    for open in ["/metrics", "/healthz", "/readyz"] {
+        let r = http.get(format!("{api}{open}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{open}");
+    }
 }
 
-async fn ws_bind_on_api(gw: &Gateway, api: std::net::SocketAddr, uid: &str) -> Ws {
-    let mut ws = ws_connect(&gw.ws_url("/ws")).await;
-    ws.send(Message::text(uid)).await.unwrap();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let v: Value = reqwest::get(format!("http://{api}/users/{uid}"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["online"] == true {
-            return ws;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// Runs the binary with `args` until it exits; returns its status and its
+/// log. For start-up failures only: a gateway that starts would run on.
+fn start_failure(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn an_api_listener_equal_to_the_public_one_is_refused_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let same = format!("127.0.0.1:{port}");
+    let (status, log) = start_failure(&[
+        "--listen",
+        &same,
+        "--api-listen",
+        &same,
+        "--text-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert!(log.contains("--api-listen"), "{log}");
+    assert!(log.contains("must differ from --listen"), "{log}");
+    assert!(!log.contains("listening"), "{log}");
+}
+
+#[tokio::test]
+async fn a_start_up_error_is_one_line_and_nothing_is_bound() {
+    let missing =
+        std::env::temp_dir().join(format!("pushgate-no-such-key-{}.pem", std::process::id()));
+    let (status, log) = start_failure(&[
+        "--jwt-public-key",
+        missing.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--text-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert!(!log.contains("listening"), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    let line = errors[0];
+    assert!(line.contains(missing.to_str().unwrap()), "{line}");
+    // The cause (no such file) is given once, not repeated by an error chain.
+    assert_eq!(line.matches("No such file").count(), 1, "{line}");
+    assert!(!log.contains("Caused by"), "{log}");
+}
+
+#[tokio::test]
+async fn listen_addresses_may_be_host_names() {
+    let gw = Gateway::start(&[
+        "--listen",
+        "localhost:0",
+        "--api-listen",
+        "localhost:0",
+        "--text-listen",
+        "localhost:0",
+    ]);
+    assert!(gw.http.ip().is_loopback() && gw.api.ip().is_loopback());
+    let mut ws = ws_bind(&gw, "named").await;
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"named"}"#).await, "ok");
+    assert_eq!(next_text(&mut ws).await, r#"{"uid":"named"}"#);
+}
+
+#[tokio::test]
+async fn zero_conns_per_uid_means_no_limit() {
+    let gw = Gateway::start(&["--max-conns-per-uid", "0"]);
+    // One more than the default cap of 32.
+    let mut tabs = Vec::new();
+    for _ in 0..33 {
+        tabs.push(ws_bind(&gw, "many").await);
+    }
+    let mut text = TextClient::connect(&gw).await;
+    assert_eq!(text.send(r#"{"uid":"many"}"#).await, "ok");
+    for ws in &mut tabs {
+        assert_eq!(next_text(ws).await, r#"{"uid":"many"}"#);
     }
 }
 
@@ -485,6 +584,18 @@ async fn origins_outside_the_allow_list_get_403() {
     );
     // No Origin header (a non-browser client) passes.
     let _ws = ws_connect(&gw.ws_url("/ws")).await;
+    // Two Origin headers are refused, not judged by the first.
+    let mut req = gw.ws_url("/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .append("origin", "https://app.example".parse().unwrap());
+    req.headers_mut()
+        .append("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403)
+        }
+        other => panic!("two origins: {:?}", other.map(|_| ())),
+    }
 }
 
 #[tokio::test]

@@ -243,7 +243,7 @@ for overlay in overlays:
     if c["livenessProbe"]["httpGet"] != {"path": "/healthz", "port": "http"}:
         err(where, "liveness probe must be GET /healthz on port http")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    if ports != {"http": 1234, "text": 5678}:
+    if ports != {"http": 1234, "api": 1235, "text": 5678}:
         err(where, f"container ports {ports}")
     pre = c.get("lifecycle", {}).get("preStop", {})
     if set(pre) != {"sleep"}:
@@ -254,6 +254,14 @@ for overlay in overlays:
         err(where, "ConfigMap must set PUSHGATE_LOG_FORMAT=json")
     if not env.get("PUSHGATE_TEXT_LISTEN", "").startswith("0.0.0.0:"):
         err(where, "ConfigMap must set PUSHGATE_TEXT_LISTEN=0.0.0.0:5678 (backend pods reach it)")
+    if env.get("PUSHGATE_API_LISTEN") != "0.0.0.0:1235":
+        err(where, "ConfigMap must set PUSHGATE_API_LISTEN=0.0.0.0:1235 (backends and Prometheus reach it)")
+    ann = dep["spec"]["template"]["metadata"].get("annotations", {})
+    if ann.get("prometheus.io/port") not in (None, "1235"):
+        err(where, "prometheus.io/port must be the api port 1235 (/metrics is not on 1234)")
+    for sm in by_kind.get("ServiceMonitor", []):
+        if any(ep.get("port") != "api" for ep in sm["spec"].get("endpoints", [])):
+            err(where, "ServiceMonitor must scrape the api port (/metrics is not on 1234)")
     shutdown = seconds(env.get("PUSHGATE_SHUTDOWN_TIMEOUT", "15s"))
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if grace < pre.get("sleep", {}).get("seconds", 0) + shutdown + 5:
@@ -324,7 +332,7 @@ $BUILD_CMD --quiet || fail "the Dockerfile's build command failed"
 BIN=target/release/pushgate
 [ -x "$BIN" ] || fail "$BIN missing after the build command"
 LOG="$OUT/pushgate.log"
-"$BIN" --listen 127.0.0.1:0 --text-listen 127.0.0.1:0 --log-format json 2>"$LOG" >/dev/null &
+"$BIN" --listen 127.0.0.1:0 --text-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --log-format json 2>"$LOG" >/dev/null &
 GW=$!
 trap 'kill "$GW" 2>/dev/null || true' EXIT
 
@@ -341,14 +349,14 @@ for line in open(sys.argv[1]):
         break
 PY
 }
-HTTP="" TEXT=""
+HTTP="" TEXT="" API=""
 for _ in $(seq 1 100); do
-  HTTP=$(addr http) TEXT=$(addr text)
+  HTTP=$(addr http) TEXT=$(addr text) API=$(addr api)
   [ -n "$HTTP" ] && break
   kill -0 "$GW" 2>/dev/null || { cat "$LOG" >&2; fail "pushgate exited at start"; }
   sleep 0.1
 done
-[ -n "$HTTP" ] && [ -n "$TEXT" ] || { cat "$LOG" >&2; fail "no 'listening' JSON log line from pushgate"; }
+[ -n "$HTTP" ] && [ -n "$TEXT" ] && [ -n "$API" ] || { cat "$LOG" >&2; fail "no 'listening' JSON log line from pushgate"; }
 
 # Traffic: a bound WebSocket client (legacy mode: its first text frame is its
 # uid), a text-port push to it and one to nobody, a REST push to it.
@@ -394,10 +402,10 @@ if answers != b"ok\nfail\n":
 ws.close()
 PY
 code=$(curl -s -o "$OUT/push.json" -w '%{http_code}' -X POST -H 'content-type: application/json' \
-  -d '{"uid":"nobody-here","data":{"hello":"world"}}' "http://$HTTP/push")
+  -d '{"uid":"nobody-here","data":{"hello":"world"}}' "http://$API/push")
 [ "$code" = 200 ] || fail "POST /push answered $code: $(cat "$OUT/push.json")"
 
-curl -sf "http://$HTTP/metrics" >"$OUT/metrics.txt" || fail "GET /metrics"
+curl -sf "http://$API/metrics" >"$OUT/metrics.txt" || fail "GET /metrics"
 if ! "$PROMTOOL" check metrics <"$OUT/metrics.txt" >"$OUT/promtool-metrics.log" 2>&1; then
   cat "$OUT/promtool-metrics.log" >&2
   fail "promtool check metrics found problems in pushgate's /metrics (above; scrape in $OUT/metrics.txt)"

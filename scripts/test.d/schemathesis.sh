@@ -37,10 +37,11 @@ cleanup() {
 trap cleanup EXIT
 
 RUST_LOG=info target/debug/pushgate --listen 127.0.0.1:0 --text-listen 127.0.0.1:0 \
-  --log-format json 2>"$log" >/dev/null &
+  --api-listen 127.0.0.1:0 --log-format json 2>"$log" >/dev/null &
 server=$!
 
-# The HTTP port, from the JSON `listening` line on stderr.
+# The API listener's port (where openapi.yaml's operations live), from the
+# JSON `listening` line on stderr.
 port=""
 for _ in $(seq 1 200); do
   port=$(python3 - "$log" <<'EOF'
@@ -52,9 +53,9 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
         event = json.loads(line)
     except ValueError:
         continue
-    http = event.get("http") or event.get("fields", {}).get("http")
-    if http:
-        print(http.rsplit(":", 1)[1])
+    api = event.get("api") or event.get("fields", {}).get("api")
+    if api:
+        print(api.rsplit(":", 1)[1])
         break
 EOF
 )

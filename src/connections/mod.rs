@@ -93,13 +93,13 @@ pub enum BindError {
 
 impl ConnectionMap {
     /// An empty map whose connections get queues bounded by `limits`, with at
-    /// most `max_per_uid` connections per uid, routing through `cluster`
-    /// when one is given.
+    /// most `max_per_uid` connections per uid (0: no limit), routing through
+    /// `cluster` when one is given.
     pub fn new(limits: QueueLimits, max_per_uid: usize, cluster: Option<Cluster>) -> ConnectionMap {
         ConnectionMap {
             shared: Arc::new(Shared {
                 table: Mutex::new(Table::default()),
-                max_per_uid: max_per_uid.max(1),
+                max_per_uid,
                 next_id: AtomicU64::new(1),
                 open: AtomicUsize::new(0),
                 limits,

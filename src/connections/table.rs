@@ -152,8 +152,10 @@ impl ConnectionMap {
             Entry::Occupied(mut e) => {
                 let conns = e.get_mut();
                 // One user opening tab after tab must not grow without bound:
-                // the oldest connection gives way.
-                if conns.len() >= self.shared.max_per_uid {
+                // the oldest connection gives way (0: no cap, as for every
+                // other `--max-*` flag).
+                let max = self.shared.max_per_uid;
+                if max != 0 && conns.len() >= max {
                     conns.remove(0).close(CloseReason::Replaced);
                 } else {
                     table.bound += 1;

@@ -1,9 +1,12 @@
 //! The HTTP front end: axum routers for the WebSocket upgrade, the REST push
 //! API, health and metrics, served by [`serve`].
 //!
-//! With `--api-listen` the routes split in two: the public listener serves
-//! WebSocket and health alone, the internal one the API and metrics (what a
-//! Kubernetes NetworkPolicy wants). Without it, one router serves all.
+//! Two listeners, two routers. The public one ([`public_router`], `--listen`)
+//! serves WebSocket and health, and the REST API only when API keys are
+//! configured; `/metrics` never. The API one ([`api_router`],
+//! `--api-listen`, loopback by default) serves REST, metrics and health, and
+//! never WebSocket. An unkeyed API is thus never reachable through the public
+//! listener, whatever a proxy in front of it does (see [`access`]).
 
 pub mod access;
 pub mod error;
@@ -22,34 +25,36 @@ pub use serve::serve;
 use crate::App;
 use error::ApiError;
 
-/// Every route on one listener.
-pub fn router(app: App) -> Router {
-    finish(public_routes().merge(api_routes(&app)), app)
-}
-
-/// WebSocket and health only (the public listener when `--api-listen` is set).
+/// The public listener: WebSocket and health; REST too, every call keyed,
+/// when API keys are configured at start.
 pub fn public_router(app: App) -> Router {
-    finish(public_routes(), app)
-}
-
-/// The REST API, metrics and health (the `--api-listen` listener).
-pub fn api_router(app: App) -> Router {
-    let health = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
-    finish(api_routes(&app).merge(health), app)
-}
-
-fn public_routes() -> Router<App> {
-    Router::new()
+    let mut routes = Router::new()
         .route("/", get(crate::ws::upgrade))
         .route("/ws", get(crate::ws::upgrade))
+        .merge(health_routes());
+    if app.api_keys.is_enabled() {
+        routes = routes.merge(rest_routes(&app, access::Listener::Public));
+    }
+    finish(routes, app)
+}
+
+/// The API listener: REST, metrics and health. `loopback` says whether it is
+/// bound to a loopback address, where REST is served without keys.
+pub fn api_router(app: App, loopback: bool) -> Router {
+    let routes = rest_routes(&app, access::Listener::Api { loopback })
+        .route("/metrics", get(health::metrics))
+        .merge(health_routes());
+    finish(routes, app)
+}
+
+fn health_routes() -> Router<App> {
+    Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
 }
 
-fn api_routes(app: &App) -> Router<App> {
-    let protected = Router::new()
+fn rest_routes(app: &App, listener: access::Listener) -> Router<App> {
+    Router::new()
         .route("/push", post(push::push))
         .route("/push/batch", post(push::push_batch))
         .route("/broadcast", post(push::broadcast))
@@ -57,13 +62,10 @@ fn api_routes(app: &App) -> Router<App> {
         .route("/users/{uid}", get(query::user))
         .route("/stats", get(query::stats))
         .route_layer(middleware::from_fn_with_state(
-            app.clone(),
+            (app.clone(), listener),
             access::require_api_access,
         ))
-        .layer(DefaultBodyLimit::max(app.config.max_body_bytes));
-    Router::new()
-        .route("/metrics", get(health::metrics))
-        .merge(protected)
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
 }
 
 fn finish(routes: Router<App>, app: App) -> Router {

@@ -64,14 +64,13 @@ pub async fn upgrade(
         telemetry::rejected_upgrade("shutting_down");
         return ApiError::Unavailable("the gateway is shutting down".into()).into_response();
     }
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && !origin_allowed(&app.config.allowed_origins, origin.as_bytes())
-    {
+    if !origin_passes(&app.config.allowed_origins, &headers) {
         telemetry::rejected_upgrade("origin");
         return ApiError::Forbidden("this origin may not open a WebSocket here".into())
             .into_response();
     }
-    let client = client_ip(peer, &headers, &app.config.trusted_proxies);
+    let cfg = &app.config;
+    let client = client_ip(peer, &headers, &cfg.trusted_proxies, cfg.client_ip_header);
     let permit = match app.admission.admit(client) {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -95,7 +94,6 @@ pub async fn upgrade(
         ),
         _ => None,
     };
-    let cfg = &app.config;
     // The tracker counts this session from now, not from when the upgrade
     // completes, so a shutdown never misses a connection mid-handshake.
     let token = app.shutdown.sessions().token();
@@ -118,6 +116,20 @@ pub async fn upgrade(
             drop(token);
         })
     })
+}
+
+/// Whether the request's `Origin` may open a WebSocket: no `Origin` (a
+/// non-browser client) always passes; with an allow list, exactly one
+/// `Origin` that is on it. A browser sends one `Origin` (RFC 6454 §7.2), so
+/// two are a forgery or a confused proxy and are refused rather than judged
+/// by whichever comes first.
+fn origin_passes(allowed: &[String], headers: &HeaderMap) -> bool {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (None, _) => true,
+        (Some(origin), None) => origin_allowed(allowed, origin.as_bytes()),
+        (Some(_), Some(_)) => allowed.is_empty(),
+    }
 }
 
 /// Whether `origin` is one of `allowed` (exact `scheme://host[:port]`,

@@ -20,18 +20,22 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// Held by a test for as long as it runs a gateway on the default API port
+/// (see [`Gateway::start_with_default_api_listener`]).
+pub static DEFAULT_API_PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long any wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A running gateway process.
 pub struct Gateway {
     child: Child,
-    /// HTTP and WebSocket address.
+    /// The public listener: WebSocket and health (REST only with keys).
     pub http: SocketAddr,
     /// Text port address.
     pub text: SocketAddr,
-    /// The separate API listener (`--api-listen`), if any.
-    pub api: Option<SocketAddr>,
+    /// The API listener (`--api-listen`): REST, metrics and health.
+    pub api: SocketAddr,
     /// Every log line so far.
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -39,9 +43,21 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the binary with test-friendly defaults plus `args`.
     pub fn start(args: &[&str]) -> Gateway {
+        Gateway::spawn(args, &["--listen", "--text-listen", "--api-listen"])
+    }
+
+    /// Starts the binary like [`Gateway::start`] but leaves `--api-listen`
+    /// at its default (`127.0.0.1:1235`), for the tests of what the default
+    /// exposes. Only one such gateway may run at a time: callers hold
+    /// [`DEFAULT_API_PORT`] for its life.
+    pub fn start_with_default_api_listener(args: &[&str]) -> Gateway {
+        Gateway::spawn(args, &["--listen", "--text-listen"])
+    }
+
+    fn spawn(args: &[&str], on_free_ports: &[&str]) -> Gateway {
         // Loopback port 0 unless the test names its own address.
         let mut defaults = vec!["--log-format", "json"];
-        for flag in ["--listen", "--text-listen"] {
+        for &flag in on_free_ports {
             if !args.contains(&flag) {
                 defaults.extend([flag, "127.0.0.1:0"]);
             }
@@ -75,7 +91,12 @@ impl Gateway {
         Gateway {
             http: addr("http"),
             text: addr("text"),
-            api: v["api"].as_str().and_then(|a| a.parse().ok()),
+            // A gateway from before the API listener existed logs "-":
+            // everything was on the public listener then.
+            api: v["api"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| addr("http")),
             child,
             logs,
         }
@@ -86,8 +107,13 @@ impl Gateway {
         format!("ws://{}{}", self.http, path)
     }
 
-    /// `http://` URL of `path`.
+    /// `http://` URL of `path` on the API listener (REST, `/metrics`).
     pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    /// `http://` URL of `path` on the public listener (WebSocket, health).
+    pub fn public_url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
 

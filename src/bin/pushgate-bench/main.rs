@@ -1,6 +1,6 @@
 //! `pushgate-bench`: load generator and measuring tool for pushgate.
 //!
-//! Runs against any gateway (`--http`, `--text`, `--gateway-pid`) or starts
+//! Runs against any gateway (`--http`, `--api`, `--text`, `--gateway-pid`) or starts
 //! its own (`--spawn`). Every pushed message carries a sequence number and a
 //! send timestamp; the WebSocket clients record push→receive latency and
 //! detect loss and duplicates. Beside every throughput figure it reports the
@@ -41,9 +41,13 @@ pub struct Args {
     /// What to measure.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// The gateway's HTTP address (WebSocket, REST).
+    /// The gateway's public address (WebSocket).
     #[arg(long, default_value = "127.0.0.1:1234")]
     pub http: SocketAddr,
+    /// The gateway's API listener (REST, `/stats`, `/metrics`; its
+    /// `--api-listen`). For the floor relay, give its `--http` address.
+    #[arg(long, default_value = "127.0.0.1:1235")]
+    pub api: SocketAddr,
     /// The gateway's text port.
     #[arg(long, default_value = "127.0.0.1:5678")]
     pub text: SocketAddr,
@@ -54,6 +58,10 @@ pub struct Args {
     /// (pushes go to node A at --text).
     #[arg(long = "node-b-http", alias = "redis-http")]
     pub node_b_http: Option<SocketAddr>,
+    /// Cluster scenario: API listener of node B (its `/stats` counts the
+    /// clients).
+    #[arg(long = "node-b-api")]
+    pub node_b_api: Option<SocketAddr>,
     /// WebSocket connections (a comma-separated list of steps for idle and
     /// growth). Default depends on the scenario.
     #[arg(long, value_delimiter = ',')]
@@ -342,16 +350,20 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
 /// The gateway(s) to measure: given by address, or started now.
 async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
     if !args.spawn {
-        let clients_http = match sc {
-            Scenario::Cluster => args
-                .node_b_http
-                .context("cluster needs --node-b-http (node B, where the clients connect)")?,
-            _ => args.http,
+        let (clients_http, clients_api) = match sc {
+            Scenario::Cluster => (
+                args.node_b_http
+                    .context("cluster needs --node-b-http (node B, where the clients connect)")?,
+                args.node_b_api
+                    .context("cluster needs --node-b-api (node B's API listener)")?,
+            ),
+            _ => (args.http, args.api),
         };
         return Ok(Target {
-            http: args.http,
+            api: args.api,
             text: args.text,
             clients_http,
+            clients_api,
             pids: args.gateway_pid.clone(),
             redis_pid: None,
             owned: Vec::new(),
@@ -377,9 +389,10 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
             };
             let (a, b) = (node("bench-a")?, node("bench-b")?);
             Ok(Target {
-                http: a.http,
+                api: a.api,
                 text: a.text,
                 clients_http: b.http,
+                clients_api: b.api,
                 pids: vec![a.process.pid(), b.process.pid()],
                 redis_pid: Some(redis.process.pid()),
                 owned: vec![a.process, b.process, redis.process],
@@ -389,8 +402,8 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
     .await??;
     if sc == Scenario::Cluster {
         // Both nodes must be on the bus before clients bind.
-        wait_ready(started.http).await?;
-        wait_ready(started.clients_http).await?;
+        wait_ready(started.api).await?;
+        wait_ready(started.clients_api).await?;
     }
     Ok(started)
 }

@@ -22,10 +22,13 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// The gateway under test (node A in the cluster scenario: pushes go here).
 pub struct Target {
-    pub http: SocketAddr,
+    /// The API listener pushes go to (REST, `/stats`).
+    pub api: SocketAddr,
     pub text: SocketAddr,
     /// Where the WebSocket clients connect (node B in the cluster scenario).
     pub clients_http: SocketAddr,
+    /// The API listener of the clients' gateway (its `/stats` counts them).
+    pub clients_api: SocketAddr,
     /// Gateway process ids, for CPU and RSS (empty: unknown).
     pub pids: Vec<u32>,
     /// The cluster's redis-server, when the bench started it.
@@ -41,9 +44,10 @@ impl Target {
     /// serves the clients itself.
     pub fn single(gw: crate::spawn::Gateway) -> Target {
         Target {
-            http: gw.http,
+            api: gw.api,
             text: gw.text,
             clients_http: gw.http,
+            clients_api: gw.api,
             pids: vec![gw.process.pid()],
             redis_pid: None,
             owned: vec![gw.process],
@@ -95,7 +99,7 @@ pub enum Pusher {
 /// Runs the pushers of `plan` to completion.
 pub async fn drive(target: &Target, plan: &Arc<Plan>, pusher: Pusher) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let (text, http) = (target.text, target.http);
+    let (text, http) = (target.text, target.api);
     match pusher {
         Pusher::TextPipelined { conns, window } => {
             for _ in 0..conns.max(1) {

@@ -36,7 +36,7 @@ async fn receivers(
     n: usize,
 ) -> anyhow::Result<Receivers> {
     let mut pool = Receivers::new(tracker.clone(), prefix, args.per_process());
-    let base = bound(target.clients_http).await?;
+    let base = bound(target.clients_api).await?;
     grow(target, args, &mut pool, n, base).await?;
     Ok(pool)
 }
@@ -55,7 +55,7 @@ async fn grow(
         crate::phase::SETTLE_LIMIT,
     )
     .await?;
-    wait_bound(target.clients_http, base + upto as u64).await
+    wait_bound(target.clients_api, base + upto as u64).await
 }
 
 /// `idle`: N bound connections; gateway RSS per connection.
@@ -66,7 +66,7 @@ pub async fn idle(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Resu
     let tracker = Arc::new(Tracker::new(1, 1));
     let prefix = prefix("i");
     let mut pool = Receivers::new(tracker.clone(), &prefix, args.per_process());
-    let base = bound(target.clients_http).await?;
+    let base = bound(target.clients_api).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss0 = rss_kib(pid).unwrap_or(0);
     let mut rows = Vec::new();
@@ -220,7 +220,7 @@ pub async fn growth(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Re
     let tracker = Arc::new(Tracker::new(capacity(run, steps.len()), 1));
     let prefix = prefix("g");
     let mut pool = Receivers::new(tracker.clone(), &prefix, args.per_process());
-    let base = bound(target.clients_http).await?;
+    let base = bound(target.clients_api).await?;
     let conns = args.concurrency.unwrap_or(2);
     let mut rows: Vec<Row> = Vec::new();
     let mut seq = 0;

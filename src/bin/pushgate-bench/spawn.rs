@@ -34,7 +34,11 @@ impl Drop for Owned {
 
 /// A gateway the bench started.
 pub struct Gateway {
+    /// The public listener (WebSocket clients).
     pub http: SocketAddr,
+    /// The API listener (REST, `/stats`, `/metrics`); the floor relay serves
+    /// everything on `http`.
+    pub api: SocketAddr,
     pub text: SocketAddr,
     pub process: Owned,
 }
@@ -61,6 +65,7 @@ pub fn gateway_bin(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
 pub fn gateway(bin: &PathBuf, extra: &[String]) -> anyhow::Result<Gateway> {
     let mut cmd = Command::new(bin);
     cmd.args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+        .args(["--api-listen", "127.0.0.1:0"])
         .args(["--log-format", "json"])
         .args(extra)
         .env("RUST_LOG", "info")
@@ -89,7 +94,8 @@ pub fn floor() -> anyhow::Result<Gateway> {
 }
 
 /// Reads `child`'s JSON log on stderr until its `listening` line (pushgate's
-/// shape: `{"fields":{"message":"listening","http":ADDR,"text":ADDR}}`).
+/// shape: `{"fields":{"message":"listening","http":ADDR,"text":ADDR,"api":ADDR}}`;
+/// the floor relay has no `api`).
 fn listening(mut child: Child, what: &str) -> anyhow::Result<Gateway> {
     let stderr = child.stderr.take().context("piped stderr")?;
     let process = Owned(child);
@@ -116,8 +122,10 @@ fn listening(mut child: Child, what: &str) -> anyhow::Result<Gateway> {
             .parse()
             .context("bad address")
     };
+    let http = addr("http")?;
     Ok(Gateway {
-        http: addr("http")?,
+        api: addr("api").unwrap_or(http),
+        http,
         text: addr("text")?,
         process,
     })
