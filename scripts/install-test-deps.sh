@@ -34,3 +34,7 @@ if [ ! -d "$browser_dir/node_modules/playwright-core" ] || [ "$browser_dir/packa
   echo "installing: npm packages of tests/browser"
   npm ci --prefix "$browser_dir" --no-audit --no-fund --loglevel=error
 fi
+
+# A real Prometheus (tests/prometheus.rs) and promtool (scripts/test.d/), from
+# Debian's prometheus package, unpacked under target/ rather than installed.
+"$(dirname "$0")/prometheus-tools.sh" >/dev/null

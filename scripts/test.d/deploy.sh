@@ -54,26 +54,9 @@ fi
 KUBECTL="$VENV/bin/kubectl"
 PY="$VENV/bin/python"
 
-# promtool: the machine's if there is one, else taken out of Debian's
-# prometheus package without installing it, so no Prometheus server is ever
-# installed or started by this script.
-if command -v promtool >/dev/null 2>&1; then
-  PROMTOOL=$(command -v promtool)
-else
-  PROMTOOL="$TOOLS/prometheus/usr/bin/promtool"
-  if [ ! -x "$PROMTOOL" ]; then
-    say "extracting promtool from Debian's prometheus package"
-    dl=$(mktemp -d)
-    chmod 755 "$dl"
-    if ! (cd "$dl" && apt-get download -qq prometheus >/dev/null 2>&1); then
-      $SUDO apt-get update -qq
-      (cd "$dl" && apt-get download -qq prometheus >/dev/null 2>&1) || fail "apt-get download prometheus failed"
-    fi
-    rm -rf "$TOOLS/prometheus"
-    dpkg-deb -x "$dl"/prometheus_*.deb "$TOOLS/prometheus"
-    rm -rf "$dl"
-  fi
-fi
+# promtool from Debian's prometheus package, unpacked under target/ (never
+# installed, so no Prometheus server is registered or started by this script).
+PROMTOOL="$(scripts/prometheus-tools.sh)/usr/bin/promtool"
 
 say "$("$KUBECTL" version --client 2>/dev/null | head -1), $("$VENV/bin/hadolint" --version), $("$PROMTOOL" --version 2>&1 | head -1)"
 

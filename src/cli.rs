@@ -1,0 +1,148 @@
+//! The command line: the gateway itself (no subcommand), and the helper
+//! subcommands an operator runs beside it — `healthcheck` (for images without
+//! a shell or curl), `completions` and `man` (generated from the same clap
+//! definition, so they never drift from `--help`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+
+/// pushgate: a real-time push gateway. Browsers hold WebSocket connections and
+/// bind a user id; backends push to that uid over the legacy text port or REST.
+#[derive(Debug, Clone, Parser)]
+// The gateway's flags stay valid beside a subcommand: `healthcheck` reads
+// `--listen` (or PUSHGATE_LISTEN, which the image sets) to find the gateway.
+#[command(name = "pushgate", version, about, long_about = None)]
+pub struct Cli {
+    /// A helper command; without one, pushgate runs the gateway.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The gateway's configuration.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// The helper commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Probes a running gateway's `/readyz` and exits 0 when it answers 200,
+    /// 1 otherwise (Docker's HEALTHCHECK; the image has no shell or curl).
+    Healthcheck {
+        /// The URL to probe. Default: `/readyz` on the address of `--listen`
+        /// (PUSHGATE_LISTEN), an unspecified address (0.0.0.0, ::) read as
+        /// loopback.
+        #[arg(long)]
+        url: Option<String>,
+        /// Longest wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = crate::config::parse_duration)]
+        timeout: Duration,
+    },
+    /// Prints a shell completion script to standard output.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page (roff) to standard output.
+    Man,
+}
+
+/// Why a health probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthcheckError {
+    /// The URL is not an `http://host:port/path` URL.
+    #[error("invalid URL {0:?}: expected http://host:port/path")]
+    Url(String),
+    /// No connection, or no complete answer, within the timeout.
+    #[error("no answer from {0} within the timeout")]
+    Timeout(String),
+    /// The connection or the exchange failed.
+    #[error("{url}: {source}")]
+    Io {
+        /// The probed URL.
+        url: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// HTTP failed.
+    #[error("{url}: {source}")]
+    Http {
+        /// The probed URL.
+        url: String,
+        /// What failed.
+        source: hyper::Error,
+    },
+    /// The gateway answered, but not 200 (503 while draining or not ready).
+    #[error("{url} answered {status}")]
+    NotReady {
+        /// The probed URL.
+        url: String,
+        /// Its status.
+        status: hyper::StatusCode,
+    },
+}
+
+/// `GET url` over HTTP/1.1; `Ok` when the answer is 200, within `limit` in
+/// all (connect, send, status line).
+pub async fn healthcheck(url: &str, limit: Duration) -> Result<(), HealthcheckError> {
+    tokio::time::timeout(limit, probe(url))
+        .await
+        .map_err(|_| HealthcheckError::Timeout(url.to_owned()))?
+}
+
+async fn probe(url: &str) -> Result<(), HealthcheckError> {
+    let bad_url = || HealthcheckError::Url(url.to_owned());
+    let uri: hyper::Uri = url.parse().map_err(|_| bad_url())?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad_url());
+    }
+    let authority = uri.authority().ok_or_else(bad_url)?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let io = |source| HealthcheckError::Io {
+        url: url.to_owned(),
+        source,
+    };
+    let http = |source| HealthcheckError::Http {
+        url: url.to_owned(),
+        source,
+    };
+    let stream = TcpStream::connect((authority.host().trim_matches(['[', ']']), port))
+        .await
+        .map_err(io)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, authority.as_str())
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| bad_url())?;
+    let answer = sender.send_request(request).await.map_err(http);
+    driver.abort();
+    let status = answer?.status();
+    if status == hyper::StatusCode::OK {
+        Ok(())
+    } else {
+        Err(HealthcheckError::NotReady {
+            url: url.to_owned(),
+            status,
+        })
+    }
+}
+
+/// Writes `shell`'s completion script for the whole command line to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "pushgate", out);
+}
+
+/// Writes the manual page (roff, section 1) to `out`.
+pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
+}
