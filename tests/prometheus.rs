@@ -82,10 +82,13 @@ impl Prometheus {
 
     /// The value of an instant query's single result, if there is one.
     async fn query(&self, expr: &str) -> Option<f64> {
-        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        let url = reqwest::Url::parse_with_params(
+            &format!("http://127.0.0.1:{}/api/v1/query", self.port),
+            &[("query", expr)],
+        )
+        .ok()?;
         let answer: serde_json::Value = reqwest::Client::new()
             .get(url)
-            .query(&[("query", expr)])
             .send()
             .await
             .ok()?
@@ -114,7 +117,7 @@ impl Prometheus {
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_push_and_delivery_counts_and_the_connection_gauge() {
     let gw = Gateway::start(&[]);
-    let prometheus = Prometheus::scraping(&gw.api_addr().to_string());
+    let prometheus = Prometheus::scraping(&gw.api.to_string());
     let _clients = [
         ws_bind(&gw, "p1").await,
         ws_bind(&gw, "p1").await,
