@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod connections;

@@ -12,12 +12,28 @@ use std::net::SocketAddr;
 use clap::Parser;
 use tokio::net::TcpListener;
 
+use pushgate::cli::{Cli, Command};
 use pushgate::config::ListenAddr;
 use pushgate::{AppState, Config, Listeners, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
-    let config = Config::parse();
+    let Cli { command, config } = Cli::parse();
+    match command {
+        None => {}
+        Some(Command::Healthcheck { url, timeout }) => healthcheck(&config, url, timeout).await,
+        Some(Command::Completions { shell }) => {
+            pushgate::cli::completions(shell, &mut std::io::stdout());
+            return;
+        }
+        Some(Command::Man) => {
+            if let Err(e) = pushgate::cli::man(&mut std::io::stdout()) {
+                eprintln!("pushgate man: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    }
     telemetry::init_tracing(config.log_format);
     if let Err(e) = start(config).await {
         // One line, the cause included once (no error chain repeating it).
@@ -69,6 +85,40 @@ async fn start(config: Config) -> Result<(), String> {
     }
     pushgate::serve(app, Listeners { http, text, api }, shutdown::signal()).await;
     Ok(())
+}
+
+/// `pushgate healthcheck`: exits 0 when the gateway's `/readyz` answers 200,
+/// 1 otherwise, with one line on standard error saying why.
+async fn healthcheck(config: &Config, url: Option<String>, timeout: std::time::Duration) -> ! {
+    let url = match url {
+        Some(url) => url,
+        None => match resolve(&config.listen, "--listen").await {
+            Ok(addr) => {
+                // A gateway listening on every address is reached on loopback.
+                let ip = match addr.ip() {
+                    ip if ip.is_unspecified() && ip.is_ipv6() => {
+                        std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                    }
+                    ip if ip.is_unspecified() => {
+                        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                    }
+                    ip => ip,
+                };
+                format!("http://{}/readyz", SocketAddr::new(ip, addr.port()))
+            }
+            Err(e) => {
+                eprintln!("pushgate healthcheck: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    match pushgate::cli::healthcheck(&url, timeout).await {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("pushgate healthcheck: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 async fn resolve(addr: &ListenAddr, flag: &str) -> Result<SocketAddr, String> {

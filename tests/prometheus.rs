@@ -50,10 +50,8 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` (`host:port`) every second.
     fn scraping(target: &str) -> Prometheus {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "pushgate-prometheus-{}-{port}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("pushgate-prometheus-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("data")).expect("temp dir");
         let config = dir.join("prometheus.yml");
         std::fs::write(
@@ -67,7 +65,10 @@ impl Prometheus {
         .expect("write prometheus.yml");
         let child = Command::new(prometheus_binary())
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -136,7 +137,12 @@ async fn a_real_prometheus_scrapes_the_push_and_delivery_counts_and_the_connecti
         .await;
         assert_eq!(status, 200);
     }
-    post_json(&gw, "/push", &serde_json::json!({"uid": "nobody", "data": 1})).await;
+    post_json(
+        &gw,
+        "/push",
+        &serde_json::json!({"uid": "nobody", "data": 1}),
+    )
+    .await;
     prometheus
         .wait_for("pushgate_ws_connections", |v| v == 3.0)
         .await;
