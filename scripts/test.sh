@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 mkdir -p target
-cargo test --all-targets --locked 2>&1 | tee target/cargo-test.log
+cargo test --workspace --all-targets --locked 2>&1 | tee target/cargo-test.log
 
 for extra in scripts/test.d/*.sh; do
   [ -e "$extra" ] || continue

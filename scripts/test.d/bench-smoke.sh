@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --bins --locked -q
+cargo build --workspace --bins --locked -q
 out=$(mktemp)
 floor=$(mktemp)
 trap 'rm -f "$out" "$floor"' EXIT
