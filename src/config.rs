@@ -258,8 +258,16 @@ pub struct Config {
 
     /// `/readyz` answers 503 while Redis is unreachable (cluster mode), taking
     /// the node out of rotation instead of serving local clients only.
-    #[arg(long, env = "PUSHGATE_REQUIRE_REDIS")]
+    #[arg(long, env = "PUSHGATE_REQUIRE_REDIS", value_parser = boolish(), num_args = 0..=1,
+          default_value = "false", default_missing_value = "true")]
     pub require_redis: bool,
+
+    /// One log line per HTTP request (target `pushgate::access`): method,
+    /// route template, status, duration and client address; never the query
+    /// string, which may carry a token.
+    #[arg(long, env = "PUSHGATE_ACCESS_LOG", value_parser = boolish(), num_args = 0..=1,
+          default_value = "false", default_missing_value = "true")]
+    pub access_log: bool,
 }
 
 /// A secret value (JWT secret, API key): never printed by `Debug`.
@@ -390,6 +398,14 @@ fn node_id_part(text: &str) -> String {
         })
         .take(64)
         .collect()
+}
+
+/// The parser of every boolean option: `--flag` alone means true, and a value
+/// (`--flag=false`, or the environment twin) may be spelled `1/0`,
+/// `true/false`, `yes/no`, `on/off`, `y/n`, `t/f`, in any case — as
+/// systemd, Compose and Kubernetes manifests write them.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
 }
 
 /// Parses `10s`, `500ms`, `2m` (humantime syntax); a bare number means seconds.

@@ -176,6 +176,7 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
         max_connections = app.admission.max_connections(),
         "connection capacity"
     );
+    telemetry::set_max_connections(app.admission.max_connections());
     #[cfg(unix)]
     let reload = reload::spawn(app.clone());
     log_exposure(&app, &listeners);

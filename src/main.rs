@@ -62,6 +62,9 @@ async fn start(config: Config) -> Result<(), String> {
              never be served on the public listener"
         ));
     }
+    // Signal handlers go in before the ready line: from `listening` on, a
+    // SIGTERM drains and a SIGHUP reloads, never the default kill.
+    let stop = shutdown::signal();
     let http = bind(http_addr, "--listen").await?;
     let text = bind(text_addr, "--text-listen").await?;
     let api = bind(api_addr, "--api-listen").await?;
@@ -83,7 +86,7 @@ async fn start(config: Config) -> Result<(), String> {
              restrict it with --text-allow"
         );
     }
-    pushgate::serve(app, Listeners { http, text, api }, shutdown::signal()).await;
+    pushgate::serve(app, Listeners { http, text, api }, stop).await;
     Ok(())
 }
 

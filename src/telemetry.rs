@@ -29,8 +29,25 @@ pub const BROADCASTS: &str = "pushgate_broadcasts_total";
 pub const DELIVERIES: &str = "pushgate_deliveries_total";
 /// Messages not delivered, by `reason`.
 pub const DROPPED: &str = "pushgate_dropped_messages_total";
-/// Time from a push's arrival at the map to the end of its enqueueing.
-pub const PUSH_ENQUEUE_SECONDS: &str = "pushgate_push_enqueue_seconds";
+/// Time to route and enqueue one batch of pushes for every recipient: the
+/// lines of one text-port read, or one REST request (`/push` with its uids,
+/// `/push/batch`). One sample per batch, whatever its size.
+pub const PUSH_BATCH_ENQUEUE_SECONDS: &str = "pushgate_push_batch_enqueue_seconds";
+/// Pushes per batch (the batches [`PUSH_BATCH_ENQUEUE_SECONDS`] times).
+pub const PUSH_BATCH_SIZE: &str = "pushgate_push_batch_size";
+/// Time to enqueue one broadcast for every bound connection on this node.
+pub const BROADCAST_ENQUEUE_SECONDS: &str = "pushgate_broadcast_enqueue_seconds";
+/// HTTP requests by `route` (the template, never a uid) and `status_class`
+/// (`2xx`…`5xx`), on both listeners.
+pub const HTTP_REQUESTS: &str = "pushgate_http_requests_total";
+/// Time from a request's arrival to its answer's head, by `route`.
+pub const HTTP_REQUEST_SECONDS: &str = "pushgate_http_request_duration_seconds";
+/// WebSocket connections the gateway admits at most (`--max-connections`,
+/// or the cap derived from the open-file limit): alert on
+/// [`WS_CONNECTIONS`] / this.
+pub const MAX_CONNECTIONS: &str = "pushgate_max_connections";
+/// 1, labelled with the build's `version`.
+pub const BUILD_INFO: &str = "pushgate_build_info";
 /// Open connections on the text port.
 pub const TEXT_CONNECTIONS: &str = "pushgate_text_connections";
 /// WebSocket connections closed by the gateway, by `reason`.
@@ -62,8 +79,12 @@ pub const BUS_UNKNOWN_VERSION: &str = "bus_unknown_version";
 /// JSON lines on standard error.
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: files, pipes and journald get
+    // plain text, without escape sequences.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second initialisation (tests embedding several servers) is harmless.
     let _ = match format {
@@ -86,6 +107,13 @@ pub fn prometheus() -> PrometheusHandle {
                     0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
                     0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 ])
+                .expect("static bucket list is not empty")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(PUSH_BATCH_SIZE.to_owned()),
+                    &[
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0, 1024.0, 10_000.0,
+                    ],
+                )
                 .expect("static bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -95,6 +123,8 @@ pub fn prometheus() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
             describe();
+            process_collector().describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
@@ -131,10 +161,30 @@ fn describe() {
         "Messages not delivered to a bound connection, by reason."
     );
     describe_histogram!(
-        PUSH_ENQUEUE_SECONDS,
+        PUSH_BATCH_ENQUEUE_SECONDS,
         Unit::Seconds,
-        "Time to route a push, or a batch of pushes, and enqueue it for every recipient."
+        "Time to route and enqueue one batch of pushes (a text-port read's lines, a REST request) for every recipient."
     );
+    describe_histogram!(PUSH_BATCH_SIZE, Unit::Count, "Pushes per routed batch.");
+    describe_histogram!(
+        BROADCAST_ENQUEUE_SECONDS,
+        Unit::Seconds,
+        "Time to enqueue one broadcast for every bound connection on this node."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by route template and status class."
+    );
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Time from an HTTP request to its answer, by route template."
+    );
+    describe_gauge!(
+        MAX_CONNECTIONS,
+        "WebSocket connections the gateway admits at most."
+    );
+    describe_gauge!(BUILD_INFO, "1, labelled with the build's version.");
     describe_gauge!(
         TEXT_CONNECTIONS,
         "Open connections on the legacy text port."
@@ -173,7 +223,9 @@ pub struct Metrics {
     pub(crate) bound_uids: Gauge,
     pub(crate) deliveries: Counter,
     pub(crate) dropped_slow: Counter,
-    pub(crate) enqueue_seconds: Histogram,
+    pub(crate) batch_enqueue_seconds: Histogram,
+    pub(crate) batch_size: Histogram,
+    pub(crate) broadcast_enqueue_seconds: Histogram,
     text_ok: Counter,
     text_fail: Counter,
     http_ok: Counter,
@@ -189,7 +241,9 @@ impl Metrics {
             bound_uids: metrics::gauge!(BOUND_UIDS),
             deliveries: metrics::counter!(DELIVERIES),
             dropped_slow: metrics::counter!(DROPPED, "reason" => "slow_consumer"),
-            enqueue_seconds: metrics::histogram!(PUSH_ENQUEUE_SECONDS),
+            batch_enqueue_seconds: metrics::histogram!(PUSH_BATCH_ENQUEUE_SECONDS),
+            batch_size: metrics::histogram!(PUSH_BATCH_SIZE),
+            broadcast_enqueue_seconds: metrics::histogram!(BROADCAST_ENQUEUE_SECONDS),
             text_ok: pushes("text", "ok"),
             text_fail: pushes("text", "fail"),
             http_ok: pushes("http", "ok"),
@@ -241,4 +295,42 @@ pub fn text_disconnect(reason: &'static str) {
 /// Counts a refused WebSocket upgrade.
 pub fn rejected_upgrade(reason: &'static str) {
     metrics::counter!(REJECTED_UPGRADES, "reason" => reason).increment(1);
+}
+
+/// Counts and times one HTTP request (see `http::observe`).
+pub fn http_request(route: &'static str, status: u16, took: Duration) {
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status_class" => status_class(status))
+        .increment(1);
+    metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route).record(took.as_secs_f64());
+}
+
+/// `2xx` for 200 and so on: a label with five values, not one per code.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The process metrics (`process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_cpu_seconds_total`,
+/// `process_start_time_seconds`, …), read from `/proc` by the
+/// metrics-process crate at each scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Renders `/metrics`, with the process metrics read now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
+}
+
+/// Sets the connection cap in force, for the capacity alert.
+pub fn set_max_connections(max: usize) {
+    metrics::gauge!(MAX_CONNECTIONS).set(max as f64);
 }

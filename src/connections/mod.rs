@@ -172,10 +172,11 @@ impl ConnectionMap {
                     remote_nodes: 0,
                 }),
         );
-        self.shared
-            .metrics
-            .enqueue_seconds
+        let metrics = &self.shared.metrics;
+        metrics
+            .batch_enqueue_seconds
             .record(start.elapsed().as_secs_f64());
+        metrics.batch_size.record(pushes.len() as f64);
         let published = match &self.shared.cluster {
             Some(cluster) if !pushes.is_empty() => Some(cluster.publish_pushes(pushes).await),
             _ => None,
@@ -219,7 +220,7 @@ impl ConnectionMap {
         let start = Instant::now();
         let mut outcome = self.broadcast_local_outcome(payload);
         metrics::counter!(telemetry::BROADCASTS, "source" => source.as_str()).increment(1);
-        self.account_local(outcome, start);
+        self.account_broadcast(outcome, start);
         if let Some(cluster) = &self.shared.cluster {
             match cluster.publish_broadcast(payload.as_bytes()).await {
                 Ok(nodes) => outcome.remote_nodes = nodes,
@@ -262,12 +263,12 @@ impl ConnectionMap {
         self.shared.open.load(Ordering::Relaxed)
     }
 
-    /// Counts what the local part of a push did and how long it took.
-    fn account_local(&self, outcome: PushOutcome, start: Instant) {
+    /// Counts what the local part of a broadcast did and how long it took.
+    fn account_broadcast(&self, outcome: PushOutcome, start: Instant) {
         self.count_deliveries(outcome);
         self.shared
             .metrics
-            .enqueue_seconds
+            .broadcast_enqueue_seconds
             .record(start.elapsed().as_secs_f64());
     }
 

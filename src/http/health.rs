@@ -49,7 +49,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.prometheus.render(),
+        crate::telemetry::render(&app.prometheus),
     )
         .into_response()
 }

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod error;
 pub mod health;
+pub mod observe;
 pub mod push;
 pub mod query;
 mod serve;
@@ -24,13 +25,14 @@ pub use serve::serve;
 
 use crate::App;
 use error::ApiError;
+use observe::named;
 
 /// The public listener: WebSocket and health; REST too, every call keyed,
 /// when API keys are configured at start.
 pub fn public_router(app: App) -> Router {
     let mut routes = Router::new()
-        .route("/", get(crate::ws::upgrade))
-        .route("/ws", get(crate::ws::upgrade))
+        .route("/", named("/", get(crate::ws::upgrade)))
+        .route("/ws", named("/ws", get(crate::ws::upgrade)))
         .merge(health_routes());
     if app.api_keys.is_enabled() {
         routes = routes.merge(rest_routes(&app, access::Listener::Public));
@@ -42,25 +44,25 @@ pub fn public_router(app: App) -> Router {
 /// bound to a loopback address, where REST is served without keys.
 pub fn api_router(app: App, loopback: bool) -> Router {
     let routes = rest_routes(&app, access::Listener::Api { loopback })
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", named("/metrics", get(health::metrics)))
         .merge(health_routes());
     finish(routes, app)
 }
 
 fn health_routes() -> Router<App> {
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/healthz", named("/healthz", get(health::healthz)))
+        .route("/readyz", named("/readyz", get(health::readyz)))
 }
 
 fn rest_routes(app: &App, listener: access::Listener) -> Router<App> {
     Router::new()
-        .route("/push", post(push::push))
-        .route("/push/batch", post(push::push_batch))
-        .route("/broadcast", post(push::broadcast))
-        .route("/disconnect", post(push::disconnect))
-        .route("/users/{uid}", get(query::user))
-        .route("/stats", get(query::stats))
+        .route("/push", named("/push", post(push::push)))
+        .route("/push/batch", named("/push/batch", post(push::push_batch)))
+        .route("/broadcast", named("/broadcast", post(push::broadcast)))
+        .route("/disconnect", named("/disconnect", post(push::disconnect)))
+        .route("/users/{uid}", named("/users/{uid}", get(query::user)))
+        .route("/stats", named("/stats", get(query::stats)))
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), listener),
             access::require_api_access,
@@ -69,8 +71,8 @@ fn rest_routes(app: &App, listener: access::Listener) -> Router<App> {
 }
 
 fn finish(routes: Router<App>, app: App) -> Router {
-    routes
+    let routes = routes
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(app)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    observe::observed(routes, &app).with_state(app)
 }

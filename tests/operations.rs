@@ -1,0 +1,244 @@
+//! What an operator relies on day to day (issue 13), against the real
+//! binary: process and build metrics, the capacity gauge, HTTP request
+//! metrics, the split enqueue histograms, boolean environment spellings,
+//! plain-text logs off a terminal, JSON start-up errors and the access log.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::json;
+
+async fn metrics_text(gw: &Gateway) -> String {
+    reqwest::get(gw.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body")
+}
+
+#[tokio::test]
+async fn process_build_and_capacity_metrics_are_exported() {
+    let gw = Gateway::start(&["--max-connections", "777"]);
+    let body = metrics_text(&gw).await;
+    for series in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            metric_value(&body, series) > 0.0,
+            "{series} missing or zero in\n{body}"
+        );
+    }
+    // A fresh process may not have used a whole clock tick yet.
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("process_cpu_seconds_total ")),
+        "{body}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        metric_value(
+            &body,
+            &format!("pushgate_build_info{{version=\"{version}\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(metric_value(&body, "pushgate_max_connections"), 777.0);
+}
+
+#[tokio::test]
+async fn http_requests_are_counted_by_route_template_and_status_class_never_by_uid() {
+    let gw = Gateway::start(&[]);
+    for uid in ["alice", "bob"] {
+        let r = reqwest::get(gw.url(&format!("/users/{uid}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = reqwest::get(gw.url("/no/such/path")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let (status, _) = post_json(&gw, "/push", &json!({"uid": [], "data": 1})).await;
+    assert_eq!(status, 400);
+    let body = metrics_text(&gw).await;
+    let count = |route: &str, class: &str| {
+        metric_value(
+            &body,
+            &format!("pushgate_http_requests_total{{route=\"{route}\",status_class=\"{class}\"}}"),
+        )
+    };
+    assert_eq!(count("/users/{uid}", "2xx"), 2.0, "{body}");
+    assert_eq!(count("unmatched", "4xx"), 1.0, "{body}");
+    assert_eq!(count("/push", "4xx"), 1.0, "{body}");
+    assert!(
+        body.contains("pushgate_http_request_duration_seconds_count{route=\"/users/{uid}\"} 2"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("alice") && !body.contains("bob"),
+        "a uid became a label"
+    );
+}
+
+#[tokio::test]
+async fn batches_and_broadcasts_are_timed_in_series_of_their_own() {
+    let gw = Gateway::start(&[]);
+    let _ws = ws_bind(&gw, "u").await;
+    let mut text = TextClient::connect(&gw).await;
+    text.write(b"{\"uid\":\"u\",\"n\":1}\n{\"uid\":\"u\",\"n\":2}\n{\"uid\":\"u\",\"n\":3}\n")
+        .await;
+    for _ in 0..3 {
+        assert_eq!(text.answer().await, "ok");
+    }
+    let (status, _) = post_json(&gw, "/broadcast", &json!({"data": "all"})).await;
+    assert_eq!(status, 200);
+    let body = metrics_text(&gw).await;
+    let batches = metric_value(&body, "pushgate_push_batch_enqueue_seconds_count");
+    let sizes = metric_value(&body, "pushgate_push_batch_size_sum");
+    assert!((1.0..=3.0).contains(&batches), "{body}");
+    assert_eq!(sizes, 3.0, "three pushes in however many batches: {body}");
+    assert_eq!(
+        metric_value(&body, "pushgate_broadcast_enqueue_seconds_count"),
+        1.0,
+        "{body}"
+    );
+    assert!(
+        !body.contains("pushgate_push_enqueue_seconds"),
+        "the mixed series is gone"
+    );
+}
+
+/// Starts the binary with `args` and `env`; once it logged `listening`,
+/// SIGTERMs it. Returns whether it exited 0, and everything it logged.
+fn start_and_stop(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+        .args(["--api-listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pushgate");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("listening") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Started (it logged `listening`) or refused (stderr closed as it
+    // exited): either way an event, never a sleep.
+    if rx.recv_timeout(PATIENCE).is_ok() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    let status = child.wait().expect("wait");
+    (status.success(), reader.join().expect("reader"))
+}
+
+#[test]
+fn boolean_variables_accept_the_usual_spellings() {
+    for value in ["1", "true", "TRUE", "yes", "On", "0", "false", "no", "off"] {
+        let (ok, log) = start_and_stop(&[], &[("PUSHGATE_ACCESS_LOG", value)]);
+        assert!(ok, "PUSHGATE_ACCESS_LOG={value} refused: {log}");
+    }
+    let (ok, log) = start_and_stop(&[], &[("PUSHGATE_ACCESS_LOG", "maybe")]);
+    assert!(!ok, "a value that is no boolean is refused: {log}");
+    // The issue's own example: --require-redis through its variable.
+    let (ok, log) = start_and_stop(
+        &["--redis-url", "redis://127.0.0.1:1/"],
+        &[("PUSHGATE_REQUIRE_REDIS", "1")],
+    );
+    assert!(ok, "PUSHGATE_REQUIRE_REDIS=1 refused: {log}");
+}
+
+#[test]
+fn text_logs_off_a_terminal_carry_no_colour_codes() {
+    let (_, log) = start_and_stop(&["--log-format", "text"], &[]);
+    assert!(log.contains("listening"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a pipe: {log:?}"
+    );
+}
+
+#[test]
+fn with_json_logs_a_start_up_error_is_a_json_line() {
+    let (ok, log) = start_and_stop(
+        &[
+            "--log-format",
+            "json",
+            "--jwt-public-key",
+            "/nonexistent/key.pem",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "nothing logged");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains("nonexistent")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_line_per_request_and_never_the_query_string() {
+    let gw = Gateway::start(&["--access-log"]);
+    let r = reqwest::get(gw.url("/users/carol?token=hush-hush"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gw.wait_logged("pushgate::access");
+    let logs = gw.logs.lock().unwrap().clone();
+    let access: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("pushgate::access"))
+        .collect();
+    assert_eq!(access.len(), 1, "{access:?}");
+    let line = access[0];
+    for want in [
+        "/users/{uid}",
+        "\"status\":200",
+        "GET",
+        "127.0.0.1",
+        "duration_ms",
+    ] {
+        assert!(line.contains(want), "{want} missing in {line}");
+    }
+    assert!(
+        !line.contains("hush"),
+        "the query string was logged: {line}"
+    );
+    let mut quiet = Gateway::start(&[]);
+    reqwest::get(quiet.url("/healthz")).await.unwrap();
+    // Every line is out once the process has exited.
+    quiet.signal("TERM");
+    assert!(quiet.wait_exit(PATIENCE).success());
+    quiet.wait_logged("shutdown complete");
+    assert!(
+        !quiet.logged("pushgate::access"),
+        "no access log without the flag"
+    );
+}
