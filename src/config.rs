@@ -86,10 +86,12 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// WebSocket closes per second during a drain (0: all at once). Spreading
-    /// them keeps a rolling deploy from making every client reconnect in the
-    /// same second; whatever is left at three quarters of
-    /// `--shutdown-timeout` is closed at once.
+    /// Slowest pace of WebSocket closes during a drain, per second (0: all at
+    /// once). Spreading them keeps a rolling deploy from making every client
+    /// reconnect in the same second. The drain has three quarters of
+    /// `--shutdown-timeout` (T) for the N connections open when it begins and
+    /// closes one every min(1/rate, T/N): at this rate when they fit in T,
+    /// faster and still evenly when they would not.
     #[arg(long, env = "PUSHGATE_DRAIN_RATE", default_value_t = 1000)]
     pub drain_rate: u32,
 
