@@ -80,6 +80,12 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Time a REST request's body has to arrive once its headers have; past
+    /// it the request answers 408 and the connection closes (a caller that
+    /// declares a body and never sends it does not hold a connection).
+    #[arg(long, env = "PUSHGATE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
     /// Longest graceful shutdown: after SIGTERM/SIGINT, whatever is still open
     /// then is closed at once and the process exits 0. At most 20 s by default
     /// so it fits Kubernetes' default 30 s grace with a preStop pause.
@@ -361,6 +367,7 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:1234".parse().unwrap());
         assert_eq!(c.text_listen, "127.0.0.1:5678".parse().unwrap());
         assert!(c.shutdown_timeout <= Duration::from_secs(20));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(10));
         assert!(c.validate().is_ok());
     }
 }
