@@ -70,11 +70,20 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
-    /// Time a text-port connection may stay without a complete line before it
-    /// is closed (persistent backends reconnect; a line that never ends does not
-    /// hold a socket forever).
+    /// Time a text-port connection may stay without sending a complete line
+    /// or taking any of its answers before it is closed (persistent backends
+    /// reconnect; a line that never ends, or a client that neither writes nor
+    /// reads, does not hold a socket forever).
     #[arg(long, env = "PUSHGATE_TEXT_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub text_idle_timeout: Duration,
+
+    /// Bytes of text-port answers that may wait for a client to read them
+    /// (Workerman's send buffer was 1 MB). Lines keep being routed when it
+    /// is full; that answer and every later one on the connection are
+    /// dropped and counted (`pushgate_text_answers_dropped_total`), so a
+    /// client that reads late still reads its first answers, in order.
+    #[arg(long, env = "PUSHGATE_TEXT_ANSWER_BACKLOG", default_value_t = 1024 * 1024)]
+    pub text_answer_backlog: usize,
 
     /// Time an HTTP client has to send a request's headers (slowloris guard).
     #[arg(long, env = "PUSHGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -303,6 +312,7 @@ impl Config {
             ("--max-body-bytes", self.max_body_bytes),
             ("--queue-len", self.queue_len),
             ("--queue-bytes", self.queue_bytes),
+            ("--text-answer-backlog", self.text_answer_backlog),
         ];
         for (name, value) in positive {
             if value == 0 {
