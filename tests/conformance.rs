@@ -119,15 +119,19 @@ async fn an_upgrade_must_be_a_get_with_one_sixteen_byte_key() {
 #[tokio::test]
 async fn a_426_names_the_protocol_and_version_to_upgrade_to() {
     let gw = Gateway::start(&[]);
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
-    );
-    let (head, _s) = raw_request(gw.http, req.as_bytes()).await;
-    assert!(head.starts_with("http/1.1 426"), "{head}");
-    assert_eq!(header(&head, "upgrade"), Some("websocket"), "{head}");
-    assert_eq!(header(&head, "connection"), Some("upgrade"), "{head}");
-    assert_eq!(header(&head, "sec-websocket-version"), Some("13"), "{head}");
+    // Another WebSocket version, and a connection that cannot be upgraded
+    // (HTTP/1.0).
+    for (http, version) in [("1.1", "8"), ("1.0", "13")] {
+        let req = format!(
+            "GET /ws HTTP/{http}\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
+        );
+        let (head, _s) = raw_request(gw.http, req.as_bytes()).await;
+        assert!(head.starts_with(&format!("http/{http} 426")), "{head}");
+        assert_eq!(header(&head, "upgrade"), Some("websocket"), "{head}");
+        assert_eq!(header(&head, "connection"), Some("upgrade"), "{head}");
+        assert_eq!(header(&head, "sec-websocket-version"), Some("13"), "{head}");
+    }
 }
 
 /// The status and `Retry-After` of a WebSocket upgrade's answer.
@@ -174,9 +178,11 @@ async fn every_503_says_when_to_retry() {
         assert_eq!(r.status(), 503, "{path}");
         assert_eq!(r.headers()["retry-after"], "5", "{path}");
     }
-    let r = reqwest::get(gw.url("/readyz")).await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "5", "readyz");
+    for path in ["/users/elsewhere", "/stats", "/readyz"] {
+        let r = reqwest::get(gw.url(path)).await.unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        assert_eq!(r.headers()["retry-after"], "5", "{path}");
+    }
 
     // Draining: a client holds the drain open by not answering its close.
     let mut gw = Gateway::start(&["--shutdown-timeout", "15s"]);
