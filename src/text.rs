@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
@@ -215,12 +216,13 @@ async fn session(rd: OwnedReadHalf, wr: &mut OwnedWriteHalf, app: &App) -> io::R
             }
         }
     };
-    // Idle means nothing could be written for a whole idle timeout already.
-    if !matches!(end, End::Idle) {
-        answers
-            .flush_until(wr, Instant::now() + app.config.write_timeout)
-            .await?;
-    }
+    // Idle means nothing could be written for a whole idle timeout already:
+    // one try, then what is left is counted as dropped.
+    let grace = match end {
+        End::Idle => Duration::ZERO,
+        _ => app.config.write_timeout,
+    };
+    answers.flush_until(wr, Instant::now() + grace).await?;
     Ok(end)
 }
 
