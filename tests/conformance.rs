@@ -265,6 +265,21 @@ async fn every_refusal_that_leaves_a_body_unread_closes_the_connection_and_says_
         assert_eq!(header(&head, "connection"), Some("close"), "{what}: {head}");
         assert!(closes_within(&mut s, PATIENCE).await, "{what}: left open");
     }
+    // A chunked body over the limit: refused once the limit is read, the
+    // rest of it unread.
+    let req = format!(
+        "POST /push HTTP/1.1\r\nHost: x\r\n{auth}{json}Transfer-Encoding: chunked\r\n\r\n\
+         1388\r\n{}",
+        "x".repeat(2000)
+    );
+    let (head, mut s) = raw_request(keyed.http, req.as_bytes()).await;
+    assert!(head.starts_with("http/1.1 413"), "chunked: {head}");
+    assert_eq!(
+        header(&head, "connection"),
+        Some("close"),
+        "chunked: {head}"
+    );
+    assert!(closes_within(&mut s, PATIENCE).await, "chunked: left open");
     // A request whose body was read keeps its connection for the next one.
     let body = r#"{"uid":"a","data":1}"#;
     let push = format!(
