@@ -73,15 +73,30 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
-    /// Time a text-port connection may stay without a complete line before it
-    /// is closed (persistent backends reconnect; a line that never ends does not
-    /// hold a socket forever).
+    /// Time a text-port connection may stay without sending a complete line
+    /// or taking any of its answers before it is closed (persistent backends
+    /// reconnect; a line that never ends, or a client that neither writes nor
+    /// reads, does not hold a socket forever).
     #[arg(long, env = "PUSHGATE_TEXT_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub text_idle_timeout: Duration,
+
+    /// Bytes of text-port answers that may wait for a client to read them
+    /// (Workerman's send buffer was 1 MB). Lines keep being routed when it
+    /// is full; that answer and every later one on the connection are
+    /// dropped and counted (`pushgate_text_answers_dropped_total`), so a
+    /// client that reads late still reads its first answers, in order.
+    #[arg(long, env = "PUSHGATE_TEXT_ANSWER_BACKLOG", default_value_t = 1024 * 1024)]
+    pub text_answer_backlog: usize,
 
     /// Time an HTTP client has to send a request's headers (slowloris guard).
     #[arg(long, env = "PUSHGATE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// Time a REST request's body has to arrive once its headers have; past
+    /// it the request answers 408 and the connection closes (a caller that
+    /// declares a body and never sends it does not hold a connection).
+    #[arg(long, env = "PUSHGATE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
 
     /// Longest graceful shutdown: after SIGTERM/SIGINT, whatever is still open
     /// then is closed at once and the process exits 0. At most 20 s by default
@@ -89,10 +104,12 @@ pub struct Config {
     #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// WebSocket closes per second during a drain (0: all at once). Spreading
-    /// them keeps a rolling deploy from making every client reconnect in the
-    /// same second; whatever is left at three quarters of
-    /// `--shutdown-timeout` is closed at once.
+    /// Slowest pace of WebSocket closes during a drain, per second (0: all at
+    /// once). Spreading them keeps a rolling deploy from making every client
+    /// reconnect in the same second. The drain has three quarters of
+    /// `--shutdown-timeout` (T) for the N connections open when it begins and
+    /// closes one every min(1/rate, T/N): at this rate when they fit in T,
+    /// faster and still evenly when they would not.
     #[arg(long, env = "PUSHGATE_DRAIN_RATE", default_value_t = 1000)]
     pub drain_rate: u32,
 
@@ -459,6 +476,7 @@ impl Config {
             ("--max-body-bytes", self.max_body_bytes),
             ("--queue-len", self.queue_len),
             ("--queue-bytes", self.queue_bytes),
+            ("--text-answer-backlog", self.text_answer_backlog),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -548,6 +566,7 @@ mod tests {
         assert_eq!(c.client_ip_header, ClientIpHeader::XForwardedFor);
         assert_eq!(c.max_conns_per_uid, 32);
         assert!(c.shutdown_timeout <= Duration::from_secs(20));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(10));
         assert!(c.validate().is_ok());
     }
 

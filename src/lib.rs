@@ -208,7 +208,7 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
         connections = app.map.connections(),
         "draining: closing connections"
     );
-    if app.shutdown.run(timeout).await {
+    if app.shutdown.run(timeout, app.map.connections()).await {
         tracing::info!("shutdown complete");
     } else {
         tracing::warn!(?timeout, "shutdown timeout reached; closing what is left");

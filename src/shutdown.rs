@@ -34,15 +34,44 @@ pub struct Shutdown {
 
 /// Spreads WebSocket closes over time during a drain, so a rolling deploy
 /// does not make every client reconnect in the same second.
+///
+/// The pace is fixed when the drain begins, from the sessions open then (N)
+/// and the time the drain has (T, three quarters of the shutdown timeout):
+/// one close every `min(1 / rate, T / N)`. So the drain is never slower than
+/// `--drain-rate`, and when N closes at that rate would not fit in T it goes
+/// faster, still evenly, instead of closing the rest in one burst at T.
 #[derive(Debug, Default)]
 struct Pacer {
     /// Closes per second; 0 closes everything at once.
     rate: u32,
     /// Slots go no later than this after the drain starts, so the drain
-    /// finishes inside the shutdown timeout.
+    /// finishes inside the shutdown timeout (T above).
     last_slot: Duration,
-    started: OnceLock<Instant>,
+    /// When the drain began and the interval between closes.
+    plan: OnceLock<(Instant, Duration)>,
     issued: AtomicU64,
+}
+
+impl Pacer {
+    /// The interval between closes for `sessions` sessions to close.
+    fn interval(&self, sessions: usize) -> Duration {
+        if self.rate == 0 {
+            return Duration::ZERO;
+        }
+        let at_rate = Duration::from_secs(1) / self.rate;
+        match u32::try_from(sessions) {
+            Ok(0) => at_rate,
+            Ok(n) => at_rate.min(self.last_slot / n),
+            // More sessions than a u32 counts: as fast as the timer goes.
+            Err(_) => Duration::ZERO,
+        }
+    }
+
+    fn plan(&self, sessions: usize) -> (Instant, Duration) {
+        *self
+            .plan
+            .get_or_init(|| (Instant::now(), self.interval(sessions)))
+    }
 }
 
 impl Shutdown {
@@ -51,9 +80,10 @@ impl Shutdown {
         Shutdown::default()
     }
 
-    /// A shutdown that closes `rate` WebSockets per second (0: all at once),
-    /// the last of them at three quarters of `timeout` at the latest, which
-    /// leaves the rest of it for close handshakes and HTTP requests.
+    /// A shutdown that closes WebSockets at `rate` per second at least (0:
+    /// all at once), the last of them at three quarters of `timeout` at the
+    /// latest, which leaves the rest of it for close handshakes and HTTP
+    /// requests. See [`Shutdown::begin_with`] for how the pace is chosen.
     pub fn with_drain_rate(rate: u32, timeout: Duration) -> Shutdown {
         Shutdown {
             pacer: Arc::new(Pacer {
@@ -65,22 +95,34 @@ impl Shutdown {
         }
     }
 
-    /// Starts the drain phase. Idempotent.
+    /// Starts the drain phase, pacing closes at `--drain-rate` (as for an
+    /// unknown number of sessions). Idempotent.
     pub fn begin(&self) {
-        self.pacer.started.get_or_init(Instant::now);
+        self.begin_with(0);
+    }
+
+    /// Starts the drain phase with `sessions` WebSockets to close (0:
+    /// unknown). Their closes are spaced evenly, one every
+    /// `min(1 / rate, T / sessions)` where T is three quarters of the
+    /// shutdown timeout: at `--drain-rate` when they fit in T at that pace,
+    /// faster when they would not. Only the first call counts.
+    pub fn begin_with(&self, sessions: usize) {
+        self.pacer.plan(sessions);
         self.drain.cancel();
     }
 
     /// When this session should close, once the drain has begun: the next
-    /// free slot at `--drain-rate` closes per second. The first few go at
-    /// once; call it once per session.
+    /// free slot of the pace fixed by [`Shutdown::begin_with`], never later
+    /// than three quarters of the shutdown timeout (a session that was not
+    /// counted then still closes in time). The first goes at once; call it
+    /// once per session.
     pub fn close_slot(&self) -> Instant {
-        let started = *self.pacer.started.get_or_init(Instant::now);
-        if self.pacer.rate == 0 {
+        let (started, interval) = self.pacer.plan(0);
+        if interval.is_zero() {
             return started;
         }
         let n = self.pacer.issued.fetch_add(1, Ordering::Relaxed);
-        let offset = Duration::from_secs_f64(n as f64 / f64::from(self.pacer.rate));
+        let offset = interval.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
         started + offset.min(self.pacer.last_slot)
     }
 
@@ -109,12 +151,13 @@ impl Shutdown {
         &self.http
     }
 
-    /// Runs both phases, bounded by `timeout` in all; returns whether
+    /// Runs both phases, bounded by `timeout` in all, pacing the closes of
+    /// `sessions` WebSockets (see [`Shutdown::begin_with`]); returns whether
     /// everything ended in time. What is left is abandoned (closed when the
     /// runtime drops it).
-    pub async fn run(&self, timeout: Duration) -> bool {
+    pub async fn run(&self, timeout: Duration, sessions: usize) -> bool {
         let deadline = Instant::now() + timeout;
-        self.begin();
+        self.begin_with(sessions);
         self.sessions.close();
         let drained = tokio::time::timeout_at(deadline, self.sessions.wait())
             .await
@@ -191,27 +234,76 @@ mod tests {
     async fn run_gives_up_at_the_deadline() {
         let s = Shutdown::new();
         let stuck = s.sessions().spawn(std::future::pending::<()>());
-        assert!(!s.run(Duration::from_secs(3)).await);
+        assert!(!s.run(Duration::from_secs(3), 1).await);
         assert!(s.is_draining());
         stuck.abort();
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn close_slots_are_spread_at_the_rate_and_capped() {
-        let s = Shutdown::with_drain_rate(100, Duration::from_secs(4));
-        s.begin();
+    fn slots_of(s: &Shutdown, n: usize) -> Vec<Duration> {
         let start = Instant::now();
-        let slots: Vec<Duration> = (0..1000).map(|_| s.close_slot() - start).collect();
+        (0..n).map(|_| s.close_slot() - start).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_go_at_the_drain_rate_when_they_fit_in_the_time() {
+        // 200 closes at 100/s take 2 s, inside 3/4 of 4 s.
+        let s = Shutdown::with_drain_rate(100, Duration::from_secs(4));
+        s.begin_with(200);
+        let slots = slots_of(&s, 200);
         assert_eq!(slots[0], Duration::ZERO);
         assert_eq!(slots[100], Duration::from_secs(1));
+        assert_eq!(slots[199], Duration::from_millis(1990));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_that_would_not_fit_are_spread_evenly_over_the_time_left() {
+        // 1000 closes at 100/s would take 10 s; 3 s are available, so one
+        // every 3 ms, and no slot is shared.
+        let s = Shutdown::with_drain_rate(100, Duration::from_secs(4));
+        s.begin_with(1000);
+        let slots = slots_of(&s, 1000);
+        assert_eq!(slots[1], Duration::from_millis(3));
+        assert_eq!(slots[999], Duration::from_millis(2997));
+        assert!(
+            slots
+                .windows(2)
+                .all(|w| w[1] - w[0] == Duration::from_millis(3))
+        );
+        // The case: 200 clients, 20/s, 4 s timeout: no 0.1 s window
+        // holds more than 15 % of them.
+        let s = Shutdown::with_drain_rate(20, Duration::from_secs(4));
+        s.begin_with(200);
+        let slots = slots_of(&s, 200);
+        for first in &slots {
+            let window = slots
+                .iter()
+                .filter(|t| **t >= *first && **t - *first < Duration::from_millis(100))
+                .count();
+            assert!(window <= 30, "{window} closes within 0.1 s of {first:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_not_counted_at_the_start_still_close_by_the_cap() {
+        let s = Shutdown::with_drain_rate(100, Duration::from_secs(4));
+        s.begin_with(10);
+        let slots = slots_of(&s, 1000);
+        assert_eq!(slots[9], Duration::from_millis(90));
         assert_eq!(
             slots[999],
             Duration::from_secs(3),
             "capped at 3/4 of the timeout"
         );
+        let unknown = Shutdown::with_drain_rate(100, Duration::from_secs(4));
+        unknown.begin();
+        assert_eq!(slots_of_one(&unknown, 101), Duration::from_secs(1));
         let at_once = Shutdown::with_drain_rate(0, Duration::from_secs(4));
-        at_once.begin();
+        at_once.begin_with(1000);
         assert_eq!(at_once.close_slot(), at_once.close_slot());
+    }
+
+    fn slots_of_one(s: &Shutdown, n: usize) -> Duration {
+        slots_of(s, n)[n - 1]
     }
 
     #[tokio::test(start_paused = true)]
@@ -219,6 +311,6 @@ mod tests {
         let s = Shutdown::new();
         let s2 = s.clone();
         s.sessions().spawn(async move { s2.draining().await });
-        assert!(s.run(Duration::from_secs(3)).await);
+        assert!(s.run(Duration::from_secs(3), 1).await);
     }
 }

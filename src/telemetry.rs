@@ -54,6 +54,8 @@ pub const TEXT_CONNECTIONS: &str = "pushgate_text_connections";
 pub const DISCONNECTS: &str = "pushgate_disconnects_total";
 /// Text-port connections closed by the gateway, by `reason`.
 pub const TEXT_DISCONNECTS: &str = "pushgate_text_disconnects_total";
+/// Text-port answers dropped because the client did not read them.
+pub const TEXT_ANSWERS_DROPPED: &str = "pushgate_text_answers_dropped_total";
 /// WebSocket upgrades refused, by `reason`.
 pub const REJECTED_UPGRADES: &str = "pushgate_rejected_upgrades_total";
 
@@ -196,6 +198,10 @@ fn describe() {
     describe_counter!(
         TEXT_DISCONNECTS,
         "Text-port connections closed by the gateway, by reason."
+    );
+    describe_counter!(
+        TEXT_ANSWERS_DROPPED,
+        "Text-port answers dropped: the client left --text-answer-backlog bytes unread (its lines were still routed)."
     );
     describe_counter!(REJECTED_UPGRADES, "WebSocket upgrades refused, by reason.");
     describe_counter!(PUSH_FAILURES, "Pushes that answered fail, by reason.");

@@ -6,14 +6,19 @@
 //! without its line end (every trailing `\r` goes too), is what the browser
 //! receives. Lines on one connection
 //! are answered in order; answers to pipelined lines are written together.
+//! A client that does not read its answers still has its lines routed; its
+//! answers past `--text-answer-backlog` bytes are dropped (see `Answers`).
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::App;
@@ -79,7 +84,9 @@ impl End {
 async fn handle(stream: TcpStream, peer: SocketAddr, app: App) {
     let gauge = metrics::gauge!(telemetry::TEXT_CONNECTIONS);
     gauge.increment(1.0);
-    let end = match session(stream, &app).await {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let end = match session(rd, &mut wr, &app).await {
         Ok(end) => end,
         Err(_) => End::Io,
     };
@@ -88,6 +95,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, app: App) {
         telemetry::text_disconnect(end.as_str());
     }
     tracing::debug!(%peer, reason = end.as_str(), "text connection closed");
+    // Closed only now, so a client that sees the close sees it counted.
+    drop(wr);
 }
 
 /// Most lines routed as one batch: what is readable at once, up to this.
@@ -105,86 +114,147 @@ enum After {
     Io(io::Error),
 }
 
-async fn session(stream: TcpStream, app: &App) -> io::Result<End> {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+/// Answers not yet written to one connection, at most
+/// `--text-answer-backlog` bytes (Workerman's send buffer was 1 MB).
+///
+/// Writing answers never holds up reading and routing lines: a backend that
+/// writes lines and never reads its answers (fire-and-forget PHP exists)
+/// keeps being served. Once an answer does not fit, it and every later
+/// answer on the connection are dropped and counted: what a client reads is
+/// always the answers to its first lines, in order, and then nothing more.
+struct Answers {
+    buf: BytesMut,
+    max: usize,
+    /// An answer was dropped: no later one is queued.
+    dropping: bool,
+    dropped: metrics::Counter,
+}
+
+impl Answers {
+    fn new(max: usize) -> Answers {
+        Answers {
+            buf: BytesMut::new(),
+            max,
+            dropping: false,
+            dropped: metrics::counter!(telemetry::TEXT_ANSWERS_DROPPED),
+        }
+    }
+
+    fn push(&mut self, answer: &'static [u8]) {
+        if !self.dropping && self.buf.len() + answer.len() <= self.max {
+            self.buf.extend_from_slice(answer);
+        } else {
+            if !self.dropping {
+                tracing::debug!("text client does not read its answers; dropping them");
+            }
+            self.dropping = true;
+            self.dropped.increment(1);
+        }
+    }
+
+    /// Writes what is queued, giving up at `deadline`; what is left then
+    /// is counted as dropped.
+    async fn flush_until(&mut self, wr: &mut OwnedWriteHalf, deadline: Instant) -> io::Result<()> {
+        while !self.buf.is_empty() {
+            match tokio::time::timeout_at(deadline, wr.write(&self.buf)).await {
+                Ok(Ok(n)) => self.buf.advance(n),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    let left = self.buf.iter().filter(|&&b| b == b'\n').count();
+                    self.dropped.increment(left as u64);
+                    self.buf.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One connection's life: lines are read and routed as they come, answers
+/// written as the socket takes them (see [`Answers`]). It ends when the peer
+/// closes, on a line over the limit, when neither a complete line arrives
+/// nor an answer can be written for `--text-idle-timeout`, or at the drain.
+/// Answers still queued then get at most `--write-timeout` to go out, so a
+/// client that does not read never holds a shutdown.
+async fn session(rd: OwnedReadHalf, wr: &mut OwnedWriteHalf, app: &App) -> io::Result<End> {
     let mut lines = FramedRead::with_capacity(rd, LineCodec::new(app.config.max_line_bytes), 4096);
-    let mut out = BufWriter::with_capacity(4096, wr);
+    let mut answers = Answers::new(app.config.text_answer_backlog);
     let idle = app.config.text_idle_timeout;
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     let mut batch: Vec<Bytes> = Vec::new();
     let end = loop {
-        // Wait for a line only when nothing is readable, after flushing the
-        // answers written so far.
-        let first = match lines.next().now_or_never() {
-            Some(next) => next,
-            None => {
-                out.flush().await?;
-                tokio::select! {
-                    next = lines.next() => next,
-                    _ = tokio::time::sleep(idle) => break End::Idle,
-                    _ = app.shutdown.draining() => {
-                        // Lines that already arrived are answered, then close.
-                        while let Some(Some(Ok(line))) = lines.next().now_or_never() {
-                            batch.push(line);
-                        }
-                        answer_batch(&mut out, app, &mut batch).await?;
-                        break End::Shutdown;
+        tokio::select! {
+            first = lines.next() => {
+                idle_timer.as_mut().reset(Instant::now() + idle);
+                let after = gather(first, &mut lines, &mut batch);
+                // Earlier lines keep their answers, in order, whatever ends
+                // the connection after them.
+                answer_batch(app, &mut batch, &mut answers).await;
+                match after {
+                    After::More => {}
+                    After::Closed => break End::PeerClosed,
+                    After::TooLong => {
+                        app.map.refused(Source::Text);
+                        answers.push(b"fail\n");
+                        break End::LineTooLong;
                     }
+                    After::Io(e) => return Err(e),
                 }
             }
-        };
-        // Gather every line readable now: they are routed together (one
-        // Redis round trip in cluster mode) and answered with one write.
-        let mut next = Some(first);
-        let mut after = After::More;
-        while let Some(item) = next.take() {
-            match item {
-                Some(Ok(line)) => batch.push(line),
-                None => {
-                    after = After::Closed;
-                    break;
-                }
-                Some(Err(LineError::TooLong)) => {
-                    after = After::TooLong;
-                    break;
-                }
-                Some(Err(LineError::Io(e))) => {
-                    after = After::Io(e);
-                    break;
-                }
+            written = wr.write(&answers.buf), if !answers.buf.is_empty() => {
+                answers.buf.advance(written?);
+                idle_timer.as_mut().reset(Instant::now() + idle);
             }
-            if batch.len() < MAX_BATCH {
-                next = lines.next().now_or_never();
+            _ = &mut idle_timer => break End::Idle,
+            _ = app.shutdown.draining() => {
+                // Lines that already arrived are answered, then close.
+                while let Some(Some(Ok(line))) = lines.next().now_or_never() {
+                    batch.push(line);
+                }
+                answer_batch(app, &mut batch, &mut answers).await;
+                break End::Shutdown;
             }
-        }
-        // Earlier lines keep their answers, in order, whatever ends the
-        // connection after them.
-        answer_batch(&mut out, app, &mut batch).await?;
-        match after {
-            After::More => {}
-            After::Closed => break End::PeerClosed,
-            After::TooLong => {
-                app.map.refused(Source::Text);
-                out.write_all(b"fail\n").await?;
-                break End::LineTooLong;
-            }
-            After::Io(e) => return Err(e),
         }
     };
-    out.flush().await?;
+    // Idle means nothing could be written for a whole idle timeout already:
+    // one try, then what is left is counted as dropped.
+    let grace = match end {
+        End::Idle => Duration::ZERO,
+        _ => app.config.write_timeout,
+    };
+    answers.flush_until(wr, Instant::now() + grace).await?;
     Ok(end)
 }
 
-/// Routes every line of `batch` (emptying it) and writes their answers in
+/// Adds `first` and every line readable now to `batch`: they are routed
+/// together (one Redis round trip in cluster mode) and answered together.
+fn gather(
+    first: Option<Result<Bytes, LineError>>,
+    lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
+    batch: &mut Vec<Bytes>,
+) -> After {
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        match item {
+            Some(Ok(line)) => batch.push(line),
+            None => return After::Closed,
+            Some(Err(LineError::TooLong)) => return After::TooLong,
+            Some(Err(LineError::Io(e))) => return After::Io(e),
+        }
+        if batch.len() < MAX_BATCH {
+            next = lines.next().now_or_never();
+        }
+    }
+    After::More
+}
+
+/// Routes every line of `batch` (emptying it) and queues their answers in
 /// order: `ok`, or `fail` for offline uids, bad lines and — in cluster mode
 /// with Redis unreachable — uids not held here (never a false `ok`).
-async fn answer_batch<W: tokio::io::AsyncWrite + Unpin>(
-    out: &mut W,
-    app: &App,
-    batch: &mut Vec<Bytes>,
-) -> io::Result<()> {
+async fn answer_batch(app: &App, batch: &mut Vec<Bytes>, answers: &mut Answers) {
     if batch.is_empty() {
-        return Ok(());
+        return;
     }
     let parsed: Vec<Option<(Uid, Payload)>> = batch
         .drain(..)
@@ -201,9 +271,8 @@ async fn answer_batch<W: tokio::io::AsyncWrite + Unpin>(
     let mut results = app.map.push_batch(Source::Text, &pushes).await.into_iter();
     for line in &parsed {
         let ok = line.is_some() && matches!(results.next(), Some(Ok(outcome)) if outcome.is_ok());
-        out.write_all(if ok { b"ok\n" } else { b"fail\n" }).await?;
+        answers.push(if ok { b"ok\n" } else { b"fail\n" });
     }
-    Ok(())
 }
 
 /// Splits a byte stream into lines ended by `\n`, without their trailing

@@ -101,23 +101,26 @@ async fn a_text_connection_gets_its_answers_then_is_closed_by_the_drain() {
     assert!(gw.wait_exit(Duration::from_secs(20)).success());
 }
 
-#[tokio::test]
-async fn a_drain_spreads_closes_over_time_at_the_drain_rate() {
-    let mut gw = Gateway::start(&["--drain-rate", "1000", "--shutdown-timeout", "15s"]);
-    const CLIENTS: usize = 2000;
-    let mut tasks = Vec::with_capacity(CLIENTS);
-    let (bound_tx, mut bound_rx) = tokio::sync::mpsc::channel::<()>(CLIENTS);
-    for i in 0..CLIENTS {
+/// Opens `n` WebSockets bound to `{prefix}{i}` and waits until the gateway
+/// has bound them all. Each task returns its close code and when the close
+/// frame arrived.
+async fn bound_clients(
+    gw: &Gateway,
+    n: usize,
+    prefix: &str,
+) -> Vec<tokio::task::JoinHandle<(Option<u16>, Instant)>> {
+    let mut tasks = Vec::with_capacity(n);
+    let (bound_tx, mut bound_rx) = tokio::sync::mpsc::channel::<()>(n);
+    for i in 0..n {
         let url = gw.ws_url("/ws");
         let bound_tx = bound_tx.clone();
+        let uid = format!("{prefix}{i}");
         tasks.push(tokio::spawn(async move {
             use futures_util::SinkExt;
             let mut ws = ws_connect(&url).await;
-            ws.send(tokio_tungstenite::tungstenite::Message::text(format!(
-                "d{i}"
-            )))
-            .await
-            .unwrap();
+            ws.send(tokio_tungstenite::tungstenite::Message::text(uid))
+                .await
+                .unwrap();
             bound_tx.send(()).await.unwrap();
             let code = next_close(&mut ws).await.map(|f| u16::from(f.code));
             let at = Instant::now();
@@ -125,34 +128,48 @@ async fn a_drain_spreads_closes_over_time_at_the_drain_rate() {
             (code, at)
         }));
     }
-    for _ in 0..CLIENTS {
+    for _ in 0..n {
         bound_rx.recv().await.unwrap();
     }
     // Every bind frame is sent; wait until the gateway has bound them all.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    wait_until("every client bound", || async {
         let v: serde_json::Value = reqwest::get(gw.url("/stats"))
             .await
-            .unwrap()
+            .map_err(|e| e.to_string())?
             .json()
             .await
-            .unwrap();
-        if v["bound_connections"] == CLIENTS {
-            break;
+            .map_err(|e| e.to_string())?;
+        if v["bound_connections"] == n {
+            Ok(())
+        } else {
+            Err(v.to_string())
         }
-        assert!(Instant::now() < deadline, "not all bound: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    gw.signal("TERM");
-    let mut times = Vec::with_capacity(CLIENTS);
+    })
+    .await;
+    tasks
+}
+
+/// Waits for every client and returns the close times, checking each got 1001.
+async fn close_times(tasks: Vec<tokio::task::JoinHandle<(Option<u16>, Instant)>>) -> Vec<Instant> {
+    let mut times = Vec::with_capacity(tasks.len());
     for task in tasks {
         let (code, at) = task.await.unwrap();
         assert_eq!(code, Some(1001));
         times.push(at);
     }
-    let first = *times.iter().min().unwrap();
-    let last = *times.iter().max().unwrap();
-    let spread = last - first;
+    times.sort();
+    times
+}
+
+#[tokio::test]
+async fn a_drain_spreads_closes_over_time_at_the_drain_rate() {
+    let mut gw = Gateway::start(&["--drain-rate", "1000", "--shutdown-timeout", "15s"]);
+    const CLIENTS: usize = 2000;
+    let tasks = bound_clients(&gw, CLIENTS, "d").await;
+    gw.signal("TERM");
+    let times = close_times(tasks).await;
+    let first = times[0];
+    let spread = times[CLIENTS - 1] - first;
     // 2,000 closes at 1,000 per second take about two seconds, not one burst.
     assert!(
         spread >= Duration::from_millis(1500),
@@ -165,6 +182,33 @@ async fn a_drain_spreads_closes_over_time_at_the_drain_rate() {
     assert!(
         in_first_quarter_second < CLIENTS / 2,
         "{in_first_quarter_second} closed at once"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[tokio::test]
+async fn a_drain_that_cannot_close_everyone_at_the_drain_rate_goes_faster_evenly() {
+    // 200 clients at 20/s would take 10 s; 3/4 of 4 s is 3 s, so the drain
+    // closes one every 15 ms instead of 60 at 20/s and the other 140 in one
+    // burst at 3 s.
+    let mut gw = Gateway::start(&["--drain-rate", "20", "--shutdown-timeout", "4s"]);
+    const CLIENTS: usize = 200;
+    let tasks = bound_clients(&gw, CLIENTS, "e").await;
+    gw.signal("TERM");
+    let times = close_times(tasks).await;
+    let busiest = times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && **t - *start < Duration::from_millis(100))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest <= CLIENTS * 15 / 100,
+        "{busiest} of {CLIENTS} closes fell in one 0.1 s window"
     );
     assert!(gw.wait_exit(Duration::from_secs(20)).success());
 }

@@ -249,6 +249,13 @@ for overlay in overlays:
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if grace < pre.get("sleep", {}).get("seconds", 0) + shutdown + 5:
         err(where, f"terminationGracePeriodSeconds {grace} < preStop + PUSHGATE_SHUTDOWN_TIMEOUT + 5 s")
+    # A full pod must drain at PUSHGATE_DRAIN_RATE within the drain's share
+    # of the shutdown timeout (3/4 of it, src/shutdown.rs); past that the
+    # gateway closes faster than the rate the operator chose.
+    conns = int(env.get("PUSHGATE_MAX_CONNECTIONS", "0"))
+    rate = int(env.get("PUSHGATE_DRAIN_RATE", "1000"))
+    if conns == 0 or rate == 0 or conns / rate > 0.75 * shutdown:
+        err(where, f"PUSHGATE_MAX_CONNECTIONS {conns} / PUSHGATE_DRAIN_RATE {rate} must fit in 3/4 of PUSHGATE_SHUTDOWN_TIMEOUT ({shutdown} s)")
     sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
     if not (sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False
             and sc.get("capabilities", {}).get("drop") == ["ALL"]

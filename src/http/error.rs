@@ -4,9 +4,17 @@
 //! a problem document. Details are written for the caller; internal causes are
 //! logged, never shown.
 
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+/// Seconds a 503 asks the caller to wait (`Retry-After`, RFC 9110 §10.2.3).
+/// Every 503 is a passing state: a drain ends within the shutdown timeout
+/// (the client reconnects to another node at once anyway), a connection cap
+/// frees as clients leave, and a lost Redis bus is re-probed every 5 s by
+/// default (`--redis-probe-interval`). 5 s is long enough not to hammer a
+/// busy node and short enough that nothing waits for long.
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// Everything an HTTP endpoint can refuse with.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +40,8 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("expected a body of content type application/json")]
     UnsupportedMediaType,
-    /// The gateway cannot serve this now (shutting down).
+    /// The gateway cannot serve this now (shutting down, a connection cap,
+    /// Redis unreachable): 503 with `Retry-After` ([`RETRY_AFTER_SECS`]).
     #[error("{0}")]
     Unavailable(String),
     /// Part of the work could not be done (the cluster bus is unavailable);
@@ -41,10 +50,15 @@ pub enum ApiError {
     /// deliveries.
     #[error("{0}")]
     Incomplete(String, serde_json::Map<String, serde_json::Value>),
+    /// The request body did not arrive within `--body-read-timeout`: 408
+    /// (RFC 9110 §15.5.9), and the connection is closed.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// A WebSocket upgrade on a connection that cannot be upgraded.
     #[error("this connection cannot be upgraded to a WebSocket (HTTP/1.1 required)")]
     UpgradeRequired,
-    /// A WebSocket upgrade asking for a protocol version other than 13.
+    /// A WebSocket upgrade asking for a protocol version other than 13:
+    /// 426 naming the version spoken here (RFC 6455 §4.4).
     #[error("only WebSocket version 13 is spoken here (Sec-WebSocket-Version: 13)")]
     UnsupportedVersion,
 }
@@ -60,6 +74,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::Incomplete(..) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UpgradeRequired | ApiError::UnsupportedVersion => {
                 StatusCode::UPGRADE_REQUIRED
             }
@@ -96,11 +111,35 @@ impl IntoResponse for ApiError {
             extra,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        let headers = response.headers_mut();
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            // A 426 names the protocol to upgrade to (RFC 9110 §15.5.22),
+            // with the `upgrade` connection option its sender must send
+            // (§7.8), and the WebSocket version spoken here (RFC 6455 §4.4).
+            StatusCode::UPGRADE_REQUIRED => {
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            // The rest of the body is never read: the connection cannot
+            // carry another request (RFC 9112 §9.6).
+            StatusCode::REQUEST_TIMEOUT => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
     }
 }

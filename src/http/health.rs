@@ -7,6 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::error::RETRY_AFTER_SECS;
 use crate::App;
 
 /// `GET /healthz`: the process is alive and serving HTTP.
@@ -18,22 +19,27 @@ pub async fn healthz() -> Response {
 /// so the load balancer stops sending new clients here, in cluster mode while
 /// another node uses this node's id (its cross-node pushes cannot be
 /// counted), and (with `--require-redis`) while the Redis bus is down.
+/// Its 503 carries `Retry-After` like every other 503 here.
 pub async fn readyz(State(app): State<App>) -> Response {
+    let retry_after = [(header::RETRY_AFTER, RETRY_AFTER_SECS)];
     if app.shutdown.is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
+            retry_after,
             Json(json!({ "status": "draining" })),
         )
             .into_response()
     } else if app.map.cluster().is_some_and(|c| c.has_duplicate_id()) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
+            retry_after,
             Json(json!({ "status": "duplicate node id" })),
         )
             .into_response()
     } else if app.config.require_redis && !app.map.cluster().is_some_and(|c| c.is_up()) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
+            retry_after,
             Json(json!({ "status": "redis unavailable" })),
         )
             .into_response()

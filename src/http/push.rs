@@ -18,8 +18,11 @@ use crate::model::{
 };
 
 /// A JSON body whose every failure is a problem document: 415 for another
-/// content type, 413 past the body limit, 400 for invalid JSON or a missing
-/// field (axum's own `Json` answers some of these in plain text or as 422).
+/// content type, 413 past the body limit (at once, before any of the body is
+/// read or `100 Continue` sent, when `Content-Length` already says so), 408
+/// when the body does not arrive within `--body-read-timeout`, 400 for
+/// invalid JSON or a missing field (axum's own `Json` answers some of these
+/// in plain text or as 422).
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<App> for JsonBody<T> {
@@ -40,13 +43,26 @@ impl<T: DeserializeOwned> FromRequest<App> for JsonBody<T> {
             return Err(ApiError::UnsupportedMediaType);
         }
         let limit = app.config.max_body_bytes;
-        let body = Bytes::from_request(req, app).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::BadRequest(rejection.body_text())
-            }
-        })?;
+        // An unparsable length is hyper's to refuse; it never gets here.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        let timeout = app.config.body_read_timeout;
+        let body = tokio::time::timeout(timeout, Bytes::from_request(req, app))
+            .await
+            .map_err(|_| ApiError::BodyTimeout(timeout))?
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(limit)
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
         serde_json::from_slice(&body)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))

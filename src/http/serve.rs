@@ -4,11 +4,21 @@
 //! hyper gets a timer, so the header-read timeout actually fires (slowloris);
 //! each connection is tracked, so shutdown waits for requests in flight; and
 //! the peer address is attached to every request for the local-caller rule.
+//! It also sees, after each answer, whether the request's body was read to
+//! its end: a refusal that left part of it unread says `Connection: close`
+//! and closes, since the rest of that body cannot be told from a next
+//! request (RFC 9112 §9.6).
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
+use axum::http::{HeaderValue, StatusCode, header};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -42,10 +52,25 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            let (body, read_to_end) = Tracked::new(body);
             let router = router.clone();
-            async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+            async move {
+                let mut response = router
+                    .oneshot(hyper::Request::from_parts(parts, body))
+                    .await
+                    .unwrap_or_else(|e| match e {});
+                if !read_to_end.load(Ordering::Relaxed)
+                    && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -61,5 +86,48 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
                 }
             }
         });
+    }
+}
+
+/// A request body that records whether it was read to its end.
+struct Tracked {
+    inner: Incoming,
+    read_to_end: Arc<AtomicBool>,
+}
+
+impl Tracked {
+    /// Wraps `inner`; the flag is set once it has no more to give (at once
+    /// for a request without a body).
+    fn new(inner: Incoming) -> (Tracked, Arc<AtomicBool>) {
+        let read_to_end = Arc::new(AtomicBool::new(inner.is_end_stream()));
+        let tracked = Tracked {
+            inner,
+            read_to_end: read_to_end.clone(),
+        };
+        (tracked, read_to_end)
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() || self.inner.is_end_stream() {
+            self.read_to_end.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -9,7 +9,7 @@
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -45,14 +45,8 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
             Refusal::Problem(e) => e.into_response(),
-            Refusal::Version => {
-                let mut response = ApiError::UnsupportedVersion.into_response();
-                response.headers_mut().insert(
-                    header::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static("13"),
-                );
-                response
-            }
+            // `ApiError` adds the headers every 426 carries.
+            Refusal::Version => ApiError::UnsupportedVersion.into_response(),
         }
     }
 }
@@ -61,6 +55,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
     type Rejection = Refusal;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refusal> {
+        // axum routes HEAD to GET handlers; an upgrade is GET only
+        // (RFC 6455 §4.1), and a HEAD answer can carry no session.
+        if parts.method != Method::GET {
+            return Err(bad("the method must be GET").into());
+        }
         let headers = &parts.headers;
         if !has_token(headers, header::CONNECTION, "upgrade") {
             return Err(bad("the Connection header must include \"upgrade\"").into());
@@ -73,9 +72,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
             Some(v) if v.as_bytes() != b"13" => return Err(Refusal::Version),
             Some(_) => {}
         }
-        let key = headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .ok_or_else(|| bad("Sec-WebSocket-Key is missing"))?;
+        let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+        let key = match (keys.next(), keys.next()) {
+            (None, _) => return Err(bad("Sec-WebSocket-Key is missing").into()),
+            (Some(_), Some(_)) => {
+                return Err(bad("Sec-WebSocket-Key must be sent once").into());
+            }
+            (Some(key), None) => key,
+        };
+        if !is_nonce(key.as_bytes()) {
+            return Err(bad("Sec-WebSocket-Key must be 16 bytes in base64").into());
+        }
         let accept = HeaderValue::try_from(derive_accept_key(key.as_bytes()))
             .map_err(|_| bad("Sec-WebSocket-Key is not valid"))?;
         // Absent when the connection cannot be taken over (not HTTP/1.1).
@@ -129,6 +136,18 @@ fn bad(why: &str) -> ApiError {
     ApiError::BadRequest(format!("not a WebSocket upgrade: {why}"))
 }
 
+/// Whether `key` is the base64 of 16 bytes, as RFC 6455 §4.2.1 (item 5)
+/// requires of `Sec-WebSocket-Key`: 22 characters of the base64 alphabet
+/// (RFC 4648 §4) then `==`. The bits the last character carries past the
+/// 16th byte are not checked, as a lenient decoder would not.
+fn is_nonce(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
 /// Whether the comma-separated header `name` lists `token` (ASCII
 /// case-insensitive), as `Connection: keep-alive, Upgrade` does.
 fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
@@ -154,5 +173,22 @@ mod tests {
         assert!(has_token(&h, header::CONNECTION, "upgrade"));
         h.insert(header::CONNECTION, HeaderValue::from_static("upgraded"));
         assert!(!has_token(&h, header::CONNECTION, "upgrade"));
+    }
+
+    #[test]
+    fn a_key_is_sixteen_bytes_of_base64() {
+        assert!(is_nonce(b"dGhlIHNhbXBsZSBub25jZQ=="), "RFC 6455's example");
+        for bad in [
+            &b""[..],
+            b"x",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+            b"dGhlIHNhbXBsZSBub25j====",
+            b"dGhlIHNhbXBsZSBub25jZQ=x",
+            b"dGhl-HNhbXBsZSBub25jZQ==",
+            b"dGhlIHNhbXBsZSBub25jZQ==\0",
+        ] {
+            assert!(!is_nonce(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }
