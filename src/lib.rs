@@ -177,6 +177,7 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
         "connection capacity"
     );
     telemetry::set_max_connections(app.admission.max_connections());
+    telemetry::register_label_values(app.map.cluster().is_some());
     #[cfg(unix)]
     let reload = reload::spawn(app.clone());
     log_exposure(&app, &listeners);

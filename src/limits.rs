@@ -160,6 +160,20 @@ pub fn default_max_connections() -> usize {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_refusal_label_is_exported_from_the_start() {
+        for r in [
+            Refusal::ConnectionCap,
+            Refusal::PerIpCap,
+            Refusal::PerIpRate,
+        ] {
+            assert!(crate::telemetry::is_listed(
+                crate::telemetry::REJECTED_UPGRADES,
+                r.as_str()
+            ));
+        }
+    }
+
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[test]

@@ -340,3 +340,110 @@ pub fn render(handle: &PrometheusHandle) -> String {
 pub fn set_max_connections(max: usize) {
     metrics::gauge!(MAX_CONNECTIONS).set(max as f64);
 }
+
+/// Every value the label of each labelled counter takes: each series is
+/// exported at zero from the start ([`register_label_values`]), so its
+/// first event shows in `rate()` and `increase()` instead of vanishing into
+/// a series that appears already at 1. Each module's label enum has a test
+/// that its labels are listed here.
+pub const LABEL_VALUES: &[(&str, &str, &[&str])] = &[
+    (
+        PUSH_FAILURES,
+        "reason",
+        &[
+            "offline",
+            "invalid",
+            "redis_unavailable",
+            "duplicate_node_id",
+        ],
+    ),
+    (BROADCASTS, "source", &["text", "http"]),
+    (DROPPED, "reason", &["slow_consumer"]),
+    (
+        DISCONNECTS,
+        "reason",
+        &[
+            "shutdown",
+            "bind_timeout",
+            "invalid_uid",
+            "binary_uid",
+            "message_too_big",
+            "invalid_utf8",
+            "protocol_error",
+            "pong_timeout",
+            "slow_consumer",
+            "kicked",
+            "too_many_for_uid",
+            "invalid_token",
+            "token_expired",
+            "write_failed",
+        ],
+    ),
+    (
+        TEXT_DISCONNECTS,
+        "reason",
+        &[
+            "not_allowed",
+            "line_too_long",
+            "idle_timeout",
+            "shutdown",
+            "io_error",
+        ],
+    ),
+    (
+        REJECTED_UPGRADES,
+        "reason",
+        &[
+            "shutting_down",
+            "origin",
+            "connection_cap",
+            "per_ip_cap",
+            "per_ip_rate",
+        ],
+    ),
+];
+
+/// [`LABEL_VALUES`] of the cluster bus, exported in cluster mode only.
+pub const CLUSTER_LABEL_VALUES: &[(&str, &str, &[&str])] = &[
+    (
+        REDIS_RECONNECTS,
+        "reason",
+        &[
+            "connect_failed",
+            "connection_lost",
+            "command_failed",
+            "probe_failed",
+            "not_master",
+        ],
+    ),
+    (DROPPED, "reason", &["bus_malformed", BUS_UNKNOWN_VERSION]),
+];
+
+/// Exports every labelled counter at zero for each of its label values
+/// (and the HTTP request counter for every route and status class).
+pub fn register_label_values(cluster: bool) {
+    let mut lists = LABEL_VALUES.to_vec();
+    if cluster {
+        lists.extend_from_slice(CLUSTER_LABEL_VALUES);
+    }
+    for (name, label, values) in lists {
+        for value in values {
+            metrics::counter!(name, label => *value).increment(0);
+        }
+    }
+    for route in crate::http::observe::ROUTES {
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            metrics::counter!(HTTP_REQUESTS, "route" => route, "status_class" => class)
+                .increment(0);
+        }
+    }
+}
+
+/// Whether `value` is a listed value of `label` on counter `name` (for the
+/// label enums' tests).
+pub fn is_listed(name: &str, value: &str) -> bool {
+    LABEL_VALUES
+        .iter()
+        .chain(CLUSTER_LABEL_VALUES)
+        .any(|(n, _, values)| *n == name && values.contains(&value))
+}

@@ -359,6 +359,20 @@ impl Decoder for LineCodec {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_text_disconnect_label_is_exported_from_the_start() {
+        for end in [End::LineTooLong, End::Idle, End::Shutdown, End::Io] {
+            assert!(telemetry::is_listed(
+                telemetry::TEXT_DISCONNECTS,
+                end.as_str()
+            ));
+        }
+        assert!(telemetry::is_listed(
+            telemetry::TEXT_DISCONNECTS,
+            "not_allowed"
+        ));
+    }
+
     fn decode_all(max: usize, input: &[u8]) -> (Vec<Vec<u8>>, bool) {
         let mut codec = LineCodec::new(max);
         let mut buf = BytesMut::from(input);

@@ -242,3 +242,37 @@ async fn the_access_log_has_one_line_per_request_and_never_the_query_string() {
         "no access log without the flag"
     );
 }
+
+#[tokio::test]
+async fn labelled_counters_are_exported_at_zero_from_the_start() {
+    let gw = Gateway::start(&[]);
+    let body = metrics_text(&gw).await;
+    for series in [
+        "pushgate_disconnects_total{reason=\"slow_consumer\"} 0",
+        "pushgate_disconnects_total{reason=\"pong_timeout\"} 0",
+        "pushgate_text_disconnects_total{reason=\"idle_timeout\"} 0",
+        "pushgate_rejected_upgrades_total{reason=\"connection_cap\"} 0",
+        "pushgate_push_failures_total{reason=\"offline\"} 0",
+        "pushgate_dropped_messages_total{reason=\"slow_consumer\"} 0",
+        "pushgate_broadcasts_total{source=\"http\"} 0",
+        "pushgate_pushes_total{source=\"text\",result=\"fail\"} 0",
+        "pushgate_http_requests_total{route=\"/push\",status_class=\"5xx\"} 0",
+    ] {
+        assert!(
+            body.lines().any(|l| l == series),
+            "{series} missing in\n{body}"
+        );
+    }
+    assert!(
+        !body.contains("pushgate_redis_reconnects_total"),
+        "the bus's series belong to cluster mode"
+    );
+    let redis = Redis::start();
+    let node = Gateway::start(&["--redis-url", &redis.url()]);
+    let body = metrics_text(&node).await;
+    assert!(
+        body.lines()
+            .any(|l| l == "pushgate_redis_reconnects_total{reason=\"probe_failed\"} 0"),
+        "{body}"
+    );
+}

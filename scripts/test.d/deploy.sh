@@ -265,6 +265,28 @@ for overlay in overlays:
     res = c.get("resources", {})
     if not (res.get("requests", {}).get("cpu") and res.get("limits", {}).get("memory")):
         err(where, "resources: requests and limits needed")
+    # The memory request covers a full pod at BENCHMARKS.md's figures:
+    # 2.5 KiB RSS + ~4 KiB kernel memory per idle connection, + 10 MiB base.
+    def mib(q):
+        m = re.fullmatch(r"(\d+)(Mi|Gi)", str(q))
+        if not m:
+            raise ValueError(q)
+        return int(m.group(1)) * (1024 if m.group(2) == "Gi" else 1)
+    need = conns * (2.5 + 4) / 1024 + 10
+    if mib(res.get("requests", {}).get("memory", "0Mi")) < need:
+        err(where, f"memory request below {need:.0f}Mi, what PUSHGATE_MAX_CONNECTIONS {conns} needs")
+    # The HPA scales on connections per pod, before the 80 % alert.
+    for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+        pods = [m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+        if not pods or pods[0]["pods"]["metric"]["name"] != "pushgate_ws_connections":
+            err(where, "the HPA must scale on pushgate_ws_connections per pod first")
+        elif not 0 < int(pods[0]["pods"]["target"]["averageValue"]) <= 0.8 * conns:
+            err(where, "the HPA's connection target must be above 0 and below 80 % of PUSHGATE_MAX_CONNECTIONS")
+    # A version tag, never latest: the crate's version.
+    version = re.search(r'^version = "([^"]+)"', open("Cargo.toml").read(), re.M).group(1)
+    images = {ct["image"] for d in by_kind.get("Deployment", []) for ct in d["spec"]["template"]["spec"]["containers"]}
+    if images != {f"pushgate:{version}"}:
+        err(where, f"pushgate's image must be tagged with the crate version {version}: {images}")
     refs = {ef.get("secretRef", {}).get("name"): ef.get("secretRef", {}) for ef in c.get("envFrom", [])}
     if not refs.get("pushgate-secrets", {}).get("optional"):
         err(where, "envFrom must reference the Secret pushgate-secrets with optional: true")

@@ -382,6 +382,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_reconnect_label_is_exported_from_the_start() {
+        for lost in [
+            Lost::Connect,
+            Lost::Connection,
+            Lost::Command,
+            Lost::Probe,
+            Lost::NotMaster,
+        ] {
+            assert!(telemetry::is_listed(
+                telemetry::REDIS_RECONNECTS,
+                lost.as_str()
+            ));
+        }
+        for e in [
+            super::super::BusError::Unavailable,
+            super::super::BusError::DuplicateNodeId,
+        ] {
+            assert!(telemetry::is_listed(telemetry::PUSH_FAILURES, e.reason()));
+        }
+    }
+
+    #[test]
     fn the_backoff_ceiling_doubles_from_100ms_to_3s() {
         let ceilings: Vec<u128> = (0..8).map(|n| backoff_ceiling(n).as_millis()).collect();
         assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3000, 3000, 3000]);

@@ -372,6 +372,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_disconnect_label_is_exported_from_the_start() {
+        use crate::auth::TokenError;
+        let ends = [
+            End::Shutdown,
+            End::BindTimeout,
+            End::TokenTimeout,
+            End::BadUid("x"),
+            End::BinaryUid,
+            End::TooBig,
+            End::BadUtf8,
+            End::Protocol,
+            End::PongTimeout,
+            End::Closed(CloseReason::SlowConsumer),
+            End::Closed(CloseReason::Kicked),
+            End::Closed(CloseReason::Replaced),
+            End::Token(TokenError::Expired),
+            End::Token(TokenError::BadSignature),
+            End::TokenExpired,
+            End::WriteFailed,
+        ];
+        for end in ends {
+            assert!(
+                telemetry::is_listed(telemetry::DISCONNECTS, end.as_str()),
+                "{end:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_deadline_past_the_clocks_end_is_far_away_never_a_panic() {
         let now = Instant::now();
         assert_eq!(
