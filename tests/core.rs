@@ -445,9 +445,13 @@ async fn metrics_count_connections_pushes_and_deliveries() {
         1.0
     );
     assert_eq!(v("pushgate_deliveries_total"), 4.0);
-    assert!(v("pushgate_push_enqueue_seconds_count") >= 2.0, "{body}");
+    // One sample per routed batch (issue 13 split the old mixed histogram).
     assert!(
-        body.contains("# TYPE pushgate_push_enqueue_seconds histogram"),
+        v("pushgate_push_batch_enqueue_seconds_count") >= 2.0,
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE pushgate_push_batch_enqueue_seconds histogram"),
         "{body}"
     );
     assert!(!body.contains("\"m\""), "a uid must never be a label");
