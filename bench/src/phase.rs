@@ -15,12 +15,14 @@ use crate::report::Row;
 use crate::spawn::Owned;
 use crate::sys::CpuMeter;
 use crate::track::Tracker;
+use crate::ws::Generator;
 
 /// Longest wait for clients to be bound, or for deliveries to drain.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// The gateway under test (node A in the cluster scenario: pushes go here).
+/// The gateway under test (node A in the cluster scenario: pushes go here),
+/// and the generator measuring it.
 pub struct Target {
     /// The API listener pushes go to (REST, `/stats`).
     pub api: SocketAddr,
@@ -37,12 +39,15 @@ pub struct Target {
     /// held for its `Drop`).
     #[allow(dead_code)]
     pub owned: Vec<Owned>,
+    /// How this bench opens its clients, and its worker processes (their
+    /// CPU is the generator's).
+    pub generator: Generator,
 }
 
 impl Target {
     /// One process the bench started (a pushgate or the floor relay), which
     /// serves the clients itself.
-    pub fn single(gw: crate::spawn::Gateway) -> Target {
+    pub fn single(gw: crate::spawn::Gateway, generator: Generator) -> Target {
         Target {
             api: gw.api,
             text: gw.text,
@@ -51,6 +56,7 @@ impl Target {
             pids: vec![gw.process.pid()],
             redis_pid: None,
             owned: vec![gw.process],
+            generator,
         }
     }
 }
@@ -169,8 +175,9 @@ pub async fn measure(
     let plan = Arc::new(plan);
     let tracker = plan.tracker.clone();
     tracker.reset_latency();
-    let meter = CpuMeter::start(&target.pids);
-    let redis = target.redis_pid.map(|p| CpuMeter::start(&[p]));
+    let workers = &target.generator.workers;
+    let meter = CpuMeter::start(&target.pids, workers);
+    let redis = target.redis_pid.map(|p| CpuMeter::start(&[p], workers));
     drive(target, &plan, pusher).await?;
     let seqs = plan.issued();
     drain(&tracker, seqs.clone()).await;
