@@ -90,12 +90,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+// Longest text-port line (pushgate's `--max-line-bytes` default): past it,
+// `fail` and the connection is closed (lines after it are not answered).
+use pushgate::config::DEFAULT_MAX_LINE_BYTES as MAX_LINE;
 
 /// Longest blocking write to a receiver; past it the receiver is dropped.
+/// The value of pushgate's `--write-timeout` default, kept here because that
+/// default is the text "5s" of its flag, no constant.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest text-port line (pushgate's `--max-line-bytes` default): past it,
-/// `fail` and the connection is closed (lines after it are not answered).
-const MAX_LINE: usize = 64 * 1024;
 /// Threads of one listener that may wait in `accept` at once.
 const MAX_IDLE_THREADS: usize = 256;
 /// Stack of each connection thread (buffers live on the heap).

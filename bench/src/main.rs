@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use pushgate::config;
 
 use phase::Target;
 
@@ -50,14 +51,14 @@ pub struct Args {
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// The gateway's public address (WebSocket).
-    #[arg(long, default_value = "127.0.0.1:1234")]
+    #[arg(long, default_value_t = loopback(config::DEFAULT_WS_PORT))]
     pub http: SocketAddr,
     /// The gateway's API listener (REST, `/stats`, `/metrics`; its
     /// `--api-listen`). For the floor relay, give its `--http` address.
-    #[arg(long, default_value = "127.0.0.1:1235")]
+    #[arg(long, default_value_t = loopback(config::DEFAULT_API_PORT))]
     pub api: SocketAddr,
     /// The gateway's text port.
-    #[arg(long, default_value = "127.0.0.1:5678")]
+    #[arg(long, default_value_t = loopback(config::DEFAULT_TEXT_PORT))]
     pub text: SocketAddr,
     /// Gateway process id(s), for CPU and RSS (node A then node B in cluster).
     #[arg(long = "gateway-pid")]
@@ -132,6 +133,11 @@ pub struct Args {
     /// Worker mode: the uid prefix of its clients.
     #[arg(long, hide = true, default_value = "")]
     pub worker_prefix: String,
+}
+
+/// `127.0.0.1:port`: a gateway on this host at one of its default ports.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 impl Args {
@@ -431,8 +437,8 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
 async fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + phase::SETTLE_LIMIT;
     loop {
-        match push::get_json(http, "/stats").await {
-            Ok(v) if v["nodes"].as_u64().unwrap_or(0) >= 1 => return Ok(()),
+        match phase::stats(http).await {
+            Ok(s) if s.nodes >= 1 => return Ok(()),
             _ if tokio::time::Instant::now() >= deadline => bail!("{http} never became ready"),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }

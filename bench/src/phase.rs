@@ -61,12 +61,26 @@ impl Target {
     }
 }
 
+/// The members of a gateway's `GET /stats` answer (pushgate's
+/// `http::query::Stats`, which only serializes) that the bench reads.
+#[derive(Debug, serde::Deserialize)]
+pub struct StatsSeen {
+    /// Bound connections.
+    pub bound_connections: u64,
+    /// Nodes in the deployment: 1 without a cluster, 0 while a cluster node
+    /// is not on its bus yet.
+    pub nodes: u64,
+}
+
+/// A gateway's `GET /stats`.
+pub async fn stats(http: SocketAddr) -> anyhow::Result<StatsSeen> {
+    let v = push::get_json(http, "/stats").await?;
+    serde_json::from_value(v).context("/stats")
+}
+
 /// `bound_connections` of a gateway's `GET /stats`.
 pub async fn bound(http: SocketAddr) -> anyhow::Result<u64> {
-    let v = push::get_json(http, "/stats").await?;
-    v["bound_connections"]
-        .as_u64()
-        .context("no bound_connections in /stats")
+    Ok(stats(http).await?.bound_connections)
 }
 
 /// Waits until the gateway reports at least `n` bound connections.
@@ -202,4 +216,22 @@ pub async fn measure(
         row = row.with("push_errors", errors);
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pushgates_stats() {
+        let answer = pushgate::http::query::Stats {
+            connections: 3,
+            bound_connections: 2,
+            bound_uids: 1,
+            nodes: 1,
+        };
+        let seen: StatsSeen =
+            serde_json::from_value(serde_json::to_value(answer).unwrap()).unwrap();
+        assert_eq!((seen.bound_connections, seen.nodes), (2, 1));
+    }
 }
