@@ -39,11 +39,11 @@ pub struct Config {
 
     /// Largest line accepted on the text port, in bytes (without the line end).
     /// A longer line answers `fail` and closes that connection.
-    #[arg(long, env = "PUSHGATE_MAX_LINE_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "PUSHGATE_MAX_LINE_BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
 
     /// Largest REST request body, in bytes; larger bodies answer 413.
-    #[arg(long, env = "PUSHGATE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "PUSHGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Messages that may wait in one connection's outbound queue. A client whose
@@ -404,6 +404,27 @@ pub enum LogFormat {
 /// never overflow: every deadline built from the configuration is safe.
 pub const MAX_DURATION: Duration = Duration::from_secs(365_250 * 86_400);
 
+/// Port of `--listen`'s default (`0.0.0.0:1234`, push.php's WebSocket
+/// port). Published for tools that reach a gateway started with defaults
+/// (the bench); the flag's default is pinned to it by a test.
+pub const DEFAULT_WS_PORT: u16 = 1234;
+
+/// Port of `--api-listen`'s default (`127.0.0.1:1235`); pinned like
+/// [`DEFAULT_WS_PORT`].
+pub const DEFAULT_API_PORT: u16 = 1235;
+
+/// Port of `--text-listen`'s default (`127.0.0.1:5678`, push.php's text
+/// port); pinned like [`DEFAULT_WS_PORT`].
+pub const DEFAULT_TEXT_PORT: u16 = 5678;
+
+/// Default of `--max-line-bytes`: the longest text-port line, in bytes
+/// (64 KiB), without the line end.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Default of `--max-body-bytes`: the largest REST request body, in bytes
+/// (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// `text` trimmed, cut to 64 characters, with every character outside the
 /// node id alphabet (`[A-Za-z0-9._-]`) replaced by `-`.
 fn node_id_part(text: &str) -> String {
@@ -568,6 +589,14 @@ mod tests {
         assert!(c.shutdown_timeout <= Duration::from_secs(20));
         assert_eq!(c.body_read_timeout, Duration::from_secs(10));
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn default_ports_are_the_published_constants() {
+        let c = Config::parse_from(["pushgate"]);
+        assert_eq!(c.listen.port, DEFAULT_WS_PORT);
+        assert_eq!(c.api_listen.port, DEFAULT_API_PORT);
+        assert_eq!(c.text_listen.port, DEFAULT_TEXT_PORT);
     }
 
     #[test]

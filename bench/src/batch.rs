@@ -16,14 +16,14 @@ use std::sync::Arc;
 use anyhow::bail;
 use serde::Deserialize;
 
+pub use pushgate::http::push::MAX_BATCH;
+
 use crate::push::{Http, Plan};
 use crate::track::now_ns;
 
-/// Most pushes the gateway takes in one batch (`MAX_BATCH` in the gateway).
-pub const MAX_BATCH: usize = 10_000;
-
-/// The parts of the answer the bench reads (the rest — `dropped`, `remote_deliveries`,
-/// `offline`, `unrouted` — is skipped).
+/// The parts of pushgate's `BatchResponse` the bench reads (the rest —
+/// `dropped`, `remote_deliveries`, `offline`, `unrouted` — is skipped).
+/// pushgate's answer types only serialize; the test reads one of them.
 #[derive(Debug, Deserialize)]
 struct Answer {
     delivered: u64,
@@ -113,11 +113,25 @@ pub async fn http_batch(addr: SocketAddr, plan: Arc<Plan>, batch: usize) -> anyh
 mod tests {
     use super::*;
 
+    use pushgate::model::{BatchResponse, BatchResult, PushResponse, Uid};
+
     #[test]
     fn answers() {
-        let a = br#"{"delivered":1,"dropped":0,"remote_deliveries":0,"results":[
-            {"delivered":1,"dropped":0,"remote_deliveries":0,"offline":[],"unrouted":[]},
-            {"delivered":0,"dropped":0,"remote_deliveries":0,"offline":["u2"],"unrouted":[]}]}"#;
+        let result = |delivered, offline: &[&str]| BatchResult {
+            push: PushResponse {
+                delivered,
+                offline: offline.iter().map(|u| Uid::new(u).unwrap()).collect(),
+                ..PushResponse::default()
+            },
+            unrouted: Vec::new(),
+        };
+        let answer = BatchResponse {
+            delivered: 1,
+            dropped: 0,
+            remote_deliveries: 0,
+            results: vec![result(1, &[]), result(0, &["u2"])],
+        };
+        let a = &serde_json::to_vec(&answer).unwrap()[..];
         assert_eq!(accepted(a, 2).unwrap(), vec![true, false]);
         assert!(accepted(a, 3).is_err());
         assert!(accepted(br#"{"delivered":2,"results":[{"delivered":1}]}"#, 1).is_err());

@@ -90,12 +90,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+// Longest text-port line (pushgate's `--max-line-bytes` default): past it,
+// `fail` and the connection is closed (lines after it are not answered).
+use pushgate::config::DEFAULT_MAX_LINE_BYTES as MAX_LINE;
 
 /// Longest blocking write to a receiver; past it the receiver is dropped.
+/// The value of pushgate's `--write-timeout` default, kept here because that
+/// default is the text "5s" of its flag, no constant.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest text-port line (pushgate's `--max-line-bytes` default): past it,
-/// `fail` and the connection is closed (lines after it are not answered).
-const MAX_LINE: usize = 64 * 1024;
 /// Threads of one listener that may wait in `accept` at once.
 const MAX_IDLE_THREADS: usize = 256;
 /// Stack of each connection thread (buffers live on the heap).
@@ -365,6 +367,8 @@ fn text_conn(relay: &Relay, mut s: TcpStream) {
 struct Listener {
     socket: TcpListener,
     name: &'static str,
+    /// The relay its connections are served by.
+    relay: &'static Relay,
     serve: fn(&'static Relay, TcpStream),
     /// Threads blocked in (or about to enter) `accept`.
     idle: AtomicUsize,
@@ -404,7 +408,7 @@ impl Listener {
                 self.add_thread();
             }
             let _ = s.set_nodelay(true);
-            (self.serve)(relay(), s);
+            (self.serve)(self.relay, s);
             let back = self
                 .idle
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -425,12 +429,6 @@ fn defer_accept(socket: &TcpListener) {
     {
         log_error(&format!("TCP_DEFER_ACCEPT: {e}"));
     }
-}
-
-/// The process's one relay.
-fn relay() -> &'static Relay {
-    static RELAY: std::sync::OnceLock<Relay> = std::sync::OnceLock::new();
-    RELAY.get_or_init(Relay::default)
 }
 
 /// An error, as a JSON log line the bench passes on (`spawn.rs`).
@@ -457,6 +455,9 @@ pub fn run() -> anyhow::Result<()> {
         },
     });
     eprintln!("{line}");
+    // Shared by every connection thread of both listeners until the process
+    // ends: leaked rather than counted, as the listeners are.
+    let relay: &'static Relay = Box::leak(Box::default());
     for (socket, name, serve) in [
         (
             http,
@@ -468,6 +469,7 @@ pub fn run() -> anyhow::Result<()> {
         let listener: &'static Listener = Box::leak(Box::new(Listener {
             socket,
             name,
+            relay,
             serve,
             idle: AtomicUsize::new(0),
         }));

@@ -5,13 +5,21 @@
 //! send timestamp; the WebSocket clients record push→receive latency and
 //! detect loss and duplicates. Beside every throughput figure it reports the
 //! gateway's CPU per delivery (`/proc/PID/stat`) and the generator's own CPU
-//! (`getrusage`), since on a small machine both share the cores.
+//! (its process CPU clock), since on a small machine both share the cores.
 //! Output: a table, and one JSON line per scenario. See BENCHMARKS.md.
 //!
 //! `--spawn --floor` runs a scenario against the floor relay (`floor.rs`)
 //! instead of pushgate: a relay of the same wire contract with next to no
 //! user-space work, whose figures show what the kernel work of each traffic
 //! pattern allows on this machine (floor.rs says what they do not show).
+//!
+//! No process-wide state: what a run shares (how clients connect, the worker
+//! processes) travels in [`ws::Generator`], the floor relay's map in its
+//! leaked `Relay`. `unsafe` is denied but in two scoped places: viewing the
+//! shared tracker mapping as atomics (`track.rs`) and the two socket options
+//! no safe crate wraps (`sys.rs`).
+
+#![deny(unsafe_code)]
 
 mod batch;
 mod floor;
@@ -31,6 +39,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use pushgate::config;
 
 use phase::Target;
 
@@ -42,14 +51,14 @@ pub struct Args {
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// The gateway's public address (WebSocket).
-    #[arg(long, default_value = "127.0.0.1:1234")]
+    #[arg(long, default_value_t = loopback(config::DEFAULT_WS_PORT))]
     pub http: SocketAddr,
     /// The gateway's API listener (REST, `/stats`, `/metrics`; its
     /// `--api-listen`). For the floor relay, give its `--http` address.
-    #[arg(long, default_value = "127.0.0.1:1235")]
+    #[arg(long, default_value_t = loopback(config::DEFAULT_API_PORT))]
     pub api: SocketAddr,
     /// The gateway's text port.
-    #[arg(long, default_value = "127.0.0.1:5678")]
+    #[arg(long, default_value_t = loopback(config::DEFAULT_TEXT_PORT))]
     pub text: SocketAddr,
     /// Gateway process id(s), for CPU and RSS (node A then node B in cluster).
     #[arg(long = "gateway-pid")]
@@ -124,6 +133,11 @@ pub struct Args {
     /// Worker mode: the uid prefix of its clients.
     #[arg(long, hide = true, default_value = "")]
     pub worker_prefix: String,
+}
+
+/// `127.0.0.1:port`: a gateway on this host at one of its default ports.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 impl Args {
@@ -217,13 +231,16 @@ fn gateway_name(args: &Args) -> &'static str {
 
 async fn bench(args: Args) -> anyhow::Result<()> {
     let files = sys::raise_file_limit();
-    ws::PER_SOURCE.store(
-        args.clients_per_source,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     if args.scenario == Scenario::Worker {
-        let parallel = args.parallel_connects;
-        return worker::run(args.http, args.shm_fd, &args.worker_prefix, parallel).await;
+        let (parallel, per_source) = (args.parallel_connects, args.clients_per_source);
+        return worker::run(
+            args.http,
+            args.shm_fd,
+            &args.worker_prefix,
+            parallel,
+            per_source,
+        )
+        .await;
     }
     if args.floor && !args.spawn {
         bail!("--floor needs --spawn: the bench starts the floor relay itself");
@@ -349,6 +366,12 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
 
 /// The gateway(s) to measure: given by address, or started now.
 async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
+    // Each scenario's own: its workers end with its pools.
+    let generator = ws::Generator {
+        per_source: args.clients_per_source,
+        per_process: args.per_process(),
+        workers: worker::WorkerPids::default(),
+    };
     if !args.spawn {
         let (clients_http, clients_api) = match sc {
             Scenario::Cluster => (
@@ -367,18 +390,19 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
             pids: args.gateway_pid.clone(),
             redis_pid: None,
             owned: Vec::new(),
+            generator,
         });
     }
     if args.floor {
         let relay = tokio::task::spawn_blocking(spawn::floor).await??;
-        return Ok(Target::single(relay));
+        return Ok(Target::single(relay, generator));
     }
     let bin = spawn::gateway_bin(args.gateway_bin.as_ref())?;
     let started = tokio::task::spawn_blocking({
         let extra = args.gateway_args.clone();
         move || -> anyhow::Result<Target> {
             if sc != Scenario::Cluster {
-                return Ok(Target::single(spawn::gateway(&bin, &extra)?));
+                return Ok(Target::single(spawn::gateway(&bin, &extra)?, generator));
             }
             let redis = spawn::redis()?;
             let node = |id: &str| {
@@ -396,6 +420,7 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
                 pids: vec![a.process.pid(), b.process.pid()],
                 redis_pid: Some(redis.process.pid()),
                 owned: vec![a.process, b.process, redis.process],
+                generator,
             })
         }
     })
@@ -412,8 +437,8 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
 async fn wait_ready(http: SocketAddr) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + phase::SETTLE_LIMIT;
     loop {
-        match push::get_json(http, "/stats").await {
-            Ok(v) if v["nodes"].as_u64().unwrap_or(0) >= 1 => return Ok(()),
+        match phase::stats(http).await {
+            Ok(s) if s.nodes >= 1 => return Ok(()),
             _ if tokio::time::Instant::now() >= deadline => bail!("{http} never became ready"),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -15,12 +15,14 @@ use crate::report::Row;
 use crate::spawn::Owned;
 use crate::sys::CpuMeter;
 use crate::track::Tracker;
+use crate::ws::Generator;
 
 /// Longest wait for clients to be bound, or for deliveries to drain.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// The gateway under test (node A in the cluster scenario: pushes go here).
+/// The gateway under test (node A in the cluster scenario: pushes go here),
+/// and the generator measuring it.
 pub struct Target {
     /// The API listener pushes go to (REST, `/stats`).
     pub api: SocketAddr,
@@ -37,12 +39,15 @@ pub struct Target {
     /// held for its `Drop`).
     #[allow(dead_code)]
     pub owned: Vec<Owned>,
+    /// How this bench opens its clients, and its worker processes (their
+    /// CPU is the generator's).
+    pub generator: Generator,
 }
 
 impl Target {
     /// One process the bench started (a pushgate or the floor relay), which
     /// serves the clients itself.
-    pub fn single(gw: crate::spawn::Gateway) -> Target {
+    pub fn single(gw: crate::spawn::Gateway, generator: Generator) -> Target {
         Target {
             api: gw.api,
             text: gw.text,
@@ -51,16 +56,31 @@ impl Target {
             pids: vec![gw.process.pid()],
             redis_pid: None,
             owned: vec![gw.process],
+            generator,
         }
     }
 }
 
+/// The members of a gateway's `GET /stats` answer (pushgate's
+/// `http::query::Stats`, which only serializes) that the bench reads.
+#[derive(Debug, serde::Deserialize)]
+pub struct StatsSeen {
+    /// Bound connections.
+    pub bound_connections: u64,
+    /// Nodes in the deployment: 1 without a cluster, 0 while a cluster node
+    /// is not on its bus yet.
+    pub nodes: u64,
+}
+
+/// A gateway's `GET /stats`.
+pub async fn stats(http: SocketAddr) -> anyhow::Result<StatsSeen> {
+    let v = push::get_json(http, "/stats").await?;
+    serde_json::from_value(v).context("/stats")
+}
+
 /// `bound_connections` of a gateway's `GET /stats`.
 pub async fn bound(http: SocketAddr) -> anyhow::Result<u64> {
-    let v = push::get_json(http, "/stats").await?;
-    v["bound_connections"]
-        .as_u64()
-        .context("no bound_connections in /stats")
+    Ok(stats(http).await?.bound_connections)
 }
 
 /// Waits until the gateway reports at least `n` bound connections.
@@ -169,8 +189,9 @@ pub async fn measure(
     let plan = Arc::new(plan);
     let tracker = plan.tracker.clone();
     tracker.reset_latency();
-    let meter = CpuMeter::start(&target.pids);
-    let redis = target.redis_pid.map(|p| CpuMeter::start(&[p]));
+    let workers = &target.generator.workers;
+    let meter = CpuMeter::start(&target.pids, workers);
+    let redis = target.redis_pid.map(|p| CpuMeter::start(&[p], workers));
     drive(target, &plan, pusher).await?;
     let seqs = plan.issued();
     drain(&tracker, seqs.clone()).await;
@@ -195,4 +216,22 @@ pub async fn measure(
         row = row.with("push_errors", errors);
     }
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pushgates_stats() {
+        let answer = pushgate::http::query::Stats {
+            connections: 3,
+            bound_connections: 2,
+            bound_uids: 1,
+            nodes: 1,
+        };
+        let seen: StatsSeen =
+            serde_json::from_value(serde_json::to_value(answer).unwrap()).unwrap();
+        assert_eq!((seen.bound_connections, seen.nodes), (2, 1));
+    }
 }

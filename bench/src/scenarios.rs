@@ -35,7 +35,7 @@ async fn receivers(
     prefix: &str,
     n: usize,
 ) -> anyhow::Result<Receivers> {
-    let mut pool = Receivers::new(tracker.clone(), prefix, args.per_process());
+    let mut pool = Receivers::new(tracker.clone(), prefix, &target.generator);
     let base = bound(target.clients_api).await?;
     grow(target, args, &mut pool, n, base).await?;
     Ok(pool)
@@ -63,16 +63,16 @@ pub async fn idle(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Resu
     let Some(&pid) = target.pids.first() else {
         bail!("idle needs --gateway-pid (or --spawn) to read the gateway's RSS");
     };
-    let tracker = Arc::new(Tracker::new(1, 1));
+    let tracker = Arc::new(Tracker::new(1, 1)?);
     let prefix = prefix("i");
-    let mut pool = Receivers::new(tracker.clone(), &prefix, args.per_process());
+    let mut pool = Receivers::new(tracker.clone(), &prefix, &target.generator);
     let base = bound(target.clients_api).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss0 = rss_kib(pid).unwrap_or(0);
     let mut rows = Vec::new();
     let mut last = 0;
     for &n in steps {
-        let meter = CpuMeter::start(&target.pids);
+        let meter = CpuMeter::start(&target.pids, &target.generator.workers);
         grow(target, args, &mut pool, n, base).await?;
         let span = meter.stop();
         // Let allocations settle after the connect burst.
@@ -99,7 +99,7 @@ pub async fn idle(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Resu
 /// per push.
 pub async fn push_text(target: &Target, args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let run = args.duration;
-    let tracker = Arc::new(Tracker::new(capacity(run, 2), 1));
+    let tracker = Arc::new(Tracker::new(capacity(run, 2), 1)?);
     let prefix = prefix("t");
     let _pool = receivers(target, args, &tracker, &prefix, n).await?;
     let conns = args.concurrency.unwrap_or(2);
@@ -135,7 +135,7 @@ pub async fn push_http(
     batch: usize,
 ) -> anyhow::Result<Vec<Row>> {
     let run = args.duration;
-    let tracker = Arc::new(Tracker::new(capacity(run, 2), 1));
+    let tracker = Arc::new(Tracker::new(capacity(run, 2), 1)?);
     let prefix = prefix("h");
     let _pool = receivers(target, args, &tracker, &prefix, n).await?;
     let conns = args.concurrency.unwrap_or(32);
@@ -158,7 +158,7 @@ pub async fn push_http(
 /// `latency`: push→receive percentiles at a fixed rate over the text port.
 pub async fn latency(target: &Target, args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let run = args.duration;
-    let tracker = Arc::new(Tracker::new(capacity(run, 1), 1));
+    let tracker = Arc::new(Tracker::new(capacity(run, 1), 1)?);
     let prefix = prefix("l");
     let _pool = receivers(target, args, &tracker, &prefix, n).await?;
     let conns = args.concurrency.unwrap_or(1);
@@ -183,7 +183,7 @@ pub async fn latency(target: &Target, args: &Args, n: usize) -> anyhow::Result<V
 pub async fn broadcast(target: &Target, args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let run = args.duration;
     let cap = (run.as_secs_f64() * 5000.0) as usize + 100;
-    let tracker = Arc::new(Tracker::new(cap, n as u32));
+    let tracker = Arc::new(Tracker::new(cap, n as u32)?);
     let prefix = prefix("b");
     let _pool = receivers(target, args, &tracker, &prefix, n).await?;
     let conns = args.concurrency.unwrap_or(2);
@@ -217,9 +217,9 @@ pub async fn broadcast(target: &Target, args: &Args, n: usize) -> anyhow::Result
 /// `growth`: per-push cost (pipelined text port) as connections grow.
 pub async fn growth(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Result<Vec<Row>> {
     let run = args.duration;
-    let tracker = Arc::new(Tracker::new(capacity(run, steps.len()), 1));
+    let tracker = Arc::new(Tracker::new(capacity(run, steps.len()), 1)?);
     let prefix = prefix("g");
-    let mut pool = Receivers::new(tracker.clone(), &prefix, args.per_process());
+    let mut pool = Receivers::new(tracker.clone(), &prefix, &target.generator);
     let base = bound(target.clients_api).await?;
     let conns = args.concurrency.unwrap_or(2);
     let mut rows: Vec<Row> = Vec::new();
@@ -248,7 +248,7 @@ pub async fn growth(target: &Target, args: &Args, steps: &[usize]) -> anyhow::Re
 /// Redis: latency at `--rate`, then pipelined throughput.
 pub async fn cluster(target: &Target, args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let run = args.duration;
-    let tracker = Arc::new(Tracker::new(capacity(run, 2), 1));
+    let tracker = Arc::new(Tracker::new(capacity(run, 2), 1)?);
     let prefix = prefix("c");
     let _pool = receivers(target, args, &tracker, &prefix, n).await?;
     warm_up(target, &prefix, n).await?;

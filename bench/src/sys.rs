@@ -1,19 +1,27 @@
 //! What the bench reads from the operating system: CPU time of the gateway
-//! (`/proc/PID/stat`) and of itself (`getrusage`), resident memory, the
-//! open-file limit, and the machine's description for the report; and the
+//! (`/proc/PID/stat`) and of itself (its process CPU clock), resident memory,
+//! the open-file limit, and the machine's description for the report; and the
 //! one socket option call its clients and the floor relay share.
 
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use crate::worker::WorkerPids;
+
 /// Sets an integer socket option on `socket`.
+///
+/// For the two options the bench needs (`IP_BIND_ADDRESS_NO_PORT`,
+/// `TCP_DEFER_ACCEPT`), which neither socket2 nor rustix wraps: the one
+/// `unsafe` call outside the tracker's mapping.
+#[allow(unsafe_code)]
 pub fn set_int_option(
     socket: &impl AsRawFd,
     level: libc::c_int,
     name: libc::c_int,
     value: libc::c_int,
 ) -> std::io::Result<()> {
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    // SAFETY: a valid socket fd (borrowed for the call) and a pointer to a
+    // c_int option value with its exact size; the kernel only reads it.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -32,9 +40,10 @@ pub fn set_int_option(
 
 /// Clock ticks per second of `/proc/PID/stat` times.
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100.0,
+        t => t as f64,
+    }
 }
 
 /// User plus system CPU seconds of process `pid` (all its threads).
@@ -49,28 +58,22 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-/// CPU seconds of the generator: this process (`getrusage(RUSAGE_SELF)`)
-/// plus its running worker processes (`/proc/PID/stat`).
-pub fn generator_cpu_secs() -> f64 {
-    let workers = crate::worker::PIDS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    self_cpu_secs() + workers.iter().filter_map(|&p| cpu_secs(p)).sum::<f64>()
+/// CPU seconds of the generator: this process (its CPU clock) plus its
+/// running worker processes `workers` (`/proc/PID/stat`).
+pub fn generator_cpu_secs(workers: &WorkerPids) -> f64 {
+    self_cpu_secs()
+        + workers
+            .running()
+            .iter()
+            .filter_map(|&p| cpu_secs(p))
+            .sum::<f64>()
 }
 
-/// User plus system CPU seconds of this process, from `getrusage(RUSAGE_SELF)`.
+/// User plus system CPU seconds of this process, every thread: the clock
+/// `CLOCK_PROCESS_CPUTIME_ID` counts what `getrusage(RUSAGE_SELF)` sums.
 pub fn self_cpu_secs() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_SELF is valid.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return 0.0;
-    }
-    // SAFETY: getrusage succeeded and filled the struct (it was zeroed anyway).
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// Resident memory of `pid` in KiB (`VmRSS`).
@@ -90,6 +93,7 @@ pub fn raise_file_limit() -> u64 {
 /// CPU of the gateway processes and of the generator over one measured span.
 pub struct CpuMeter {
     pids: Vec<u32>,
+    workers: WorkerPids,
     gw_start: Option<f64>,
     gen_start: f64,
     machine_start: Option<f64>,
@@ -124,12 +128,14 @@ pub struct CpuSpan {
 }
 
 impl CpuMeter {
-    /// Starts measuring the gateways `pids` and this process.
-    pub fn start(pids: &[u32]) -> CpuMeter {
+    /// Starts measuring the gateways `pids`, and the generator: this
+    /// process and its worker processes `workers`.
+    pub fn start(pids: &[u32], workers: &WorkerPids) -> CpuMeter {
         CpuMeter {
             pids: pids.to_vec(),
+            workers: workers.clone(),
             gw_start: gateway_cpu(pids),
-            gen_start: generator_cpu_secs(),
+            gen_start: generator_cpu_secs(workers),
             machine_start: machine_busy_secs(),
             wall: Instant::now(),
         }
@@ -144,7 +150,7 @@ impl CpuMeter {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             },
-            generator_cpu_s: generator_cpu_secs() - self.gen_start,
+            generator_cpu_s: generator_cpu_secs(&self.workers) - self.gen_start,
             machine_cpu_s: match (self.machine_start, machine_busy_secs()) {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,

@@ -3,9 +3,14 @@
 //! sequence number (to find losses and duplicates) and record the
 //! push→receive latency in a log-linear histogram.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
 
 /// Nanoseconds since the Unix epoch: comparable across processes on one host.
 pub fn now_ns() -> u64 {
@@ -133,8 +138,9 @@ pub struct Tracker {
     refused: Mutex<Vec<u64>>,
     /// Header words (counters, capacity, expectation).
     head: &'static [AtomicU64],
-    /// The memfd holding the counters (inherited by worker processes).
-    pub fd: i32,
+    /// The memfd holding the counters (inherited by worker processes: it is
+    /// created without close-on-exec).
+    file: File,
 }
 
 /// Header words of the shared mapping.
@@ -157,70 +163,85 @@ pub struct Integrity {
 impl Tracker {
     /// A tracker for up to `capacity` sequence numbers, each expected
     /// `expect` times, in a fresh shared mapping.
-    pub fn new(capacity: usize, expect: u32) -> Tracker {
+    ///
+    /// Errors: the memfd cannot be created, sized or mapped.
+    pub fn new(capacity: usize, expect: u32) -> anyhow::Result<Tracker> {
         let expect = expect.max(1);
-        let reach = if expect > 1 { capacity } else { 0 };
-        let words = HEADER + BUCKETS + reach + capacity.div_ceil(2);
-        // SAFETY: plain syscalls on a fresh fd; failures are checked.
-        let fd = unsafe { libc::memfd_create(c"pushgate-bench".as_ptr(), 0) };
-        assert!(fd >= 0, "memfd_create failed");
-        // SAFETY: fd is ours.
-        let rc = unsafe { libc::ftruncate(fd, (words * 8) as libc::off_t) };
-        assert!(rc == 0, "ftruncate failed");
-        let t = Tracker::map(fd, words, capacity, reach, expect);
+        let file = File::from(
+            rustix::fs::memfd_create("pushgate-bench", rustix::fs::MemfdFlags::empty())
+                .context("memfd_create")?,
+        );
+        file.set_len(Tracker::file_words(capacity, expect) as u64 * 8)
+            .context("sizing the tracker's memfd")?;
+        let t = Tracker::map(file, capacity, expect)?;
         t.header(H_CAPACITY)
             .store(capacity as u64, Ordering::Relaxed);
         t.header(H_EXPECT)
             .store(u64::from(expect), Ordering::Relaxed);
-        t
+        Ok(t)
     }
 
-    /// Maps the tracker another process created (its fd was inherited).
-    pub fn attach(fd: i32) -> Tracker {
-        let head = Tracker::map(fd, HEADER, 0, 0, 1);
-        let capacity = head.header(H_CAPACITY).load(Ordering::Relaxed) as usize;
-        let expect = head.header(H_EXPECT).load(Ordering::Relaxed) as u32;
-        let reach = if expect > 1 { capacity } else { 0 };
-        let words = HEADER + BUCKETS + reach + capacity.div_ceil(2);
-        Tracker::map(fd, words, capacity, reach, expect)
-    }
-
-    fn map(fd: i32, words: usize, capacity: usize, reach: usize, expect: u32) -> Tracker {
-        let len = words.max(HEADER + BUCKETS) * 8;
-        // SAFETY: a shared mapping of a memfd at least `len` long (ftruncate
-        // above, or by the creating process); it is never unmapped, so the
-        // 'static slices below stay valid. The memory is zero-filled and only
-        // ever accessed through atomics, from every process mapping it.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            );
-            assert!(p != libc::MAP_FAILED, "mmap failed");
-            let words64 = std::slice::from_raw_parts(p as *const AtomicU64, len / 8);
-            let (head, rest) = words64.split_at(HEADER);
-            let (buckets, rest) = rest.split_at(BUCKETS);
-            let (reach, rest) = rest.split_at(reach.min(rest.len()));
-            let counts = std::slice::from_raw_parts(rest.as_ptr() as *const AtomicU32, capacity);
-            Tracker {
-                counts,
-                reach,
-                expect,
-                received: &head[H_RECEIVED],
-                untracked: &head[H_UNTRACKED],
-                latency: Histogram {
-                    buckets,
-                    max: &head[H_MAX],
-                },
-                refused: Mutex::new(Vec::new()),
-                head,
-                fd,
-            }
+    /// Maps the tracker another process created, whose memfd this process
+    /// inherited as descriptor `fd`.
+    ///
+    /// Errors: `fd` is no such memfd, or it cannot be mapped.
+    pub fn attach(fd: i32) -> anyhow::Result<Tracker> {
+        // A second descriptor of the same memfd, opened without `unsafe`.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+            .with_context(|| format!("the tracker's memfd (descriptor {fd})"))?;
+        let word = |i: usize| -> anyhow::Result<u64> {
+            let mut b = [0u8; 8];
+            file.read_exact_at(&mut b, i as u64 * 8)
+                .context("the tracker's header")?;
+            Ok(u64::from_ne_bytes(b))
+        };
+        let capacity = usize::try_from(word(H_CAPACITY)?)?;
+        let expect = u32::try_from(word(H_EXPECT)?)?;
+        let have = file.metadata()?.len();
+        if have < Tracker::file_words(capacity, expect) as u64 * 8 {
+            anyhow::bail!("the tracker's memfd is shorter than its header says");
         }
+        Tracker::map(file, capacity, expect)
+    }
+
+    /// 64-bit words of the header, histogram and broadcast reach times.
+    fn head_words(capacity: usize, expect: u32) -> usize {
+        let reach = if expect > 1 { capacity } else { 0 };
+        HEADER + BUCKETS + reach
+    }
+
+    /// 64-bit words of the whole memfd: the counts are 32-bit, two a word.
+    fn file_words(capacity: usize, expect: u32) -> usize {
+        Tracker::head_words(capacity, expect) + capacity.div_ceil(2)
+    }
+
+    fn map(file: File, capacity: usize, expect: u32) -> anyhow::Result<Tracker> {
+        let (words, counts) =
+            shared_atomics(&file, Tracker::head_words(capacity, expect), capacity)?;
+        let (head, rest) = words.split_at(HEADER);
+        let (buckets, reach) = rest.split_at(BUCKETS);
+        Ok(Tracker {
+            counts,
+            reach,
+            expect,
+            received: &head[H_RECEIVED],
+            untracked: &head[H_UNTRACKED],
+            latency: Histogram {
+                buckets,
+                max: &head[H_MAX],
+            },
+            refused: Mutex::new(Vec::new()),
+            head,
+            file,
+        })
+    }
+
+    /// The memfd's descriptor number, for a worker process to attach to.
+    pub fn fd(&self) -> i32 {
+        self.file.as_raw_fd()
     }
 
     fn header(&self, i: usize) -> &AtomicU64 {
@@ -337,6 +358,43 @@ impl Tracker {
     }
 }
 
+/// Maps `file` shared and views it as `words` 64-bit atomics followed by
+/// `counts` 32-bit ones. The mapping is never unmapped, so the views live as
+/// long as the process.
+///
+/// The one place the bench still needs `unsafe`: no safe crate views shared
+/// memory as atomics, and a live view of the counters is what lets the bench
+/// see, while it pushes, which broadcasts worker processes have delivered.
+#[allow(unsafe_code)]
+fn shared_atomics(
+    file: &File,
+    words: usize,
+    counts: usize,
+) -> anyhow::Result<(&'static [AtomicU64], &'static [AtomicU32])> {
+    let len = words * 8 + counts * 4;
+    // SAFETY: memmap2 needs the file not to be truncated or written other
+    // than through the mapping while it is mapped: the memfd is the bench's
+    // own, sized once before anyone maps it, never truncated, and only ever
+    // written through atomics in mappings like this one.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
+        .context("mapping the tracker's memfd")?;
+    let bytes: &'static mut [u8] = &mut Box::leak(Box::new(map))[..];
+    let (w, c) = bytes.split_at_mut(words * 8);
+    // SAFETY: the mapping starts page-aligned, so `w` is 8-byte aligned and
+    // `c` (8·words bytes further) 4-byte aligned; their lengths are exactly
+    // `words` u64s and `counts` u32s; the bytes are initialized (the kernel
+    // zero-fills a memfd); atomics have their integer's size and alignment
+    // and may share memory with other processes' atomics; and the `&mut`
+    // borrows end here, so every later access is atomic.
+    let views = unsafe {
+        (
+            std::slice::from_raw_parts(w.as_mut_ptr().cast::<AtomicU64>(), words),
+            std::slice::from_raw_parts(c.as_mut_ptr().cast::<AtomicU32>(), counts),
+        )
+    };
+    Ok(views)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +407,21 @@ mod tests {
             let v = bucket_value(bucket_of(us));
             assert!(v <= us && us - v <= us / 64 + 1, "{us} -> {v}");
         }
+    }
+
+    #[test]
+    fn an_attached_tracker_shares_the_creators_counters() {
+        let made = Tracker::new(10, 3).unwrap();
+        let seen = Tracker::attach(made.fd()).unwrap();
+        assert_eq!((seen.capacity(), seen.expect), (10, 3));
+        for _ in 0..3 {
+            seen.record(br#"{"s":7,"t":1}"#);
+        }
+        seen.record(br#"{"s":99,"t":1}"#);
+        assert!(made.done(7) && !made.done(6));
+        assert_eq!(made.received.load(Ordering::Relaxed), 4);
+        assert_eq!(made.untracked.load(Ordering::Relaxed), 1);
+        assert!(made.reach_us(7).is_some());
+        assert_eq!(made.integrity(0, 10).lost, 27);
     }
 }

@@ -15,10 +15,33 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::track::Tracker;
-use crate::ws::Receivers;
+use crate::ws::{Generator, Receivers};
 
-/// Process ids of running workers: their CPU counts as the generator's.
-pub static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Process ids of the running workers of one bench run (their CPU counts as
+/// the generator's): a cheap clone shared by the pools that start workers and
+/// the CPU meters that read them.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerPids(Arc<Mutex<Vec<u32>>>);
+
+impl WorkerPids {
+    /// The workers running now.
+    pub fn running(&self) -> Vec<u32> {
+        self.lock().clone()
+    }
+
+    fn add(&self, pid: u32) {
+        self.lock().push(pid);
+    }
+
+    fn remove(&self, pid: u32) {
+        self.lock().retain(|&p| p != pid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
+        // A list of numbers stays whole even if a holder panicked.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// A worker process, killed on drop.
 pub struct Worker {
@@ -26,39 +49,39 @@ pub struct Worker {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     pid: u32,
+    /// Where its pid is listed while it runs.
+    pids: WorkerPids,
 }
 
 impl Worker {
-    /// Starts a worker whose clients connect to `target` and bind `PREFIXi`.
+    /// Starts a worker whose clients connect to `target` and bind
+    /// `PREFIXi`, as `generator` says; lists it in `generator.workers`.
     pub async fn start(
         target: SocketAddr,
         tracker: &Tracker,
         prefix: &str,
         parallel: usize,
+        generator: &Generator,
     ) -> anyhow::Result<Worker> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["worker", "--http", &target.to_string()])
-            .args(["--shm-fd", &tracker.fd.to_string()])
+            .args(["--shm-fd", &tracker.fd().to_string()])
             .args(["--worker-prefix", prefix])
             .args(["--parallel-connects", &parallel.to_string()])
-            .args([
-                "--clients-per-source",
-                &crate::ws::PER_SOURCE
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    .to_string(),
-            ])
+            .args(["--clients-per-source", &generator.per_source.to_string()])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("cannot start a worker process")?;
         let pid = child.id().context("worker pid")?;
-        PIDS.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+        generator.workers.add(pid);
         Ok(Worker {
             stdin: child.stdin.take().context("worker stdin")?,
             stdout: BufReader::new(child.stdout.take().context("worker stdout")?),
             child,
             pid,
+            pids: generator.workers.clone(),
         })
     }
 
@@ -84,17 +107,29 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        PIDS.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|&p| p != self.pid);
+        self.pids.remove(self.pid);
         let _ = self.child.start_kill();
     }
 }
 
-/// The worker mode's main loop: commands on stdin until it closes.
-pub async fn run(target: SocketAddr, fd: i32, prefix: &str, parallel: usize) -> anyhow::Result<()> {
-    let tracker = Arc::new(Tracker::attach(fd));
-    let mut pool = Receivers::new(tracker, prefix, usize::MAX);
+/// The worker mode's main loop: commands on stdin until it closes. Its
+/// clients record into the tracker at the inherited descriptor `fd`, `per_source`
+/// of them per loopback source address.
+pub async fn run(
+    target: SocketAddr,
+    fd: i32,
+    prefix: &str,
+    parallel: usize,
+    per_source: usize,
+) -> anyhow::Result<()> {
+    let tracker = Arc::new(Tracker::attach(fd)?);
+    // A worker holds every client it is given: it starts no workers itself.
+    let generator = Generator {
+        per_source,
+        per_process: usize::MAX,
+        workers: WorkerPids::default(),
+    };
+    let mut pool = Receivers::new(tracker, prefix, &generator);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut out = tokio::io::stdout();
     while let Some(line) = lines.next_line().await? {

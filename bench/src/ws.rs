@@ -4,7 +4,7 @@
 //! server frames, hands each text payload to the [`Tracker`], answers pings
 //! and stops at a close frame or when told to.
 //!
-//! Past [`PER_SOURCE`] connections (`--clients-per-source`) it binds client
+//! Past [`Generator::per_source`] connections (`--clients-per-source`) it binds client
 //! sockets to further loopback source addresses (127.0.0.2, 127.0.0.3, …):
 //! one source address has only ~28k ephemeral ports towards one server port,
 //! and the kernel's search for a free one slows as they fill up.
@@ -20,14 +20,30 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::track::Tracker;
+use crate::worker::WorkerPids;
 
-/// Connections per loopback source address before moving to the next one.
-pub static PER_SOURCE: AtomicUsize = AtomicUsize::new(10_000);
+/// The generator's own side of one bench run, handed to every pool and CPU
+/// meter (no process-wide state): how its clients connect and which worker
+/// processes it runs.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    /// Connections per loopback source address before moving to the next
+    /// one (`--clients-per-source`).
+    pub per_source: usize,
+    /// Clients this process holds; more are opened by worker processes.
+    pub per_process: usize,
+    /// The worker processes running now: their CPU counts as the generator's.
+    pub workers: WorkerPids,
+}
 
-/// Connects from a loopback source address chosen by `index` (the kernel's
-/// choice below [`PER_SOURCE`]).
-pub async fn connect_from(target: SocketAddr, index: usize) -> anyhow::Result<TcpStream> {
-    let slot = index / PER_SOURCE.load(Ordering::Relaxed).max(1);
+/// Connects from a loopback source address chosen by `index`, `per_source`
+/// connections per address (the kernel's choice below `per_source`).
+pub async fn connect_from(
+    target: SocketAddr,
+    index: usize,
+    per_source: usize,
+) -> anyhow::Result<TcpStream> {
+    let slot = index / per_source.max(1);
     let stream = if slot == 0 || !target.ip().is_loopback() {
         TcpStream::connect(target).await?
     } else {
@@ -72,14 +88,16 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Opens a WebSocket to `target` and binds `uid`; returns the stream and
-/// any bytes that arrived after the handshake answer.
+/// Opens a WebSocket to `target` (connection `index`, `per_source` per
+/// source address) and binds `uid`; returns the stream and any bytes that
+/// arrived after the handshake answer.
 pub async fn open(
     target: SocketAddr,
     index: usize,
+    per_source: usize,
     uid: &str,
 ) -> anyhow::Result<(TcpStream, Vec<u8>)> {
-    let mut s = connect_from(target, index).await?;
+    let mut s = connect_from(target, index, per_source).await?;
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -165,8 +183,8 @@ async fn read_loop(
 }
 
 /// A pool of receiving WebSocket clients, one task each; connections past
-/// `per_process` are opened by worker processes (see `worker.rs`) that
-/// record into the same shared [`Tracker`].
+/// [`Generator::per_process`] are opened by worker processes (see
+/// `worker.rs`) that record into the same shared [`Tracker`].
 pub struct Receivers {
     stop: watch::Sender<bool>,
     /// Connections opened so far (also the next index for source addresses).
@@ -175,21 +193,21 @@ pub struct Receivers {
     pub failed: Arc<AtomicUsize>,
     tracker: Arc<Tracker>,
     prefix: String,
-    per_process: usize,
+    generator: Generator,
     workers: Vec<crate::worker::Worker>,
 }
 
 impl Receivers {
     /// An empty pool whose clients bind `PREFIXi` and record into
-    /// `tracker`; this process holds at most `per_process` of them.
-    pub fn new(tracker: Arc<Tracker>, prefix: &str, per_process: usize) -> Receivers {
+    /// `tracker`, opened as `generator` says.
+    pub fn new(tracker: Arc<Tracker>, prefix: &str, generator: &Generator) -> Receivers {
         Receivers {
             stop: watch::channel(false).0,
             opened: 0,
             failed: Arc::new(AtomicUsize::new(0)),
             tracker,
             prefix: prefix.to_owned(),
-            per_process: per_process.max(1),
+            generator: generator.clone(),
             workers: Vec::new(),
         }
     }
@@ -205,15 +223,21 @@ impl Receivers {
     ) -> anyhow::Result<()> {
         while self.opened < upto {
             let from = self.opened;
-            let chunk = from / self.per_process;
-            let to = upto.min((chunk + 1) * self.per_process);
+            let per_process = self.generator.per_process.max(1);
+            let chunk = from / per_process;
+            let to = upto.min((chunk + 1).saturating_mul(per_process));
             if chunk == 0 {
                 self.grow_here(target, from, to, parallel, limit).await?;
             } else {
                 while self.workers.len() < chunk {
-                    let w =
-                        crate::worker::Worker::start(target, &self.tracker, &self.prefix, parallel)
-                            .await?;
+                    let w = crate::worker::Worker::start(
+                        target,
+                        &self.tracker,
+                        &self.prefix,
+                        parallel,
+                        &self.generator,
+                    )
+                    .await?;
                     self.workers.push(w);
                 }
                 self.workers[chunk - 1].grow(from, to, limit).await?;
@@ -240,9 +264,10 @@ impl Receivers {
             let permit = sem.clone().acquire_owned().await?;
             let (tracker, failed) = (self.tracker.clone(), self.failed.clone());
             let stop = self.stop.subscribe();
+            let per_source = self.generator.per_source;
             let uid = format!("{}{i}", self.prefix);
             handshakes.spawn(async move {
-                let opened = tokio::time::timeout(limit, open(target, i, &uid)).await;
+                let opened = tokio::time::timeout(limit, open(target, i, per_source, &uid)).await;
                 drop(permit);
                 match opened {
                     Ok(Ok((s, rest))) => {

@@ -3,7 +3,7 @@
 //!
 //! - `POST /push` `{"uid":U,"data":D}` (U a uid or a list):
 //!   `{"delivered":N,"dropped":0,"remote_deliveries":0,"offline":[…]}`
-//! - `POST /push/batch` `{"pushes":[…]}` (at most 10,000):
+//! - `POST /push/batch` `{"pushes":[…]}` (at most pushgate's `MAX_BATCH`):
 //!   `{"delivered":N,"dropped":0,"remote_deliveries":0,"results":[{…,"unrouted":[]},…]}`
 //! - `POST /broadcast` `{"data":D}`: `{"delivered":N,"dropped":0,"remote_deliveries":0}`
 //! - `GET /stats`: `{"connections":N,"bound_connections":N,"bound_uids":U,"nodes":1}`
@@ -15,6 +15,12 @@
 //! As on the text port, a request is answered once it is routed (`delivered`
 //! counts the registered connections about to be written), then its frames
 //! are sent.
+//!
+//! The limits and the fixed answers (`/broadcast`, `/stats`) are pushgate's
+//! own constants and types. The push answers are written by hand instead,
+//! splicing the request's uid bytes into `offline` unparsed: the floor's
+//! point is next to no user-space work. The tests hold them to pushgate's
+//! answer types.
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
@@ -22,17 +28,20 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pushgate::config::DEFAULT_MAX_BODY_BYTES as MAX_BODY;
+use pushgate::http::push::MAX_BATCH;
+use pushgate::http::query::Stats;
+use pushgate::model::{BroadcastResponse, MAX_UID_BYTES as MAX_UID};
+
 use super::{Conn, Relay, Routes, WRITE_TIMEOUT, scan};
 
-/// Longest request head.
+/// Longest request head. The floor's own: pushgate leaves the head's bound
+/// to hyper's buffer, while the floor reads a head into one fixed buffer;
+/// the bench's heads are a few hundred bytes.
 const MAX_HEAD: usize = 16 * 1024;
-/// Longest request body (pushgate's `--max-body-bytes` default).
-const MAX_BODY: usize = 1024 * 1024;
-/// Most pushes in one batch (pushgate's `MAX_BATCH`).
-const MAX_BATCH: usize = 10_000;
-/// Longest uid (pushgate's limit).
-const MAX_UID: usize = 256;
-/// Time a client has to send its first request head, and its uid frame.
+/// Time a client has to send its first request head, and its uid frame:
+/// the value of pushgate's `--header-read-timeout` and `--bind-timeout`
+/// defaults, which are text in its flags, no constants.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the relay reads of a request head.
@@ -202,21 +211,23 @@ impl Route {
         match self {
             Route::Push => match parse_push(body) {
                 Ok(p) => relay.deliver(|r| push(r, &[p], false, s, reply)),
-                Err(detail) => reply.problem(400, "Bad Request", detail).write(s),
+                Err(detail) => reply.problem(400, "Bad Request", &detail).write(s),
             },
             Route::Batch => match parse_batch(body) {
                 Ok(pushes) => relay.deliver(|r| push(r, &pushes, true, s, reply)),
-                Err(detail) => reply.problem(400, "Bad Request", detail).write(s),
+                Err(detail) => reply.problem(400, "Bad Request", &detail).write(s),
             },
             Route::Broadcast => {
                 let payload = match parse_broadcast(body) {
                     Ok(p) => p,
-                    Err(detail) => return reply.problem(400, "Bad Request", detail).write(s),
+                    Err(detail) => return reply.problem(400, "Bad Request", &detail).write(s),
                 };
                 let (delivered, must_sweep) = relay.queue_broadcast(&payload);
-                let answer =
-                    format!(r#"{{"delivered":{delivered},"dropped":0,"remote_deliveries":0}}"#);
-                reply.body.extend_from_slice(answer.as_bytes());
+                reply.json(&BroadcastResponse {
+                    delivered,
+                    dropped: 0,
+                    remote_deliveries: 0,
+                });
                 let answered = reply.write(s);
                 if must_sweep {
                     relay.sweep();
@@ -225,10 +236,14 @@ impl Route {
             }
             Route::Stats => {
                 let (bound, uids) = relay.counts();
-                let stats = format!(
-                    r#"{{"connections":{bound},"bound_connections":{bound},"bound_uids":{uids},"nodes":1}}"#
-                );
-                reply.body.extend_from_slice(stats.as_bytes());
+                // Every connection the floor holds is bound (it registers
+                // one only once its uid frame arrived); it is one node.
+                reply.json(&Stats {
+                    connections: bound,
+                    bound_connections: bound,
+                    bound_uids: uids,
+                    nodes: 1,
+                });
                 reply.write(s)
             }
             Route::Health => {
@@ -267,6 +282,12 @@ impl Reply {
     }
 
     /// Makes it an RFC 9457 problem document.
+    /// Sets the body to `answer`, one of pushgate's answer types.
+    fn json(&mut self, answer: &impl serde::Serialize) {
+        // Plain structs of numbers: serializing them cannot fail.
+        let _ = serde_json::to_writer(&mut self.body, answer);
+    }
+
     fn problem(&mut self, status: u16, title: &str, detail: &str) -> &mut Reply {
         self.status = match status {
             400 => "400 Bad Request",
@@ -300,6 +321,9 @@ impl Reply {
     }
 }
 
+/// Why a request is refused: the `detail` of its 400 problem document.
+type Detail = Cow<'static, str>;
+
 /// One push, parsed: its uid value(s) and what receivers get.
 struct Push<'a> {
     uids: &'a [u8],
@@ -307,48 +331,53 @@ struct Push<'a> {
 }
 
 /// Picks `uid` and `data` out of a push object.
-fn parse_push(v: &[u8]) -> Result<Push<'_>, &'static str> {
+fn parse_push(v: &[u8]) -> Result<Push<'_>, Detail> {
     let (mut uids, mut data) = (None, None);
     scan::walk(v, |k, v| match k {
         b"uid" => uids = Some(v),
         b"data" => data = Some(v),
         _ => {}
     })
-    .ok_or("invalid request body")?;
-    let uids = uids.ok_or("missing field `uid`")?;
-    let payload = scan::payload(data.ok_or("missing field `data`")?).ok_or("invalid data")?;
+    .ok_or(Detail::Borrowed("invalid request body"))?;
+    let uids = uids.ok_or(Detail::Borrowed("missing field `uid`"))?;
+    let payload = scan::payload(data.ok_or(Detail::Borrowed("missing field `data`"))?)
+        .ok_or(Detail::Borrowed("invalid data"))?;
     Ok(Push { uids, payload })
 }
 
 /// The pushes of a `POST /push/batch` body, every one parsed before any is
 /// delivered.
-fn parse_batch(body: &[u8]) -> Result<Vec<Push<'_>>, &'static str> {
+fn parse_batch(body: &[u8]) -> Result<Vec<Push<'_>>, Detail> {
     let mut list = None;
     scan::walk(body, |k, v| {
         if k == b"pushes" {
             list = Some(v);
         }
     })
-    .ok_or("invalid request body")?;
+    .ok_or(Detail::Borrowed("invalid request body"))?;
     let mut raw = Vec::new();
-    scan::walk(list.ok_or("missing field `pushes`")?, |_, v| raw.push(v))
-        .ok_or("invalid `pushes`")?;
+    scan::walk(
+        list.ok_or(Detail::Borrowed("missing field `pushes`"))?,
+        |_, v| raw.push(v),
+    )
+    .ok_or(Detail::Borrowed("invalid `pushes`"))?;
     if raw.len() > MAX_BATCH {
-        return Err("a batch carries at most 10000 pushes");
+        return Err(format!("a batch carries at most {MAX_BATCH} pushes").into());
     }
     raw.into_iter().map(parse_push).collect()
 }
 
 /// What a `POST /broadcast` body asks receivers to get.
-fn parse_broadcast(body: &[u8]) -> Result<Cow<'_, [u8]>, &'static str> {
+fn parse_broadcast(body: &[u8]) -> Result<Cow<'_, [u8]>, Detail> {
     let mut data = None;
     scan::walk(body, |k, v| {
         if k == b"data" {
             data = Some(v);
         }
     })
-    .ok_or("invalid request body")?;
-    scan::payload(data.ok_or("missing field `data`")?).ok_or("invalid data")
+    .ok_or(Detail::Borrowed("invalid request body"))?;
+    scan::payload(data.ok_or(Detail::Borrowed("missing field `data`"))?)
+        .ok_or(Detail::Borrowed("invalid data"))
 }
 
 /// Routes `pushes`, answers them (`batch`: in `POST /push/batch`'s shape,
@@ -371,7 +400,7 @@ fn push(
         results.push(b'{');
         match route_one(r, p, &mut results, &mut |conns| targets.push((i, conns))) {
             Ok(n) => total += n,
-            Err(detail) => return reply.problem(400, "Bad Request", detail).write(s),
+            Err(detail) => return reply.problem(400, "Bad Request", &detail).write(s),
         }
         if batch {
             results.extend_from_slice(br#","unrouted":[]"#);
@@ -402,13 +431,15 @@ fn route_one<'a>(
     p: &Push<'_>,
     out: &mut Vec<u8>,
     target: &mut dyn FnMut(&'a [Arc<Conn>]),
-) -> Result<usize, &'static str> {
+) -> Result<usize, Detail> {
     let mut delivered = 0;
     let mut offline: Vec<u8> = Vec::new();
-    let mut one = |raw: &[u8]| -> Result<(), &'static str> {
-        let uid = scan::uid(raw).ok_or("a uid is a non-empty string or an integer")?;
+    let mut one = |raw: &[u8]| -> Result<(), Detail> {
+        let uid = scan::uid(raw).ok_or(Detail::Borrowed(
+            "a uid is a non-empty string or an integer",
+        ))?;
         if uid.len() > MAX_UID {
-            return Err("a uid is at most 256 bytes");
+            return Err(format!("a uid is at most {MAX_UID} bytes").into());
         }
         let conns = r.conns(&uid);
         delivered += conns.len();
@@ -430,7 +461,7 @@ fn route_one<'a>(
     };
     if p.uids.first() == Some(&b'[') {
         let mut list: Vec<&[u8]> = Vec::new();
-        scan::walk(p.uids, |_, v| list.push(v)).ok_or("invalid uid list")?;
+        scan::walk(p.uids, |_, v| list.push(v)).ok_or(Detail::Borrowed("invalid uid list"))?;
         for (i, raw) in list.iter().enumerate() {
             // Each connection gets a push once, even when a uid repeats.
             if !list[..i].contains(raw) {
@@ -509,6 +540,7 @@ fn uid_frame(b: &[u8]) -> Result<Option<Vec<u8>>, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pushgate::model::{BatchResponse, BatchResult, PushResponse, Uid};
 
     #[test]
     fn heads() {
@@ -555,6 +587,11 @@ mod tests {
         (status, serde_json::from_str(body).unwrap())
     }
 
+    /// What pushgate's own type serializes to.
+    fn json(answer: &impl serde::Serialize) -> serde_json::Value {
+        serde_json::to_value(answer).unwrap()
+    }
+
     #[test]
     fn answers_in_pushgates_shapes() {
         let relay = Relay::default();
@@ -564,22 +601,41 @@ mod tests {
             br#"{"uid":["a",7,"a"],"data":{"x":1}}"#,
         );
         assert_eq!(status, "HTTP/1.1 200 OK");
-        assert_eq!(
-            v,
-            serde_json::json!({"delivered":0,"dropped":0,"remote_deliveries":0,"offline":["a","7"]})
-        );
+        let offline = |uids: &[&str]| uids.iter().map(|u| Uid::new(u).unwrap()).collect();
+        let answer = |uids: &[&str]| PushResponse {
+            offline: offline(uids),
+            ..PushResponse::default()
+        };
+        assert_eq!(v, json(&answer(&["a", "7"])));
         let body = br#"{"pushes":[{"uid":"a","data":1},{"uid":"b","data":"x"}]}"#;
         let (_, v) = call(&relay, Route::Batch, body);
-        assert_eq!(v["results"].as_array().unwrap().len(), 2);
-        assert_eq!(v["results"][1]["offline"][0], "b");
-        assert_eq!(v["results"][1]["unrouted"], serde_json::json!([]));
+        let batch = BatchResponse {
+            delivered: 0,
+            dropped: 0,
+            remote_deliveries: 0,
+            results: ["a", "b"]
+                .map(|u| BatchResult {
+                    push: answer(&[u]),
+                    unrouted: Vec::new(),
+                })
+                .into(),
+        };
+        assert_eq!(v, json(&batch));
         let (_, v) = call(&relay, Route::Broadcast, br#"{"data":"hi"}"#);
-        assert_eq!(
-            v,
-            serde_json::json!({"delivered":0,"dropped":0,"remote_deliveries":0})
-        );
+        let broadcast = BroadcastResponse {
+            delivered: 0,
+            dropped: 0,
+            remote_deliveries: 0,
+        };
+        assert_eq!(v, json(&broadcast));
         let (_, v) = call(&relay, Route::Stats, b"");
-        assert_eq!(v["nodes"], 1);
+        let stats = Stats {
+            connections: 0,
+            bound_connections: 0,
+            bound_uids: 0,
+            nodes: 1,
+        };
+        assert_eq!(v, json(&stats));
         let (status, v) = call(&relay, Route::Push, br#"{"data":1}"#);
         assert_eq!(status, "HTTP/1.1 400 Bad Request");
         assert_eq!(v["status"], 400);
