@@ -12,6 +12,8 @@
 
 pub mod redis;
 
+pub use redis::wire::{NameError, check_node_id, check_prefix};
+
 use crate::config::Config;
 use crate::connections::broker::{
     Broker, BrokerError, ClusterStats, LocalNode, PresenceChange, Readiness, Single,

@@ -184,3 +184,53 @@ impl Broker for Single {
 
     async fn run<L: LocalNode>(&self, _: L, _: Shutdown) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::AnyBroker;
+    use crate::connections::{ConnectionMap, QueueLimits};
+
+    fn uid(s: &str) -> Uid {
+        Uid::new(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_single_node_reaches_no_other_node_and_is_always_ready() {
+        let single = Single;
+        let pushes = [(uid("u"), Payload::from("x"))];
+        // Empty: 0 for every push, and nothing allocated on the push path.
+        assert_eq!(single.publish_pushes(&pushes).await, Ok(Vec::new()));
+        assert_eq!(single.publish_broadcast(&Payload::from("x")).await, Ok(0));
+        assert_eq!(single.publish_disconnect(&uid("u")).await, Ok(0));
+        assert_eq!(single.nodes_holding(&uid("u"), true).await, Ok(1));
+        assert_eq!(single.nodes_holding(&uid("u"), false).await, Ok(0));
+        assert_eq!(single.readiness(), Readiness::SingleNode);
+        assert_eq!(single.node_id(), None);
+    }
+
+    #[tokio::test]
+    async fn the_map_answers_presence_stats_and_readiness_for_a_single_node() {
+        let limits = QueueLimits {
+            max_len: 4,
+            max_bytes: 1024,
+        };
+        let map = ConnectionMap::new(limits, 0, AnyBroker::Single(Single));
+        let _unbound = map.open();
+        let mut a = map.open();
+        a.bind(uid("a")).unwrap();
+        assert_eq!(map.nodes_holding(&uid("a")).await, Ok(1));
+        assert_eq!(map.nodes_holding(&uid("b")).await, Ok(0));
+        assert_eq!(
+            map.stats().await,
+            Ok(ClusterStats {
+                nodes: 1,
+                connections: 2,
+                bound_connections: 1,
+                bound_uids: 1,
+            })
+        );
+        assert_eq!(map.readiness(), Readiness::SingleNode);
+        assert_eq!(map.node_id(), None);
+    }
+}

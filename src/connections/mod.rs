@@ -197,12 +197,20 @@ impl ConnectionMap {
         self.presence_changed(change.as_slice());
     }
 
-    /// Hands presence changes to the broker; never called with the table
-    /// lock held.
+    /// Counts presence changes and hands them to the broker; never called
+    /// with the table lock held.
     fn presence_changed(&self, changes: &[PresenceChange]) {
-        if !changes.is_empty() {
-            self.shared.broker.presence_changed(changes);
+        if changes.is_empty() {
+            return;
         }
+        for change in changes {
+            if change.held {
+                self.shared.metrics.bound_uids.increment(1.0);
+            } else {
+                self.shared.metrics.bound_uids.decrement(1.0);
+            }
+        }
+        self.shared.broker.presence_changed(changes);
     }
 }
 

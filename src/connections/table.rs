@@ -184,7 +184,6 @@ impl ConnectionMap {
             Entry::Vacant(e) => {
                 table.bound += 1;
                 e.insert(smallvec::smallvec![outbox]);
-                self.shared.metrics.bound_uids.increment(1.0);
                 Some(PresenceChange {
                     uid: uid.clone(),
                     held: true,
@@ -225,7 +224,6 @@ impl ConnectionMap {
             return None;
         }
         table.by_uid.remove(uid);
-        self.shared.metrics.bound_uids.decrement(1.0);
         Some(PresenceChange {
             uid: uid.clone(),
             held: false,
@@ -267,4 +265,70 @@ fn offer_all<'a>(mut conns: impl Iterator<Item = &'a Outbox>, payload: &Payload)
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mailbox;
+    use super::super::{QueueLimits, broker::Single};
+    use super::*;
+    use crate::broker::AnyBroker;
+
+    fn map() -> ConnectionMap {
+        let limits = QueueLimits {
+            max_len: 4,
+            max_bytes: 1024,
+        };
+        ConnectionMap::new(limits, 2, AnyBroker::Single(Single))
+    }
+
+    fn uid(s: &str) -> Uid {
+        Uid::new(s).unwrap()
+    }
+
+    fn change(s: &str, held: bool) -> Option<PresenceChange> {
+        Some(PresenceChange { uid: uid(s), held })
+    }
+
+    #[test]
+    fn only_a_uids_first_bind_and_last_unbind_are_presence_changes() {
+        let map = map();
+        let (first, _a) = mailbox::channel(ConnId(1), 4, 1024);
+        let (second, _b) = mailbox::channel(ConnId(2), 4, 1024);
+        assert_eq!(map.bind_locked(&uid("u"), first), change("u", true));
+        assert_eq!(map.bind_locked(&uid("u"), second), None);
+        assert_eq!(map.unbind_locked(&uid("u"), ConnId(1)), None);
+        // Unbinding an id that is not there changes nothing.
+        assert_eq!(map.unbind_locked(&uid("u"), ConnId(1)), None);
+        assert_eq!(map.unbind_locked(&uid("u"), ConnId(2)), change("u", false));
+        assert_eq!(map.unbind_locked(&uid("u"), ConnId(2)), None);
+    }
+
+    #[test]
+    fn a_disconnect_and_an_evicted_slow_consumer_report_the_uid_gone() {
+        let map = map();
+        let (outbox, _inbox) = mailbox::channel(ConnId(1), 4, 1024);
+        map.bind_locked(&uid("d"), outbox);
+        assert_eq!(map.disconnect_locked(&uid("d")), (1, change("d", false)));
+        assert_eq!(map.disconnect_locked(&uid("d")), (0, None));
+
+        // A queue of one message: the second push finds it full.
+        let (outbox, _inbox) = mailbox::channel(ConnId(2), 1, 1024);
+        map.bind_locked(&uid("slow"), outbox);
+        let mut gone = Vec::new();
+        let pushes = [
+            (uid("slow"), Payload::from("1")),
+            (uid("slow"), Payload::from("2")),
+        ];
+        let outcomes = map.push_local_many(&pushes, &mut gone);
+        assert_eq!(outcomes[1].dropped, 1);
+        assert_eq!(
+            gone,
+            [PresenceChange {
+                uid: uid("slow"),
+                held: false
+            }]
+        );
+        assert_eq!(map.connections_of(&uid("slow")), 0);
+    }
 }
