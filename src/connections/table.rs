@@ -201,7 +201,7 @@ impl ConnectionMap {
     }
 
     /// Takes connections that were just told to close (slow consumers,
-    /// kicked) out of routing at once: they are offline from this moment,
+    /// disconnected) out of routing at once: they are offline from this moment,
     /// not from when their stuck socket finally gives up.
     fn evict_closing(&self, table: &mut Table, uid: &Uid) -> Option<PresenceChange> {
         self.remove_where(table, uid, Outbox::is_closing)
