@@ -107,3 +107,43 @@ impl Broker for AnyBroker {
         delegate!(self, b => b.run(local, shutdown).await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("pushgate").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn without_redis_flags_the_node_is_single() {
+        let broker = from_config(&config(&[])).unwrap();
+        assert!(matches!(broker, AnyBroker::Single(_)));
+        assert_eq!(broker.readiness(), Readiness::SingleNode);
+    }
+
+    #[test]
+    fn a_redis_url_makes_a_redis_broker_down_until_it_connects() {
+        let args = ["--redis-url", "redis://127.0.0.1:1/", "--node-id", "n1"];
+        let broker = from_config(&config(&args)).unwrap();
+        assert!(matches!(broker, AnyBroker::Redis(_)));
+        assert_eq!(broker.node_id(), Some("n1"));
+        assert_eq!(broker.readiness(), Readiness::Down);
+    }
+
+    #[test]
+    fn an_unusable_redis_url_is_a_typed_error_that_keeps_the_message() {
+        let Err(e) = from_config(&config(&["--redis-url", "nonsense://x"])) else {
+            panic!("an unusable URL was accepted");
+        };
+        let BrokerConfigError::Redis(message) = &e;
+        assert!(!message.is_empty());
+        assert!(
+            e.to_string().starts_with("invalid Redis configuration: "),
+            "{e}"
+        );
+    }
+}

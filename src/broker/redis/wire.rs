@@ -275,6 +275,21 @@ mod tests {
     }
 
     #[test]
+    fn the_kind_bytes_are_those_every_deployed_node_speaks() {
+        // Renaming a kind must never change its byte: nodes of older builds
+        // on the same bus would misread it.
+        for (kind, byte) in [
+            (Kind::Push, b'M'),
+            (Kind::Disconnect, b'K'),
+            (Kind::Probe, b'P'),
+        ] {
+            let raw = encode(kind, "n", 0, b"");
+            assert_eq!(raw[1], byte, "{kind:?}");
+            assert_eq!(decode(&raw).map(|m| m.kind), Ok(kind));
+        }
+    }
+
+    #[test]
     fn messages_of_another_format_version_are_told_apart() {
         let mut raw = encode(Kind::Push, "n", 1, b"x");
         raw[0] = 2;
