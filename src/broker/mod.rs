@@ -7,7 +7,7 @@
 //! `redis` crate.
 //!
 //! Where a new broker goes: a module here implementing
-//! [`Broker`](crate::connections::broker::Broker), one variant of
+//! [`Broker`], one variant of
 //! [`AnyBroker`] delegating to it, and one arm in [`from_config`].
 
 pub mod redis;

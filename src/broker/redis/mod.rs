@@ -13,10 +13,16 @@
 //! While Redis is unreachable, pushes for uids held locally still succeed;
 //! others answer `fail` (text) or 503 (REST) within `--redis-timeout`.
 //!
-//! The subscriber task (`subscriber.rs`) owns the subscription connection: it batches
-//! subscription churn, resubscribes everything after a reconnect (with
-//! jittered backoff), and probes its own channel to catch a subscription that
-//! looks healthy but receives nothing (Centrifugo issue #1189).
+//! The subscriber task (`subscriber.rs`) owns the subscription connection:
+//! it batches subscription churn (`presence.rs`), resubscribes everything
+//! after a reconnect (with jittered backoff), delivers what arrives
+//! (`inbound.rs`), and probes its own channel to catch a subscription that
+//! looks healthy but receives nothing (Centrifugo issue #1189). Publishing
+//! and the receiver counts are in `publish.rs`, the `/stats` reports in
+//! `stats.rs`, the channel names and message framing in `wire.rs`.
+//!
+//! This is the only module that names the `redis` crate; it sees the routing
+//! table only through [`LocalNode`].
 //!
 //! Two processes with one node id would each skip the other's messages as
 //! their own. Every message therefore carries a random per-process nonce; a
@@ -79,7 +85,8 @@ pub struct ClusterConfig {
     pub timeout: Duration,
 }
 
-/// Handle to the bus. Cheap to clone.
+/// The Redis broker: a handle to the bus, shared by the map (publishing)
+/// and the subscriber task. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisBroker {
     inner: Arc<Inner>,
@@ -107,6 +114,7 @@ struct Inner {
 /// Where Redis connections come from: one address, or whatever master the
 /// sentinels name at each connection.
 enum Endpoint {
+    /// One address.
     Client(redis::Client),
     /// Behind an async mutex: resolving asks the sentinels over the network.
     Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
