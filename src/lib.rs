@@ -12,10 +12,9 @@
 //!                      ├─> ConnectionMap::push(uid) ─> bounded queue per connection
 //! REST (http/push.rs) ─┘        (connections/)    │          │
 //!                                                 │          v
-//!                    cluster mode: PUBLISH ───────┘   WebSocket session task
-//!                    (broker/redis/), delivered by    (ws/session.rs) ─> browser
-//!                    the nodes holding the uid
-//!                                                     one write per batch
+//!           the broker: PUBLISH ──────────────────┘   WebSocket session task
+//!           (broker/redis/ in cluster mode),          (ws/session.rs) ─> browser
+//!           delivered by the nodes holding the uid    one write per batch
 //!                                                     (ws/socket.rs)
 //! ```
 //!
