@@ -514,8 +514,8 @@ impl Config {
             return Err("--require-redis needs --redis-url or --redis-sentinels".into());
         }
         if clustered {
-            crate::cluster::wire::check_node_id(&self.node_id()).map_err(|e| e.to_string())?;
-            crate::cluster::wire::check_prefix(&self.redis_prefix).map_err(|e| e.to_string())?;
+            crate::broker::check_node_id(&self.node_id()).map_err(|e| e.to_string())?;
+            crate::broker::check_prefix(&self.redis_prefix).map_err(|e| e.to_string())?;
         }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return Err("--ping-interval and --pong-timeout must be greater than zero".into());
@@ -574,7 +574,7 @@ mod tests {
     fn a_default_node_id_from_any_host_name_is_a_valid_one() {
         for host in ["web-1.example\n", "hôst name", &"h".repeat(300)] {
             let id = format!("{}-1-ff", node_id_part(host));
-            assert_eq!(crate::cluster::wire::check_node_id(&id), Ok(()), "{host:?}");
+            assert_eq!(crate::broker::check_node_id(&id), Ok(()), "{host:?}");
         }
     }
 

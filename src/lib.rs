@@ -12,9 +12,9 @@
 //!                      ├─> ConnectionMap::push(uid) ─> bounded queue per connection
 //! REST (http/push.rs) ─┘        (connections/)    │          │
 //!                                                 │          v
-//!                    cluster mode: PUBLISH ───────┘   WebSocket session task
-//!                    (cluster/), delivered by the     (ws/session.rs) ─> browser
-//!                    nodes holding the uid            one write per batch
+//!           the broker: PUBLISH ──────────────────┘   WebSocket session task
+//!           (broker/redis/ in cluster mode),          (ws/session.rs) ─> browser
+//!           delivered by the nodes holding the uid    one write per batch
 //!                                                     (ws/socket.rs)
 //! ```
 //!
@@ -29,8 +29,8 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod broker;
 pub mod cli;
-pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod http;
@@ -39,6 +39,7 @@ pub mod model;
 #[cfg(unix)]
 pub mod reload;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod text;
 pub mod ws;
@@ -83,9 +84,10 @@ pub enum StartError {
     /// weaken security (a short secret, a key file without keys).
     #[error(transparent)]
     Auth(#[from] auth::AuthConfigError),
-    /// The Redis URL or sentinel list is not valid.
-    #[error("invalid Redis configuration: {0}")]
-    RedisUrl(redis::RedisError),
+    /// The broker settings are not usable (a Redis URL or sentinel list
+    /// that does not parse).
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerConfigError),
 }
 
 impl AppState {
@@ -108,29 +110,9 @@ impl AppState {
             config.max_conns_per_ip,
             config.max_connects_per_ip,
         );
-        let target = match (&config.redis_url, config.redis_sentinels.is_empty()) {
-            (Some(url), _) => Some(cluster::RedisTarget::Url(url.0.clone())),
-            (None, false) => Some(cluster::RedisTarget::Sentinel {
-                sentinels: config.redis_sentinels.clone(),
-                master: config.redis_sentinel_master.clone(),
-            }),
-            (None, true) => None,
-        };
-        let cluster = match target {
-            Some(target) => Some(
-                cluster::Cluster::new(cluster::ClusterConfig {
-                    target,
-                    prefix: config.redis_prefix.clone(),
-                    node_id: config.node_id(),
-                    probe_interval: config.redis_probe_interval,
-                    timeout: config.redis_timeout,
-                })
-                .map_err(StartError::RedisUrl)?,
-            ),
-            None => None,
-        };
+        let broker = broker::from_config(&config)?;
         Ok(Arc::new(AppState {
-            map: ConnectionMap::new(limits, config.max_conns_per_uid, cluster),
+            map: ConnectionMap::new(limits, config.max_conns_per_uid, broker),
             shutdown: Shutdown::with_drain_rate(config.drain_rate, config.shutdown_timeout),
             config: Arc::new(config),
             prometheus,
@@ -177,21 +159,16 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
         "connection capacity"
     );
     telemetry::set_max_connections(app.admission.max_connections());
-    telemetry::register_label_values(app.map.cluster().is_some());
+    telemetry::register_label_values(app.map.node_id().is_some());
     #[cfg(unix)]
     let reload = reload::spawn(app.clone());
     log_exposure(&app, &listeners);
     let upkeep = tokio::spawn(telemetry::run_upkeep(app.prometheus.clone()));
-    if let Some(cluster) = app.map.cluster() {
-        tracing::info!(
-            node = cluster.node_id(),
-            "cluster mode: routing through Redis"
-        );
-        app.shutdown.http().spawn(cluster::run(
-            cluster.clone(),
-            app.map.clone(),
-            app.shutdown.clone(),
-        ));
+    if let Some(node) = app.map.node_id() {
+        tracing::info!(node, "cluster mode: routing through Redis");
+        app.shutdown
+            .http()
+            .spawn(app.map.clone().run_broker(app.shutdown.clone()));
     }
     let api_loopback = listeners
         .api

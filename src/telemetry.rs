@@ -447,3 +447,38 @@ pub fn is_listed(name: &str, value: &str) -> bool {
         .chain(CLUSTER_LABEL_VALUES)
         .any(|(n, _, values)| *n == name && values.contains(&value))
 }
+
+/// Counts one broadcast taken from `source`.
+pub fn broadcast_taken(source: Source) {
+    metrics::counter!(BROADCASTS, "source" => source.as_str()).increment(1);
+}
+
+/// Records how long one publish (or pipelined batch) to Redis took.
+pub fn redis_publish_took(took: Duration) {
+    metrics::histogram!(REDIS_PUBLISH_SECONDS).record(took.as_secs_f64());
+}
+
+/// Sets whether the Redis bus is connected and subscribed.
+pub fn redis_up(up: bool) {
+    metrics::gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Counts one loss of the Redis bus, by `reason`.
+pub fn redis_reconnect(reason: &'static str) {
+    metrics::counter!(REDIS_RECONNECTS, "reason" => reason).increment(1);
+}
+
+/// Sets how many uid channels the node subscribes to.
+pub fn redis_subscriptions(n: usize) {
+    metrics::gauge!(REDIS_SUBSCRIPTIONS).set(n as f64);
+}
+
+/// Counts one bus message dropped unread, by `reason`.
+pub fn bus_dropped(reason: &'static str) {
+    metrics::counter!(DROPPED, "reason" => reason).increment(1);
+}
+
+/// Counts the start of a node id conflict.
+pub fn duplicate_node_id() {
+    metrics::counter!(DUPLICATE_NODE_ID).increment(1);
+}

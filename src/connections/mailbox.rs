@@ -22,7 +22,7 @@ pub enum CloseReason {
     /// Its outbound queue overflowed: it reads slower than it is pushed to.
     SlowConsumer = 1,
     /// An operator disconnected its uid (`POST /disconnect`).
-    Kicked = 2,
+    Disconnected = 2,
     /// Its uid bound more than `--max-conns-per-uid` connections; the
     /// oldest goes.
     Replaced = 3,
@@ -32,17 +32,18 @@ impl CloseReason {
     fn from_u8(v: u8) -> Option<CloseReason> {
         match v {
             1 => Some(CloseReason::SlowConsumer),
-            2 => Some(CloseReason::Kicked),
+            2 => Some(CloseReason::Disconnected),
             3 => Some(CloseReason::Replaced),
             _ => None,
         }
     }
 
-    /// A metrics label.
+    /// A metrics label. `Disconnected` keeps the label `kicked` it was
+    /// exported under before the rename, so dashboards and alerts hold.
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::Kicked => "kicked",
+            CloseReason::Disconnected => "kicked",
             CloseReason::Replaced => "too_many_for_uid",
         }
     }

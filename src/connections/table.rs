@@ -1,6 +1,11 @@
 //! The local routing table: uid → this node's live connections, and every
-//! operation that touches only this node. The cluster bus calls the
-//! `*_local` operations for pushes that arrive from other nodes.
+//! operation that touches only this node. A broker calls the `*_local`
+//! operations (through [`LocalNode`](super::broker::LocalNode)) for pushes
+//! that arrive from other nodes.
+//!
+//! No call leaves this module while the table lock is held: an operation
+//! that makes a uid appear or vanish returns a [`PresenceChange`], and the
+//! map hands it to the broker once the lock is released.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -9,6 +14,7 @@ use std::sync::atomic::Ordering;
 
 use smallvec::SmallVec;
 
+use super::broker::PresenceChange;
 use super::mailbox::{Offer, Outbox};
 use super::{CloseReason, ConnectionMap, PushOutcome};
 use crate::model::{ConnId, Payload, Uid};
@@ -34,19 +40,20 @@ pub(super) struct Table {
 }
 
 impl ConnectionMap {
-    /// Enqueues `payload` for this node's connections of `uid`.
-    pub(super) fn push_local(&self, uid: &Uid, payload: &Payload) -> PushOutcome {
-        self.push_locked(&mut self.lock(), uid, payload)
-    }
-
     /// [`ConnectionMap::push_local`] for several pushes in order, taking the
-    /// table lock once per [`LOCK_CHUNK`] pushes instead of once each.
-    pub(super) fn push_local_many(&self, pushes: &[(Uid, Payload)]) -> Vec<PushOutcome> {
+    /// table lock once per [`LOCK_CHUNK`] pushes instead of once each. Uids
+    /// that lost their last connection (slow consumers evicted) are added to
+    /// `gone`.
+    pub(super) fn push_local_many(
+        &self,
+        pushes: &[(Uid, Payload)],
+        gone: &mut Vec<PresenceChange>,
+    ) -> Vec<PushOutcome> {
         let mut outcomes = Vec::with_capacity(pushes.len());
         for chunk in pushes.chunks(LOCK_CHUNK) {
             let mut table = self.lock();
             for (uid, payload) in chunk {
-                outcomes.push(self.push_locked(&mut table, uid, payload));
+                outcomes.push(self.push_locked(&mut table, uid, payload, gone));
             }
         }
         outcomes
@@ -54,19 +61,41 @@ impl ConnectionMap {
 
     /// Enqueues `payload` for `uid`'s connections, under the held lock;
     /// connections found full leave routing at once.
-    fn push_locked(&self, table: &mut Table, uid: &Uid, payload: &Payload) -> PushOutcome {
+    fn push_locked(
+        &self,
+        table: &mut Table,
+        uid: &Uid,
+        payload: &Payload,
+        gone: &mut Vec<PresenceChange>,
+    ) -> PushOutcome {
         let outcome = match table.by_uid.get(uid) {
             Some(conns) => offer_all(conns.iter(), payload),
             None => PushOutcome::default(),
         };
         if outcome.dropped > 0 {
-            self.evict_closing(table, uid);
+            gone.extend(self.evict_closing(table, uid));
         }
         outcome
     }
 
-    /// Enqueues `payload` for every bound connection on this node.
-    pub(super) fn broadcast_local_outcome(&self, payload: &Payload) -> PushOutcome {
+    /// Enqueues `payload` for this node's connections of `uid`; uids that
+    /// lost their last connection are added to `gone`.
+    pub(super) fn push_local(
+        &self,
+        uid: &Uid,
+        payload: &Payload,
+        gone: &mut Vec<PresenceChange>,
+    ) -> PushOutcome {
+        self.push_locked(&mut self.lock(), uid, payload, gone)
+    }
+
+    /// Enqueues `payload` for every bound connection on this node; uids that
+    /// lost their last connection are added to `gone`.
+    pub(super) fn broadcast_local_outcome(
+        &self,
+        payload: &Payload,
+        gone: &mut Vec<PresenceChange>,
+    ) -> PushOutcome {
         let mut table = self.lock();
         let outcome = offer_all(table.by_uid.values().flatten(), payload);
         if outcome.dropped > 0 {
@@ -77,37 +106,24 @@ impl ConnectionMap {
                 .map(|(uid, _)| uid.clone())
                 .collect();
             for uid in closing {
-                self.evict_closing(&mut table, &uid);
+                gone.extend(self.evict_closing(&mut table, &uid));
             }
         }
         outcome
     }
 
-    /// Delivers a push that another node published (no push is counted
-    /// here: the node that took it counted it).
-    pub fn deliver_local(&self, uid: &Uid, payload: &Payload) {
-        let outcome = self.push_local(uid, payload);
-        self.count_deliveries(outcome);
-    }
-
-    /// Delivers a broadcast that another node published.
-    pub fn broadcast_local(&self, payload: &Payload) {
-        let outcome = self.broadcast_local_outcome(payload);
-        self.count_deliveries(outcome);
-    }
-
-    /// Closes this node's connections of `uid` (4001); returns how many.
-    pub fn disconnect_local(&self, uid: &Uid) -> usize {
+    /// Closes this node's connections of `uid` (4001) and takes them out of
+    /// routing; returns how many, and the uid's departure.
+    pub(super) fn disconnect_locked(&self, uid: &Uid) -> (usize, Option<PresenceChange>) {
         let mut table = self.lock();
         let Some(conns) = table.by_uid.get(uid) else {
-            return 0;
+            return (0, None);
         };
         for conn in conns {
-            conn.close(CloseReason::Kicked);
+            conn.close(CloseReason::Disconnected);
         }
         let n = conns.len();
-        self.evict_closing(&mut table, uid);
-        n
+        (n, self.evict_closing(&mut table, uid))
     }
 
     /// Distinct uids with at least one bound connection.
@@ -126,7 +142,7 @@ impl ConnectionMap {
     }
 
     /// Every uid bound on this node (a snapshot, for resubscribing).
-    pub fn uids(&self) -> Vec<Uid> {
+    pub(super) fn uids(&self) -> Vec<Uid> {
         self.lock().by_uid.keys().cloned().collect()
     }
 
@@ -145,7 +161,9 @@ impl ConnectionMap {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(super) fn bind(&self, uid: &Uid, outbox: Outbox) {
+    /// Adds `outbox` to `uid`'s connections (the oldest gives way past the
+    /// per-uid cap); returns the uid's arrival if it is new on this node.
+    pub(super) fn bind_locked(&self, uid: &Uid, outbox: Outbox) -> Option<PresenceChange> {
         let mut guard = self.lock();
         let table = &mut *guard;
         match table.by_uid.entry(uid.clone()) {
@@ -161,47 +179,55 @@ impl ConnectionMap {
                     table.bound += 1;
                 }
                 conns.push(outbox);
+                None
             }
             Entry::Vacant(e) => {
                 table.bound += 1;
                 e.insert(smallvec::smallvec![outbox]);
-                self.shared.metrics.bound_uids.increment(1.0);
-                if let Some(cluster) = &self.shared.cluster {
-                    cluster.uid_changed(uid);
-                }
+                Some(PresenceChange {
+                    uid: uid.clone(),
+                    held: true,
+                })
             }
         }
     }
 
     /// Removes exactly connection `id` from `uid`'s list, so a closing socket
     /// never removes a newer connection of the same uid (the seed's bug).
-    pub(super) fn unbind(&self, uid: &Uid, id: ConnId) {
+    /// Returns the uid's departure if `id` was its last connection here.
+    pub(super) fn unbind_locked(&self, uid: &Uid, id: ConnId) -> Option<PresenceChange> {
         let mut table = self.lock();
-        self.remove_where(&mut table, uid, |o| o.id == id);
+        self.remove_where(&mut table, uid, |o| o.id == id)
     }
 
     /// Takes connections that were just told to close (slow consumers,
-    /// kicked) out of routing at once: they are offline from this moment,
+    /// disconnected) out of routing at once: they are offline from this moment,
     /// not from when their stuck socket finally gives up.
-    fn evict_closing(&self, table: &mut Table, uid: &Uid) {
-        self.remove_where(table, uid, Outbox::is_closing);
+    fn evict_closing(&self, table: &mut Table, uid: &Uid) -> Option<PresenceChange> {
+        self.remove_where(table, uid, Outbox::is_closing)
     }
 
-    fn remove_where(&self, table: &mut Table, uid: &Uid, remove: impl Fn(&Outbox) -> bool) {
-        let Some(conns) = table.by_uid.get_mut(uid) else {
-            return;
-        };
+    /// Removes `uid`'s connections matching `remove`; returns the uid's
+    /// departure if none is left.
+    fn remove_where(
+        &self,
+        table: &mut Table,
+        uid: &Uid,
+        remove: impl Fn(&Outbox) -> bool,
+    ) -> Option<PresenceChange> {
+        let conns = table.by_uid.get_mut(uid)?;
         let before = conns.len();
         conns.retain(|o| !remove(o));
         let removed = before - conns.len();
-        if conns.is_empty() {
-            table.by_uid.remove(uid);
-            self.shared.metrics.bound_uids.decrement(1.0);
-            if let Some(cluster) = &self.shared.cluster {
-                cluster.uid_changed(uid);
-            }
-        }
         table.bound -= removed;
+        if !conns.is_empty() {
+            return None;
+        }
+        table.by_uid.remove(uid);
+        Some(PresenceChange {
+            uid: uid.clone(),
+            held: false,
+        })
     }
 }
 
@@ -239,4 +265,70 @@ fn offer_all<'a>(mut conns: impl Iterator<Item = &'a Outbox>, payload: &Payload)
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mailbox;
+    use super::super::{QueueLimits, broker::Single};
+    use super::*;
+    use crate::broker::AnyBroker;
+
+    fn map() -> ConnectionMap {
+        let limits = QueueLimits {
+            max_len: 4,
+            max_bytes: 1024,
+        };
+        ConnectionMap::new(limits, 2, AnyBroker::Single(Single))
+    }
+
+    fn uid(s: &str) -> Uid {
+        Uid::new(s).unwrap()
+    }
+
+    fn change(s: &str, held: bool) -> Option<PresenceChange> {
+        Some(PresenceChange { uid: uid(s), held })
+    }
+
+    #[test]
+    fn only_a_uids_first_bind_and_last_unbind_are_presence_changes() {
+        let map = map();
+        let (first, _a) = mailbox::channel(ConnId(1), 4, 1024);
+        let (second, _b) = mailbox::channel(ConnId(2), 4, 1024);
+        assert_eq!(map.bind_locked(&uid("u"), first), change("u", true));
+        assert_eq!(map.bind_locked(&uid("u"), second), None);
+        assert_eq!(map.unbind_locked(&uid("u"), ConnId(1)), None);
+        // Unbinding an id that is not there changes nothing.
+        assert_eq!(map.unbind_locked(&uid("u"), ConnId(1)), None);
+        assert_eq!(map.unbind_locked(&uid("u"), ConnId(2)), change("u", false));
+        assert_eq!(map.unbind_locked(&uid("u"), ConnId(2)), None);
+    }
+
+    #[test]
+    fn a_disconnect_and_an_evicted_slow_consumer_report_the_uid_gone() {
+        let map = map();
+        let (outbox, _inbox) = mailbox::channel(ConnId(1), 4, 1024);
+        map.bind_locked(&uid("d"), outbox);
+        assert_eq!(map.disconnect_locked(&uid("d")), (1, change("d", false)));
+        assert_eq!(map.disconnect_locked(&uid("d")), (0, None));
+
+        // A queue of one message: the second push finds it full.
+        let (outbox, _inbox) = mailbox::channel(ConnId(2), 1, 1024);
+        map.bind_locked(&uid("slow"), outbox);
+        let mut gone = Vec::new();
+        let pushes = [
+            (uid("slow"), Payload::from("1")),
+            (uid("slow"), Payload::from("2")),
+        ];
+        let outcomes = map.push_local_many(&pushes, &mut gone);
+        assert_eq!(outcomes[1].dropped, 1);
+        assert_eq!(
+            gone,
+            [PresenceChange {
+                uid: uid("slow"),
+                held: false
+            }]
+        );
+        assert_eq!(map.connections_of(&uid("slow")), 0);
+    }
 }

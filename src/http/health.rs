@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::error::RETRY_AFTER_SECS;
 use crate::App;
+use crate::connections::broker::Readiness;
 
 /// `GET /healthz`: the process is alive and serving HTTP.
 pub async fn healthz() -> Response {
@@ -29,14 +30,14 @@ pub async fn readyz(State(app): State<App>) -> Response {
             Json(json!({ "status": "draining" })),
         )
             .into_response()
-    } else if app.map.cluster().is_some_and(|c| c.has_duplicate_id()) {
+    } else if app.map.readiness() == Readiness::DuplicateNodeId {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             retry_after,
             Json(json!({ "status": "duplicate node id" })),
         )
             .into_response()
-    } else if app.config.require_redis && !app.map.cluster().is_some_and(|c| c.is_up()) {
+    } else if app.config.require_redis && app.map.readiness() != Readiness::Up {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             retry_after,

@@ -149,7 +149,7 @@ pub async fn push_batch(
 struct Routed {
     answer: PushResponse,
     unrouted: Vec<Uid>,
-    cause: Option<crate::cluster::BusError>,
+    cause: Option<crate::connections::broker::BrokerError>,
 }
 
 /// Routes REST pushes, each to each of its uids, through one

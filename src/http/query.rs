@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use crate::App;
+use crate::connections::broker::BrokerError;
 use crate::model::Uid;
 
 /// Answer of `GET /users/{uid}`.
@@ -48,11 +49,7 @@ pub async fn user(
     let Path(uid) = uid.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let uid = Uid::new(&uid).map_err(|e| ApiError::BadRequest(format!("invalid uid: {e}")))?;
     let connections = app.map.connections_of(&uid);
-    let nodes = match app.map.cluster() {
-        // Confirmed subscriptions only: what a push would reach.
-        Some(cluster) => cluster.nodes_holding(&uid).await.map_err(unavailable)?,
-        None => usize::from(connections > 0),
-    };
+    let nodes = app.map.nodes_holding(&uid).await.map_err(unavailable)?;
     Ok(Json(UserStatus {
         uid,
         online: connections > 0 || nodes > 0,
@@ -64,23 +61,15 @@ pub async fn user(
 /// `GET /stats`: this node's counts, or the cluster's totals in cluster mode
 /// (each node reports every two seconds).
 pub async fn stats(State(app): State<App>) -> Result<Json<Stats>, ApiError> {
-    if let Some(cluster) = app.map.cluster() {
-        let totals = cluster.stats().await.map_err(unavailable)?;
-        return Ok(Json(Stats {
-            connections: totals.connections,
-            bound_connections: totals.bound_connections,
-            bound_uids: totals.bound_uids,
-            nodes: totals.nodes,
-        }));
-    }
+    let totals = app.map.stats().await.map_err(unavailable)?;
     Ok(Json(Stats {
-        connections: app.map.connections(),
-        bound_connections: app.map.bound_connections(),
-        bound_uids: app.map.bound_uids(),
-        nodes: 1,
+        connections: totals.connections,
+        bound_connections: totals.bound_connections,
+        bound_uids: totals.bound_uids,
+        nodes: totals.nodes,
     }))
 }
 
-fn unavailable(e: crate::cluster::BusError) -> ApiError {
+fn unavailable(e: BrokerError) -> ApiError {
     ApiError::Unavailable(e.to_string())
 }

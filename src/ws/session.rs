@@ -77,7 +77,7 @@ impl End {
                 code(CloseCode::Policy),
                 "slow consumer: outbound queue full",
             ),
-            End::Closed(CloseReason::Kicked) => (CLOSE_KICKED, "disconnected by the server"),
+            End::Closed(CloseReason::Disconnected) => (CLOSE_KICKED, "disconnected by the server"),
             End::Closed(CloseReason::Replaced) => {
                 (CLOSE_REPLACED, "too many connections for this uid")
             }
@@ -385,7 +385,7 @@ mod tests {
             End::Protocol,
             End::PongTimeout,
             End::Closed(CloseReason::SlowConsumer),
-            End::Closed(CloseReason::Kicked),
+            End::Closed(CloseReason::Disconnected),
             End::Closed(CloseReason::Replaced),
             End::Token(TokenError::Expired),
             End::Token(TokenError::BadSignature),

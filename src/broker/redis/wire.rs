@@ -97,8 +97,9 @@ fn name_byte(b: u8) -> bool {
 pub enum Kind {
     /// Deliver the payload.
     Push,
-    /// Close every connection of the uid.
-    Kick,
+    /// Close every connection of the uid. Its wire byte stays `K` (from
+    /// when this was called a kick), so nodes of every version agree.
+    Disconnect,
     /// A node's probe of its own subscription.
     Probe,
 }
@@ -107,7 +108,7 @@ impl Kind {
     fn byte(self) -> u8 {
         match self {
             Kind::Push => b'M',
-            Kind::Kick => b'K',
+            Kind::Disconnect => b'K',
             Kind::Probe => b'P',
         }
     }
@@ -233,7 +234,7 @@ pub fn decode(raw: &[u8]) -> Result<Message, DecodeError> {
     let (&kind, rest) = rest.split_first().ok_or(DecodeError::Malformed)?;
     let kind = match kind {
         b'M' => Kind::Push,
-        b'K' => Kind::Kick,
+        b'K' => Kind::Disconnect,
         b'P' => Kind::Probe,
         _ => return Err(DecodeError::Malformed),
     };
@@ -271,6 +272,21 @@ mod tests {
         assert_eq!(decode(b"\x01M\x09ab"), Err(DecodeError::Malformed));
         assert_eq!(decode(b"\x01M\x00abc"), Err(DecodeError::Malformed));
         assert_eq!(decode(b"\x01Z\x00"), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn the_kind_bytes_are_those_every_deployed_node_speaks() {
+        // Renaming a kind must never change its byte: nodes of older builds
+        // on the same bus would misread it.
+        for (kind, byte) in [
+            (Kind::Push, b'M'),
+            (Kind::Disconnect, b'K'),
+            (Kind::Probe, b'P'),
+        ] {
+            let raw = encode(kind, "n", 0, b"");
+            assert_eq!(raw[1], byte, "{kind:?}");
+            assert_eq!(decode(&raw).map(|m| m.kind), Ok(kind));
+        }
     }
 
     #[test]

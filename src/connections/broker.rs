@@ -1,0 +1,236 @@
+//! The broker seam: what the routing side needs from whatever carries pushes
+//! between nodes (Redis pub/sub today; Redis Cluster or NATS later).
+//!
+//! The routing side owns these types; an implementation lives in
+//! `crate::broker` and sees the map only through [`LocalNode`], so the
+//! dependency runs one way: a broker never reaches into the table, and the
+//! table never calls a broker while its lock is held (it returns
+//! [`PresenceChange`]s, which the map hands over after unlocking).
+//!
+//! Dispatch is static (`async fn` in a trait, one enum over the
+//! implementations in `crate::broker::AnyBroker`): the single node pays
+//! nothing on the push path. Adding a broker is one module implementing
+//! [`Broker`] plus one variant of that enum.
+
+use std::future::Future;
+
+use crate::model::{Payload, Uid};
+use crate::shutdown::Shutdown;
+
+/// A uid gained its first, or lost its last, connection on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// The uid whose local presence changed.
+    pub uid: Uid,
+    /// `true`: this node now holds the uid; `false`: it no longer does.
+    pub held: bool,
+}
+
+/// Why the broker could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// No connection to the broker right now, or it failed or timed out.
+    #[error("Redis is unavailable")]
+    Unavailable,
+    /// Another process uses this node's id: receivers on other nodes cannot
+    /// be counted (nor told from the twin), so nothing is published.
+    #[error("another node uses this node's id")]
+    DuplicateNodeId,
+}
+
+impl BrokerError {
+    /// The `reason` label of a push that failed for this (metric label
+    /// values, unchanged since the bus was Redis only).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BrokerError::Unavailable => "redis_unavailable",
+            BrokerError::DuplicateNodeId => "duplicate_node_id",
+        }
+    }
+}
+
+/// Counts across the deployment, for `GET /stats`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Nodes counted (for a cluster: those whose report has not expired).
+    pub nodes: usize,
+    /// Open WebSocket connections.
+    pub connections: usize,
+    /// Bound connections.
+    pub bound_connections: usize,
+    /// Bound uids, summed over nodes (a uid on two nodes counts twice).
+    pub bound_uids: usize,
+}
+
+/// Whether the broker lets this node take traffic (`/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// No broker: a single node is always ready.
+    SingleNode,
+    /// Connected and subscribed.
+    Up,
+    /// Not connected (yet, or any more).
+    Down,
+    /// Another process uses this node's id (see [`BrokerError::DuplicateNodeId`]).
+    DuplicateNodeId,
+}
+
+/// What a broker may ask of this node's routing table: deliver what other
+/// nodes published, and read this node's presence and counts. Implemented by
+/// [`ConnectionMap`](super::ConnectionMap).
+pub trait LocalNode: Clone + Send + Sync + 'static {
+    /// Delivers a push another node published.
+    fn deliver_local(&self, uid: &Uid, payload: &Payload);
+    /// Delivers a broadcast another node published.
+    fn broadcast_local(&self, payload: &Payload);
+    /// Closes this node's connections of `uid` (4001); returns how many.
+    fn disconnect_local(&self, uid: &Uid) -> usize;
+    /// Every uid bound on this node (a snapshot, for resubscribing).
+    fn held_uids(&self) -> Vec<Uid>;
+    /// Whether at least one connection of `uid` is bound on this node.
+    fn holds(&self, uid: &Uid) -> bool;
+    /// This node's own counts (`nodes` = 1).
+    fn local_stats(&self) -> ClusterStats;
+}
+
+/// The broker boundary. Every method that waits on the network is bounded by
+/// the broker's own timeout.
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes pushes in order (one round trip); returns, per push and in
+    /// order, how many *other* nodes received it. A shorter list (the single
+    /// node answers an empty one, so its push path allocates nothing) means
+    /// 0 for the pushes past its end.
+    fn publish_pushes(
+        &self,
+        pushes: &[(Uid, Payload)],
+    ) -> impl Future<Output = Result<Vec<usize>, BrokerError>> + Send;
+
+    /// Publishes a broadcast; returns how many other nodes received it.
+    fn publish_broadcast(
+        &self,
+        payload: &Payload,
+    ) -> impl Future<Output = Result<usize, BrokerError>> + Send;
+
+    /// Asks the other nodes to close `uid`'s connections; returns how many
+    /// other nodes received the request.
+    fn publish_disconnect(
+        &self,
+        uid: &Uid,
+    ) -> impl Future<Output = Result<usize, BrokerError>> + Send;
+
+    /// Notes uids this node started or stopped holding. Never waits: an
+    /// implementation batches them for its background task.
+    fn presence_changed(&self, changes: &[PresenceChange]);
+
+    /// Nodes holding `uid`; `held_here` is whether this node does.
+    fn nodes_holding(
+        &self,
+        uid: &Uid,
+        held_here: bool,
+    ) -> impl Future<Output = Result<usize, BrokerError>> + Send;
+
+    /// Totals across the deployment; `local` is this node's own counts.
+    fn stats(
+        &self,
+        local: ClusterStats,
+    ) -> impl Future<Output = Result<ClusterStats, BrokerError>> + Send;
+
+    /// Whether the broker lets this node take traffic.
+    fn readiness(&self) -> Readiness;
+
+    /// This node's id on the broker; `None` for a single node.
+    fn node_id(&self) -> Option<&str>;
+
+    /// Runs the broker's background task (connection, subscriptions, probes)
+    /// for `local` until the stop phase of `shutdown`.
+    fn run<L: LocalNode>(&self, local: L, shutdown: Shutdown) -> impl Future<Output = ()> + Send;
+}
+
+/// The single node: no other node to reach, always ready, and the counts are
+/// this node's own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Single;
+
+impl Broker for Single {
+    async fn publish_pushes(&self, _: &[(Uid, Payload)]) -> Result<Vec<usize>, BrokerError> {
+        Ok(Vec::new())
+    }
+
+    async fn publish_broadcast(&self, _: &Payload) -> Result<usize, BrokerError> {
+        Ok(0)
+    }
+
+    async fn publish_disconnect(&self, _: &Uid) -> Result<usize, BrokerError> {
+        Ok(0)
+    }
+
+    fn presence_changed(&self, _: &[PresenceChange]) {}
+
+    async fn nodes_holding(&self, _: &Uid, held_here: bool) -> Result<usize, BrokerError> {
+        Ok(usize::from(held_here))
+    }
+
+    async fn stats(&self, local: ClusterStats) -> Result<ClusterStats, BrokerError> {
+        Ok(local)
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness::SingleNode
+    }
+
+    fn node_id(&self) -> Option<&str> {
+        None
+    }
+
+    async fn run<L: LocalNode>(&self, _: L, _: Shutdown) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::AnyBroker;
+    use crate::connections::{ConnectionMap, QueueLimits};
+
+    fn uid(s: &str) -> Uid {
+        Uid::new(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_single_node_reaches_no_other_node_and_is_always_ready() {
+        let single = Single;
+        let pushes = [(uid("u"), Payload::from("x"))];
+        // Empty: 0 for every push, and nothing allocated on the push path.
+        assert_eq!(single.publish_pushes(&pushes).await, Ok(Vec::new()));
+        assert_eq!(single.publish_broadcast(&Payload::from("x")).await, Ok(0));
+        assert_eq!(single.publish_disconnect(&uid("u")).await, Ok(0));
+        assert_eq!(single.nodes_holding(&uid("u"), true).await, Ok(1));
+        assert_eq!(single.nodes_holding(&uid("u"), false).await, Ok(0));
+        assert_eq!(single.readiness(), Readiness::SingleNode);
+        assert_eq!(single.node_id(), None);
+    }
+
+    #[tokio::test]
+    async fn the_map_answers_presence_stats_and_readiness_for_a_single_node() {
+        let limits = QueueLimits {
+            max_len: 4,
+            max_bytes: 1024,
+        };
+        let map = ConnectionMap::new(limits, 0, AnyBroker::Single(Single));
+        let _unbound = map.open();
+        let mut a = map.open();
+        a.bind(uid("a")).unwrap();
+        assert_eq!(map.nodes_holding(&uid("a")).await, Ok(1));
+        assert_eq!(map.nodes_holding(&uid("b")).await, Ok(0));
+        assert_eq!(
+            map.stats().await,
+            Ok(ClusterStats {
+                nodes: 1,
+                connections: 2,
+                bound_connections: 1,
+                bound_uids: 1,
+            })
+        );
+        assert_eq!(map.readiness(), Readiness::SingleNode);
+        assert_eq!(map.node_id(), None);
+    }
+}

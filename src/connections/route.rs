@@ -1,0 +1,274 @@
+//! Routing: pushes, broadcasts and disconnects, delivered here at once and
+//! published through the broker to the other nodes, with their accounting.
+
+use std::time::Instant;
+
+use super::broker::{Broker, LocalNode};
+use super::{ConnectionMap, PushOutcome, RouteError};
+use crate::model::{Payload, Source, Uid};
+use crate::telemetry;
+
+impl ConnectionMap {
+    /// Pushes `payload` to every connection bound to `uid`, on this node and
+    /// (cluster mode) on every other node holding it; each connection gets it
+    /// at most once. Never waits on a client.
+    pub async fn push(
+        &self,
+        source: Source,
+        uid: &Uid,
+        payload: &Payload,
+    ) -> Result<PushOutcome, RouteError> {
+        // A batch of one: the routing, accounting and bus rules live in
+        // `push_batch` alone.
+        self.push_batch(source, &[(uid.clone(), payload.clone())])
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or(Ok(PushOutcome::default()))
+    }
+
+    /// Pushes several messages in order, as one unit of work: local
+    /// deliveries in order, then (cluster mode) one pipelined round trip to
+    /// Redis for all of them, whose PUBLISHes Redis applies in order. The
+    /// outcomes come back in the same order. This is how pipelined text-port
+    /// lines avoid paying one Redis round trip each.
+    pub async fn push_batch(
+        &self,
+        source: Source,
+        pushes: &[(Uid, Payload)],
+    ) -> Vec<Result<PushOutcome, RouteError>> {
+        let start = Instant::now();
+        let mut gone = Vec::new();
+        let mut outcomes = self.push_local_many(pushes, &mut gone);
+        self.presence_changed(&gone);
+        // Shared counters are added to once per batch: each add is an atomic
+        // on a cache line every pushing task writes.
+        self.count_deliveries(
+            outcomes
+                .iter()
+                .fold(PushOutcome::default(), |sum, o| PushOutcome {
+                    delivered: sum.delivered + o.delivered,
+                    dropped: sum.dropped + o.dropped,
+                    remote_nodes: 0,
+                }),
+        );
+        let metrics = &self.shared.metrics;
+        metrics
+            .batch_enqueue_seconds
+            .record(start.elapsed().as_secs_f64());
+        metrics.batch_size.record(pushes.len() as f64);
+        let published = self.shared.broker.publish_pushes(pushes).await;
+        let mut results = Vec::with_capacity(pushes.len());
+        let (mut ok, mut failed) = (0, 0);
+        for (i, outcome) in outcomes.iter_mut().enumerate() {
+            match &published {
+                Ok(nodes) => outcome.remote_nodes = nodes.get(i).copied().unwrap_or(0),
+                // Not delivered here, and whether another node holds the uid
+                // is unknown.
+                Err(e) if outcome.delivered == 0 => {
+                    failed += 1;
+                    telemetry::push_failed(e.reason());
+                    results.push(Err(RouteError::ClusterUnavailable(*outcome, *e)));
+                    continue;
+                }
+                // Delivered here; other nodes may have missed it, which
+                // at-most-once delivery across the bus allows.
+                _ => {}
+            }
+            if outcome.is_ok() {
+                ok += 1;
+            } else {
+                failed += 1;
+                telemetry::push_failed("offline");
+            }
+            results.push(Ok(*outcome));
+        }
+        self.shared.metrics.push_results(source, ok, failed);
+        results
+    }
+
+    /// Sends `payload` (encoded once, shared) to every bound connection, on
+    /// every node in cluster mode.
+    pub async fn broadcast(
+        &self,
+        source: Source,
+        payload: &Payload,
+    ) -> Result<PushOutcome, RouteError> {
+        let start = Instant::now();
+        let mut gone = Vec::new();
+        let mut outcome = self.broadcast_local_outcome(payload, &mut gone);
+        self.presence_changed(&gone);
+        telemetry::broadcast_taken(source);
+        self.account_broadcast(outcome, start);
+        match self.shared.broker.publish_broadcast(payload).await {
+            Ok(nodes) => outcome.remote_nodes = nodes,
+            Err(e) => return Err(RouteError::ClusterUnavailable(outcome, e)),
+        }
+        Ok(outcome)
+    }
+
+    /// Closes every connection of `uid` (close code 4001), here and on every
+    /// other node. They are offline at once. The outcome's `delivered` is
+    /// the connections closed on this node, `remote_nodes` the other nodes
+    /// the request reached (each closes its own).
+    pub async fn disconnect(&self, uid: &Uid) -> Result<PushOutcome, RouteError> {
+        let outcome = PushOutcome {
+            delivered: LocalNode::disconnect_local(self, uid),
+            ..PushOutcome::default()
+        };
+        match self.shared.broker.publish_disconnect(uid).await {
+            Ok(remote_nodes) => Ok(PushOutcome {
+                remote_nodes,
+                ..outcome
+            }),
+            Err(e) => Err(RouteError::ClusterUnavailable(outcome, e)),
+        }
+    }
+
+    /// Counts a push that was refused before routing (bad input): it answers
+    /// `fail` like an offline uid.
+    pub fn refused(&self, source: Source) {
+        self.shared.metrics.push_result(source, false);
+        telemetry::push_failed("invalid");
+    }
+
+    /// Counts what the local part of a broadcast did and how long it took.
+    fn account_broadcast(&self, outcome: PushOutcome, start: Instant) {
+        self.count_deliveries(outcome);
+        self.shared
+            .metrics
+            .broadcast_enqueue_seconds
+            .record(start.elapsed().as_secs_f64());
+    }
+
+    pub(super) fn count_deliveries(&self, outcome: PushOutcome) {
+        let m = &self.shared.metrics;
+        if outcome.delivered > 0 {
+            m.deliveries.increment(outcome.delivered as u64);
+        }
+        if outcome.dropped > 0 {
+            m.dropped_slow.increment(outcome.dropped as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::broker::Single;
+    use super::super::{BindError, CloseReason, Connection, Delivery, QueueLimits};
+    use super::*;
+    use crate::broker::AnyBroker;
+
+    fn map() -> ConnectionMap {
+        ConnectionMap::new(
+            QueueLimits {
+                max_len: 4,
+                max_bytes: 1024,
+            },
+            2,
+            AnyBroker::Single(Single),
+        )
+    }
+
+    fn uid(s: &str) -> Uid {
+        Uid::new(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_connection_of_a_uid_receives_once() {
+        let map = map();
+        let mut a = map.open();
+        let mut b = map.open();
+        a.bind(uid("u")).unwrap();
+        b.bind(uid("u")).unwrap();
+        let out = map
+            .push(Source::Text, &uid("u"), &Payload::from("hi"))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            PushOutcome {
+                delivered: 2,
+                dropped: 0,
+                remote_nodes: 0
+            }
+        );
+        for c in [&mut a, &mut b] {
+            assert!(matches!(c.next().await, Delivery::Message(m) if m == "hi"));
+            let mut more = 0;
+            c.take_queued(8, |_| more += 1);
+            assert_eq!(more, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn closing_an_old_connection_keeps_the_new_one() {
+        let map = map();
+        let mut old = map.open();
+        old.bind(uid("u")).unwrap();
+        let mut new = map.open();
+        new.bind(uid("u")).unwrap();
+        drop(old);
+        assert_eq!(map.connections_of(&uid("u")), 1);
+        assert!(
+            map.push(Source::Http, &uid("u"), &Payload::from("x"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        drop(new);
+        assert_eq!(map.bound_uids(), 0);
+        assert_eq!(map.connections(), 0);
+        assert!(
+            !map.push(Source::Http, &uid("u"), &Payload::from("x"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_oldest_connection_gives_way_past_the_per_uid_cap() {
+        let map = map();
+        let mut conns: Vec<Connection> = (0..3).map(|_| map.open()).collect();
+        for c in &mut conns {
+            c.bind(uid("u")).unwrap();
+        }
+        assert_eq!(map.connections_of(&uid("u")), 2);
+        assert_eq!(map.bound_connections(), 2);
+        assert!(matches!(
+            conns[0].next().await,
+            Delivery::Close(CloseReason::Replaced)
+        ));
+        assert_eq!(map.disconnect(&uid("u")).await.unwrap().delivered, 2);
+        assert!(matches!(
+            conns[2].next().await,
+            Delivery::Close(CloseReason::Disconnected)
+        ));
+        assert_eq!(map.bound_uids(), 0);
+        drop(conns);
+        assert_eq!(map.bound_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn binding_twice_is_refused() {
+        let map = map();
+        let mut c = map.open();
+        c.bind(uid("a")).unwrap();
+        assert_eq!(c.bind(uid("b")), Err(BindError::AlreadyBound));
+        assert_eq!(c.uid(), Some(&uid("a")));
+    }
+
+    #[tokio::test]
+    async fn broadcast_skips_unbound_connections() {
+        let map = map();
+        let _unbound = map.open();
+        let mut a = map.open();
+        a.bind(uid("a")).unwrap();
+        let out = map
+            .broadcast(Source::Http, &Payload::from("all"))
+            .await
+            .unwrap();
+        assert_eq!(out.delivered, 1);
+    }
+}
