@@ -115,20 +115,18 @@ async fn broadcast_from_any_node_reaches_every_client_once() {
         assert_nothing_else(gw, &mut clients[ws], uid).await;
     }
     // Cluster totals.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    wait_until("3 nodes and 4 bound connections in /stats", || async {
         let s: Value = reqwest::get(a.url("/stats"))
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        if s["nodes"] == 3 && s["bound_connections"] == 4 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (s["nodes"] == 3 && s["bound_connections"] == 4)
+            .then_some(())
+            .ok_or(s)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -353,18 +351,13 @@ async fn a_starved_subscription_is_caught_by_the_probe_and_reestablished() {
     // Redis still sees the subscription (its socket is open) but nothing
     // reaches node a any more.
     proxy.freeze();
-    let deadline = Instant::now() + PATIENCE;
-    while a
-        .metric(r#"pushgate_redis_reconnects_total{reason="probe_failed"}"#)
-        .await
-        < 1.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the probe never caught the starvation"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the probe catching the starvation", || async {
+        let n = a
+            .metric(r#"pushgate_redis_reconnects_total{reason="probe_failed"}"#)
+            .await;
+        (n >= 1.0).then_some(()).ok_or(n)
+    })
+    .await;
     a.wait_redis_up().await;
     // The old, frozen subscription is gone and the new one is confirmed.
     b.wait_nodes("starved", 1).await;
@@ -392,22 +385,22 @@ async fn sentinel_mode_follows_a_failover() {
             master.port.to_string(),
         ],
     );
-    let deadline = Instant::now() + PATIENCE;
-    while !master
-        .command("INFO replication")
-        .contains("connected_slaves:1")
-    {
-        assert!(Instant::now() < deadline, "replica never attached");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the replica attached", || async {
+        let info = master.command("INFO replication");
+        info.contains("connected_slaves:1")
+            .then_some(())
+            .ok_or(info)
+    })
+    .await;
     let sentinel = Redis::sentinel(&master);
-    while !sentinel
-        .command("SENTINEL REPLICAS mymaster")
-        .contains(&replica.port.to_string())
-    {
-        assert!(Instant::now() < deadline, "sentinel never saw the replica");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("sentinel seeing the replica", || async {
+        let replicas = sentinel.command("SENTINEL REPLICAS mymaster");
+        replicas
+            .contains(&replica.port.to_string())
+            .then_some(())
+            .ok_or(replicas)
+    })
+    .await;
     let sentinels = format!("127.0.0.1:{}", sentinel.port);
     let args = [
         "--redis-sentinels",
@@ -429,24 +422,21 @@ async fn sentinel_mode_follows_a_failover() {
 
     // The replica becomes master; the old master a replica that would still
     // accept PUBLISH. Both nodes must notice and move.
-    let deadline = Instant::now() + PATIENCE;
     // Sentinel refuses (-NOGOODSLAVE) until it has the replica's details.
-    loop {
+    wait_until("sentinel accepting the failover", || async {
         let answer = sentinel.command("SENTINEL FAILOVER mymaster");
-        if answer.starts_with("+OK") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "failover refused: {answer}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    while !replica.command("ROLE").contains("$6\r\nmaster") {
-        assert!(Instant::now() < deadline, "failover never happened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        answer.starts_with("+OK").then_some(()).ok_or(answer)
+    })
+    .await;
+    wait_until("the replica turned master", || async {
+        let role = replica.command("ROLE");
+        role.contains("$6\r\nmaster").then_some(()).ok_or(role)
+    })
+    .await;
     for n in [&a, &b] {
         // The old master either drops its clients or keeps them as a
         // replica, which the ROLE check catches: either way, a reconnect.
-        loop {
+        wait_until("a node leaving the old master", || async {
             let mut total = 0.0;
             for reason in [
                 "not_master",
@@ -457,17 +447,11 @@ async fn sentinel_mode_follows_a_failover() {
                 let series = format!(r#"pushgate_redis_reconnects_total{{reason="{reason}"}}"#);
                 total += n.metric(&series).await;
             }
-            if total >= 1.0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "a node never left the old master: old {:?}, new {:?}",
-                master.command("ROLE"),
-                replica.command("ROLE")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (total >= 1.0)
+                .then_some(())
+                .ok_or_else(|| (master.command("ROLE"), replica.command("ROLE")))
+        })
+        .await;
         n.wait_redis_up().await;
     }
     a.wait_nodes("sent", 1).await;
@@ -492,18 +476,13 @@ async fn a_redis_that_turns_replica_is_left_rather_than_published_to() {
     a.wait_metric("pushgate_redis_up", 0.0).await;
     // The first failure may be a refused write (READONLY); every attempt to
     // come back then meets the ROLE check, which keeps the node off it.
-    let deadline = Instant::now() + PATIENCE;
-    while a
-        .metric(r#"pushgate_redis_reconnects_total{reason="not_master"}"#)
-        .await
-        < 1.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the ROLE check never refused the replica"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the ROLE check refusing the replica", || async {
+        let n = a
+            .metric(r#"pushgate_redis_reconnects_total{reason="not_master"}"#)
+            .await;
+        (n >= 1.0).then_some(()).ok_or(n)
+    })
+    .await;
     let mut text = TextClient::connect(&a).await;
     let (status, _) = push_http(&a, json!({"uid": "anyone", "data": 1})).await;
     assert_eq!(status, 503);
@@ -603,29 +582,12 @@ async fn a_rest_batch_through_redis_is_answered_push_by_push_in_order() {
 /// Runs the binary with `args` in cluster mode and expects it to refuse to
 /// start; returns what it printed.
 fn refused_at_start(redis_url: &str, args: &[&str]) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
-        .args(["--redis-url", redis_url])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn pushgate");
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pushgate started with {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-        .expect("read stderr");
+    let (status, err) = refuses_to_start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+            .args(["--redis-url", redis_url])
+            .args(args),
+    );
     assert!(!status.success(), "{args:?}: {err}");
     err
 }

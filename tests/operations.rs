@@ -112,7 +112,7 @@ async fn batches_and_broadcasts_are_timed_in_series_of_their_own() {
     );
 }
 
-/// Starts the binary with `args` and `env`; once it logged `listening`,
+/// Starts the binary with `args` and `env`; once it printed its ready line,
 /// SIGTERMs it. Returns whether it exited 0, and everything it logged.
 fn start_and_stop(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
@@ -120,28 +120,19 @@ fn start_and_stop(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         .args(["--api-listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pushgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stderr = child.stderr.take().expect("stderr");
     let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
         let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("listening") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut all);
         all
     });
-    // Started (it logged `listening`) or refused (stderr closed as it
+    // Started (the ready line) or refused (standard output closed as it
     // exited): either way an event, never a sleep.
-    if rx.recv_timeout(PATIENCE).is_ok() {
+    if wait_ready(&mut child).is_ok() {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();

@@ -2,8 +2,10 @@
 //! gives tests real clients (tokio-tungstenite, raw TCP, reqwest).
 //!
 //! Each gateway is its own process, so its metrics, its open-file budget and
-//! its shutdown are its own. The ports are read from the binary's `listening`
-//! log line, so nothing waits on a sleep.
+//! its shutdown are its own. The ports are read from the binary's ready line
+//! (the one line it prints on standard output, [`Ready`]), so nothing waits
+//! on a sleep; every other wait is [`wait_until`] (or its blocking twin) on
+//! observable state, with one patience.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -66,37 +68,27 @@ impl Gateway {
             .args(defaults)
             .args(args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn pushgate");
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std_mpsc::channel();
         let logs2 = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("\"listening\"") {
-                    let _ = tx.send(line.clone());
-                }
                 logs2.lock().unwrap().push(line);
             }
         });
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("gateway did not start: {:?}", logs.lock().unwrap()));
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        let addr = |k: &str| v[k].as_str().expect("address field").parse().expect("addr");
+        let ready = match wait_ready(&mut child) {
+            Ok(ready) => ready,
+            Err(e) => panic!("gateway did not start ({e}): {:?}", logs.lock().unwrap()),
+        };
         Gateway {
-            http: addr("http"),
-            text: addr("text"),
-            // A gateway from before the API listener existed logs "-":
-            // everything was on the public listener then.
-            api: v["api"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| addr("http")),
+            http: ready.http,
+            text: ready.text,
+            api: ready.api,
             child,
             logs,
         }
@@ -154,13 +146,11 @@ impl Gateway {
     }
 
     /// Waits until a log line contains `needle` (lines arrive on a reader
-    /// thread, after the `listening` line that `start` waits for).
+    /// thread, also after the ready line that `start` waits for).
     pub fn wait_logged(&self, needle: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.logged(needle) {
-            assert!(Instant::now() < deadline, "never logged {needle:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until_blocking(&format!("logged {needle:?}"), || {
+            self.logged(needle).then_some(()).ok_or(())
+        });
     }
 
     /// Waits until `uid` has exactly `n` bound connections (the bind frame is
@@ -216,6 +206,78 @@ pub fn metric_value(body: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The bound addresses a gateway announces in its ready line, the one line
+/// it prints on standard output once it serves:
+/// `{"ready":{"http":ADDR,"text":ADDR,"api":ADDR}}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// The public listener (`--listen`).
+    pub http: SocketAddr,
+    /// The text push port (`--text-listen`).
+    pub text: SocketAddr,
+    /// The API listener (`--api-listen`).
+    pub api: SocketAddr,
+}
+
+impl Ready {
+    /// Parses a ready line; `None` when `line` is anything else.
+    pub fn parse(line: &str) -> Option<Ready> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let addr = |k: &str| v["ready"][k].as_str()?.parse().ok();
+        Some(Ready {
+            http: addr("http")?,
+            text: addr("text")?,
+            api: addr("api")?,
+        })
+    }
+}
+
+/// Waits, at most [`PATIENCE`], for `child`'s ready line on its piped
+/// standard output (taken from it). An event, never a poll: the line comes,
+/// or standard output closes because the process exited without serving
+/// (`Err("exited …")`), or the patience runs out (`Err("no ready line …")`).
+pub fn wait_ready(child: &mut Child) -> Result<Ready, String> {
+    let stdout = child.stdout.take().ok_or("standard output is not piped")?;
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        // Zero bytes: standard output closed, the process is exiting.
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(read.map(|n| (n, line)));
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(Ok((0, _))) => Err("exited without a ready line".into()),
+        Ok(Ok((_, line))) => Ready::parse(&line).ok_or(format!("not a ready line: {line:?}")),
+        Ok(Err(e)) => Err(format!("cannot read standard output: {e}")),
+        Err(_) => Err(format!("no ready line within {PATIENCE:?}")),
+    }
+}
+
+/// Runs `cmd` (the gateway binary with its flags) and expects it to refuse
+/// to start: it must exit without printing the ready line. Returns its exit
+/// status and standard error. Panics (after killing it) if it starts.
+pub fn refuses_to_start(cmd: &mut Command) -> (ExitStatus, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pushgate");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    // Read on its own thread, so a long log never blocks the process.
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+        log
+    });
+    if let Ok(ready) = wait_ready(&mut child) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("it started (ready on {ready:?}): {cmd:?}");
+    }
+    let status = child.wait().expect("wait");
+    (status, log.join().expect("stderr reader"))
+}
+
 /// Polls `check` until it returns `Ok`, failing the test after
 /// [`PATIENCE`] with `what` and the last value seen. Tests synchronise on
 /// the gateway's observable state this way, never on fixed sleeps.
@@ -232,6 +294,22 @@ where
             Err(last) => assert!(Instant::now() < deadline, "never {what}: last {last:?}"),
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`wait_until`] for code that cannot await (process handles, blocking
+/// clients): the same patience, the same failure message.
+pub fn wait_until_blocking<T: std::fmt::Debug>(
+    what: &str,
+    mut check: impl FnMut() -> Result<(), T>,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) => assert!(Instant::now() < deadline, "never {what}: last {last:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -550,14 +628,10 @@ impl Redis {
             .spawn()
             .expect("redis-server (scripts/install-test-deps.sh installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if self.command("PING").starts_with("+PONG") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_blocking("redis-server answering PING", || {
+            let answer = self.command("PING");
+            answer.starts_with("+PONG").then_some(()).ok_or(answer)
+        });
     }
 
     /// Sends one inline command and returns the first reply line ("" on failure).
