@@ -345,6 +345,10 @@ fn start_failure(args: &[&str]) -> (std::process::ExitStatus, String) {
         .args(args)
         .output()
         .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "a refused start prints no ready line"
+    );
     (
         out.status,
         String::from_utf8_lossy(&out.stderr).into_owned(),
