@@ -351,12 +351,11 @@ async fn a_starved_subscription_is_caught_by_the_probe_and_reestablished() {
     // Redis still sees the subscription (its socket is open) but nothing
     // reaches node a any more.
     proxy.freeze();
-    wait_until("the probe catching the starvation", || async {
-        let n = a
-            .metric(r#"pushgate_redis_reconnects_total{reason="probe_failed"}"#)
-            .await;
-        (n >= 1.0).then_some(()).ok_or(n)
-    })
+    // The probe catching the starvation.
+    a.wait_metric_at_least(
+        r#"pushgate_redis_reconnects_total{reason="probe_failed"}"#,
+        1.0,
+    )
     .await;
     a.wait_redis_up().await;
     // The old, frozen subscription is gone and the new one is confirmed.
@@ -476,12 +475,11 @@ async fn a_redis_that_turns_replica_is_left_rather_than_published_to() {
     a.wait_metric("pushgate_redis_up", 0.0).await;
     // The first failure may be a refused write (READONLY); every attempt to
     // come back then meets the ROLE check, which keeps the node off it.
-    wait_until("the ROLE check refusing the replica", || async {
-        let n = a
-            .metric(r#"pushgate_redis_reconnects_total{reason="not_master"}"#)
-            .await;
-        (n >= 1.0).then_some(()).ok_or(n)
-    })
+    // The ROLE check refusing the replica.
+    a.wait_metric_at_least(
+        r#"pushgate_redis_reconnects_total{reason="not_master"}"#,
+        1.0,
+    )
     .await;
     let mut text = TextClient::connect(&a).await;
     let (status, _) = push_http(&a, json!({"uid": "anyone", "data": 1})).await;

@@ -237,38 +237,63 @@ impl Ready {
 /// or standard output closes because the process exited without serving
 /// (`Err("exited …")`), or the patience runs out (`Err("no ready line …")`).
 pub fn wait_ready(child: &mut Child) -> Result<Ready, String> {
-    let stdout = child.stdout.take().ok_or("standard output is not piped")?;
+    next_ready(&stdout_lines(child))
+}
+
+/// The lines of `child`'s piped standard output (taken from it), forwarded
+/// by a thread as they come; the channel closes when the process closes its
+/// standard output (it exited).
+pub fn stdout_lines(child: &mut Child) -> std_mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("standard output is piped");
     let (tx, rx) = std_mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        // Zero bytes: standard output closed, the process is exiting.
-        let read = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(read.map(|n| (n, line)));
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // A dropped receiver: nobody reads on, so stop.
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    match rx.recv_timeout(PATIENCE) {
-        Ok(Ok((0, _))) => Err("exited without a ready line".into()),
-        Ok(Ok((_, line))) => Ready::parse(&line).ok_or(format!("not a ready line: {line:?}")),
-        Ok(Err(e)) => Err(format!("cannot read standard output: {e}")),
-        Err(_) => Err(format!("no ready line within {PATIENCE:?}")),
+    rx
+}
+
+/// The next line of `lines` ([`stdout_lines`]), which must be a ready line,
+/// within [`PATIENCE`].
+pub fn next_ready(lines: &std_mpsc::Receiver<String>) -> Result<Ready, String> {
+    match lines.recv_timeout(PATIENCE) {
+        Ok(line) => Ready::parse(&line).ok_or(format!("not a ready line: {line:?}")),
+        Err(std_mpsc::RecvTimeoutError::Disconnected) => Err("exited without a ready line".into()),
+        Err(std_mpsc::RecvTimeoutError::Timeout) => {
+            Err(format!("no ready line within {PATIENCE:?}"))
+        }
     }
 }
 
-/// Runs `cmd` (the gateway binary with its flags) and expects it to refuse
-/// to start: it must exit without printing the ready line. Returns its exit
-/// status and standard error. Panics (after killing it) if it starts.
-pub fn refuses_to_start(cmd: &mut Command) -> (ExitStatus, String) {
+/// Spawns `cmd` (the gateway binary with its flags) with standard output
+/// piped (for [`wait_ready`]) and standard error read to its end on a thread
+/// of its own, so a long log never blocks the process; join the handle for
+/// the whole log once the process has exited.
+pub fn spawn_collecting_stderr(cmd: &mut Command) -> (Child, std::thread::JoinHandle<String>) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pushgate");
     let mut stderr = child.stderr.take().expect("piped stderr");
-    // Read on its own thread, so a long log never blocks the process.
     let log = std::thread::spawn(move || {
         let mut log = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
         log
     });
+    (child, log)
+}
+
+/// Runs `cmd` (the gateway binary with its flags) and expects it to refuse
+/// to start: it must exit without printing the ready line. Returns its exit
+/// status and standard error. Panics (after killing it) if it starts.
+pub fn refuses_to_start(cmd: &mut Command) -> (ExitStatus, String) {
+    let (mut child, log) = spawn_collecting_stderr(cmd);
     if let Ok(ready) = wait_ready(&mut child) {
         let _ = child.kill();
         let _ = child.wait();
@@ -676,6 +701,15 @@ impl Gateway {
         wait_until(&format!("{series} == {value}"), || async {
             let v = self.metric(series).await;
             (v == value).then_some(()).ok_or(v)
+        })
+        .await
+    }
+
+    /// Waits until a counter series reaches at least `min`.
+    pub async fn wait_metric_at_least(&self, series: &str, min: f64) {
+        wait_until(&format!("{series} >= {min}"), || async {
+            let v = self.metric(series).await;
+            (v >= min).then_some(()).ok_or(v)
         })
         .await
     }
