@@ -40,6 +40,9 @@ pub struct Gateway {
     pub api: SocketAddr,
     /// Every log line so far.
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// Standard output after the ready line (nothing); it closes when the
+    /// process exits, which is what [`Gateway::wait_exit`] waits for.
+    stdout: std_mpsc::Receiver<String>,
 }
 
 impl Gateway {
@@ -81,7 +84,8 @@ impl Gateway {
                 logs2.lock().unwrap().push(line);
             }
         });
-        let ready = match wait_ready(&mut child) {
+        let stdout = stdout_lines(&mut child);
+        let ready = match next_ready(&stdout) {
             Ok(ready) => ready,
             Err(e) => panic!("gateway did not start ({e}): {:?}", logs.lock().unwrap()),
         };
@@ -90,6 +94,7 @@ impl Gateway {
             text: ready.text,
             api: ready.api,
             child,
+            stdout,
             logs,
         }
     }
@@ -125,19 +130,17 @@ impl Gateway {
         assert!(ok, "kill -{sig} failed");
     }
 
-    /// Waits for the process to exit.
+    /// Waits at most `limit` for the process to exit: an event, its standard
+    /// output closing; reaping it is then immediate.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
+        match self.stdout.recv_timeout(limit) {
+            Ok(line) => panic!("more than the ready line on standard output: {line}"),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                panic!("gateway did not exit within {limit:?}")
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
+        self.child.wait().expect("wait")
     }
 
     /// Whether any log line contains `needle`.
