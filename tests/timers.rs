@@ -8,6 +8,8 @@
 //! These are beside the end-to-end tests of the same behaviour (which run the
 //! binary in real time), not instead of them.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -78,25 +80,22 @@ impl Gateway {
     async fn bound(&self, uid: &str) -> Ws {
         let mut ws = self.connect().await;
         ws.send(Message::text(uid)).await.expect("send the uid");
-        let text = within(TcpStream::connect(self.text))
-            .await
-            .expect("connect to the text port");
-        let mut text = BufReader::new(text);
         let line = format!("{{\"uid\":\"{uid}\",\"bound\":true}}\n");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        common::wait_until(&format!("{uid} bound"), || async {
+            let text = within(TcpStream::connect(self.text))
+                .await
+                .expect("connect to the text port");
+            let mut text = BufReader::new(text);
             text.get_mut()
                 .write_all(line.as_bytes())
                 .await
                 .expect("push");
             let mut answer = String::new();
             within(text.read_line(&mut answer)).await.expect("answer");
-            if answer == "ok\n" {
-                return ws;
-            }
-            assert!(Instant::now() < deadline, "{uid} never bound: {answer:?}");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+            (answer == "ok\n").then_some(()).ok_or(answer)
+        })
+        .await;
+        ws
     }
 
     /// Triggers the shutdown (what SIGTERM does in the binary) and waits for
@@ -123,7 +122,7 @@ async fn within<F: std::future::Future>(future: F) -> F::Output {
 const PING_FLAGS: [&str; 4] = ["--ping-interval", "5s", "--pong-timeout", "2s"];
 
 /// Asserts a timer fired at `due`. Paused time is exact; the slack covers
-/// the clients' own steps (a bind retried after 1 ms), far below any
+/// the clients' own steps (a bind retried after 5 ms), far below any
 /// interval under test.
 fn assert_at(elapsed: Duration, due: Duration, timer: &str) {
     let slack = Duration::from_millis(20);
