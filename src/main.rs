@@ -4,8 +4,12 @@
 //!
 //! The order matters: key files, JWT keys and Redis URLs are checked
 //! ([`AppState::new`]) before anything is bound, so a bad configuration
-//! fails with one clear line and never logs `listening` (which tests, the
-//! bench and scripts take to mean "ready").
+//! fails with one clear line and never prints the ready line.
+//!
+//! Standard output carries exactly one line, the ready line (see
+//! [`announce_ready`]): `{"ready":{"http":ADDR,"text":ADDR,"api":ADDR}}`,
+//! printed once everything is bound and the signal handlers are in. Tests,
+//! the bench and the scripts wait for it; logs go to standard error.
 
 use std::net::SocketAddr;
 
@@ -62,7 +66,7 @@ async fn start(config: Config) -> Result<(), String> {
              never be served on the public listener"
         ));
     }
-    // Signal handlers go in before the ready line: from `listening` on, a
+    // Signal handlers go in before the ready line: from then on, a
     // SIGTERM drains and a SIGHUP reloads, never the default kill.
     let stop = shutdown::signal();
     let http = bind(http_addr, "--listen").await?;
@@ -73,12 +77,9 @@ async fn start(config: Config) -> Result<(), String> {
             .map(|a| a.to_string())
             .map_err(|e| format!("cannot read a bound address: {e}"))
     };
-    tracing::info!(
-        http = %local(&http)?,
-        text = %local(&text)?,
-        api = %local(&api)?,
-        "listening"
-    );
+    let (http_local, text_local, api_local) = (local(&http)?, local(&text)?, local(&api)?);
+    tracing::info!(http = %http_local, text = %text_local, api = %api_local, "listening");
+    announce_ready(&http_local, &text_local, &api_local);
     if !text_addr.ip().to_canonical().is_loopback() && app.config.text_allow.is_empty() {
         tracing::warn!(
             addr = %text_addr,
@@ -88,6 +89,29 @@ async fn start(config: Config) -> Result<(), String> {
     }
     pushgate::serve(app, Listeners { http, text, api }, stop).await;
     Ok(())
+}
+
+/// Prints the ready line: the one line this binary writes to standard
+/// output when serving, once every listener is bound and the signal
+/// handlers are in, as one JSON object with the bound `ip:port` of each
+/// listener:
+///
+/// ```text
+/// {"ready":{"http":"127.0.0.1:1234","text":"127.0.0.1:5678","api":"127.0.0.1:1235"}}
+/// ```
+///
+/// Tests, the bench and the scripts wait for this line (never for a log
+/// line, whose format is `--log-format`'s) and read the ports from it, which
+/// is what makes port 0 usable. A write error (standard output closed by a
+/// supervisor that does not read it) is logged and otherwise ignored: the
+/// gateway serves either way.
+fn announce_ready(http: &str, text: &str, api: &str) {
+    use std::io::Write;
+    let line = serde_json::json!({ "ready": { "http": http, "text": text, "api": api } });
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "cannot print the ready line on standard output");
+    }
 }
 
 /// `pushgate healthcheck`: exits 0 when the gateway's `/readyz` answers 200,

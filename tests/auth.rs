@@ -6,8 +6,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use futures_util::SinkExt;
@@ -78,27 +78,11 @@ async fn still_serves(gw: &Gateway, uid: &str) {
 /// Runs the binary with `args` and returns its standard error, asserting it
 /// refused to start (exited unsuccessfully) rather than serving.
 fn refuses_to_start(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("started and kept running with {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) = common::refuses_to_start(
+        Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+            .args(args),
+    );
     assert!(!status.success(), "{args:?} exited 0: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr

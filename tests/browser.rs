@@ -191,11 +191,15 @@ impl Browser {
             unexpected.is_empty(),
             "messages nobody expected: {unexpected:?}"
         );
-        let deadline = Instant::now() + PATIENCE;
-        while self.browser_pids.iter().any(|&pid| alive(pid)) {
-            assert!(Instant::now() < deadline, "the browser outlived its driver");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until("the browser exiting with its driver", || async {
+            let alive: Vec<_> = self
+                .browser_pids
+                .iter()
+                .filter(|&&pid| alive(pid))
+                .collect();
+            alive.is_empty().then_some(()).ok_or(alive)
+        })
+        .await;
     }
 }
 

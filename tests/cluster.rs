@@ -115,7 +115,7 @@ async fn broadcast_from_any_node_reaches_every_client_once() {
         assert_nothing_else(gw, &mut clients[ws], uid).await;
     }
     // Cluster totals.
-    wait_until("/stats counts 3 nodes and 4 bound connections", || async {
+    wait_until("3 nodes and 4 bound connections in /stats", || async {
         let s: Value = reqwest::get(a.url("/stats"))
             .await
             .unwrap()
@@ -351,9 +351,10 @@ async fn a_starved_subscription_is_caught_by_the_probe_and_reestablished() {
     // Redis still sees the subscription (its socket is open) but nothing
     // reaches node a any more.
     proxy.freeze();
-    wait_at_least(
-        &a,
+    // The probe catching the starvation.
+    a.wait_metric_at_least(
         r#"pushgate_redis_reconnects_total{reason="probe_failed"}"#,
+        1.0,
     )
     .await;
     a.wait_redis_up().await;
@@ -391,7 +392,7 @@ async fn sentinel_mode_follows_a_failover() {
     })
     .await;
     let sentinel = Redis::sentinel(&master);
-    wait_until("the sentinel saw the replica", || async {
+    wait_until("sentinel seeing the replica", || async {
         let replicas = sentinel.command("SENTINEL REPLICAS mymaster");
         replicas
             .contains(&replica.port.to_string())
@@ -421,12 +422,12 @@ async fn sentinel_mode_follows_a_failover() {
     // The replica becomes master; the old master a replica that would still
     // accept PUBLISH. Both nodes must notice and move.
     // Sentinel refuses (-NOGOODSLAVE) until it has the replica's details.
-    wait_until("the sentinel accepted the failover", || async {
+    wait_until("sentinel accepting the failover", || async {
         let answer = sentinel.command("SENTINEL FAILOVER mymaster");
         answer.starts_with("+OK").then_some(()).ok_or(answer)
     })
     .await;
-    wait_until("the replica became master", || async {
+    wait_until("the replica turned master", || async {
         let role = replica.command("ROLE");
         role.contains("$6\r\nmaster").then_some(()).ok_or(role)
     })
@@ -434,7 +435,7 @@ async fn sentinel_mode_follows_a_failover() {
     for n in [&a, &b] {
         // The old master either drops its clients or keeps them as a
         // replica, which the ROLE check catches: either way, a reconnect.
-        wait_until("a node left the old master", || async {
+        wait_until("a node leaving the old master", || async {
             let mut total = 0.0;
             for reason in [
                 "not_master",
@@ -474,9 +475,10 @@ async fn a_redis_that_turns_replica_is_left_rather_than_published_to() {
     a.wait_metric("pushgate_redis_up", 0.0).await;
     // The first failure may be a refused write (READONLY); every attempt to
     // come back then meets the ROLE check, which keeps the node off it.
-    wait_at_least(
-        &a,
+    // The ROLE check refusing the replica.
+    a.wait_metric_at_least(
         r#"pushgate_redis_reconnects_total{reason="not_master"}"#,
+        1.0,
     )
     .await;
     let mut text = TextClient::connect(&a).await;
@@ -578,29 +580,12 @@ async fn a_rest_batch_through_redis_is_answered_push_by_push_in_order() {
 /// Runs the binary with `args` in cluster mode and expects it to refuse to
 /// start; returns what it printed.
 fn refused_at_start(redis_url: &str, args: &[&str]) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
-        .args(["--redis-url", redis_url])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn pushgate");
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pushgate started with {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-        .expect("read stderr");
+    let (status, err) = refuses_to_start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+            .args(["--redis-url", redis_url])
+            .args(args),
+    );
     assert!(!status.success(), "{args:?}: {err}");
     err
 }
@@ -836,13 +821,4 @@ async fn with_redis_down_a_failed_answer_says_what_was_delivered_anyway() {
         "{p}"
     );
     assert_eq!(u16::from(next_close(&mut on_a).await.unwrap().code), 4001);
-}
-
-/// Waits until counter `series` on `gw` has counted at least once.
-async fn wait_at_least(gw: &Gateway, series: &str) {
-    wait_until(&format!("{series} >= 1"), || async {
-        let v = gw.metric(series).await;
-        (v >= 1.0).then_some(()).ok_or(v)
-    })
-    .await;
 }

@@ -251,8 +251,7 @@ async fn ws_bind_with_key(gw: &Gateway, uid: &str, key: &str) -> Ws {
     let mut ws = ws_connect(&gw.ws_url("/ws")).await;
     ws.send(Message::text(uid)).await.unwrap();
     let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+    wait_until(&format!("{uid} online"), || async {
         let v: Value = http
             .get(gw.url(&format!("/users/{uid}")))
             .bearer_auth(key)
@@ -262,12 +261,10 @@ async fn ws_bind_with_key(gw: &Gateway, uid: &str, key: &str) -> Ws {
             .json()
             .await
             .unwrap();
-        if v["online"] == true {
-            return ws;
-        }
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (v["online"] == true).then_some(()).ok_or(v)
+    })
+    .await;
+    ws
 }
 
 #[tokio::test]
@@ -348,6 +345,10 @@ fn start_failure(args: &[&str]) -> (std::process::ExitStatus, String) {
         .args(args)
         .output()
         .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "a refused start prints no ready line"
+    );
     (
         out.status,
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::json;
@@ -112,42 +112,64 @@ async fn batches_and_broadcasts_are_timed_in_series_of_their_own() {
     );
 }
 
-/// Starts the binary with `args` and `env`; once it logged `listening`,
+/// Starts the binary with `args` and `env`; once it printed its ready line,
 /// SIGTERMs it. Returns whether it exited 0, and everything it logged.
 fn start_and_stop(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
-        .args(["--api-listen", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pushgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("listening") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    // Started (it logged `listening`) or refused (stderr closed as it
+    let (mut child, reader) = spawn_collecting_stderr(
+        Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+            .args(["--api-listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied()),
+    );
+    // Started (the ready line) or refused (standard output closed as it
     // exited): either way an event, never a sleep.
-    if rx.recv_timeout(PATIENCE).is_ok() {
+    if wait_ready(&mut child).is_ok() {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
     }
     let status = child.wait().expect("wait");
     (status.success(), reader.join().expect("reader"))
+}
+
+#[test]
+fn standard_output_carries_the_ready_line_and_nothing_else() {
+    let (mut child, log) = spawn_collecting_stderr(
+        Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+            .args(["--api-listen", "127.0.0.1:0", "--log-format", "json"]),
+    );
+    let lines = stdout_lines(&mut child);
+    let first = lines.recv_timeout(PATIENCE).expect("a ready line");
+    // The documented shape, exactly: {"ready":{"api":…,"http":…,"text":…}}.
+    let v: serde_json::Value = serde_json::from_str(&first).expect("one JSON object");
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let object = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {first}"));
+        object.keys().cloned().collect()
+    };
+    assert_eq!(keys(&v), ["ready"], "{first}");
+    assert_eq!(keys(&v["ready"]), ["api", "http", "text"], "{first}");
+    let ready = Ready::parse(&first).expect("addresses");
+    for addr in [ready.http, ready.text, ready.api] {
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{first}");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().expect("wait").success());
+    // The channel ends when the process closed its standard output.
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(rest.is_empty(), "more on standard output: {rest:?}");
+    // The human log line says the same, on standard error.
+    let log = log.join().expect("stderr reader");
+    let listening = log
+        .lines()
+        .find(|l| l.contains("\"listening\""))
+        .expect("listening");
+    assert!(listening.contains(&ready.http.to_string()), "{listening}");
 }
 
 #[test]

@@ -11,7 +11,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
 
 use common::*;
 use futures_util::SinkExt;
@@ -79,15 +78,14 @@ impl Nginx {
             .spawn()
             .expect("spawn nginx");
         let nginx = Nginx { child, port, dir };
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start: {}",
-                std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_until_blocking("nginx answering", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(drop)
+                .map_err(|e| {
+                    let log = std::fs::read_to_string(nginx.dir.join("error.log"));
+                    (e, log.unwrap_or_default())
+                })
+        });
         nginx
     }
 }

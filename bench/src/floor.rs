@@ -76,7 +76,7 @@
 //!
 //! The bench starts it as a separate process (`spawn::floor`), so its CPU is
 //! read from `/proc/PID/stat` like pushgate's. It prints pushgate's own
-//! `listening` JSON log line on stderr, and exits when its stdin closes, so
+//! ready line on stdout, and exits when its stdin closes, so
 //! it never outlives the bench.
 
 mod http;
@@ -438,23 +438,20 @@ fn log_error(message: &str) {
 }
 
 /// `pushgate-bench floor-relay`: listens on free loopback ports, prints
-/// pushgate's `listening` line on stderr and relays until stdin closes.
+/// pushgate's ready line on stdout and relays until stdin closes.
 pub fn run() -> anyhow::Result<()> {
     crate::sys::raise_file_limit();
     let http = TcpListener::bind("127.0.0.1:0").context("floor relay: HTTP listener")?;
     let text = TcpListener::bind("127.0.0.1:0").context("floor relay: text listener")?;
     defer_accept(&http);
     defer_accept(&text);
+    // pushgate's ready line (its `main.rs`); everything is served on the
+    // one HTTP listener, so that is also the API address.
+    let http_addr = http.local_addr()?.to_string();
     let line = serde_json::json!({
-        "level": "INFO",
-        "fields": {
-            "message": "listening",
-            "http": http.local_addr()?.to_string(),
-            "text": text.local_addr()?.to_string(),
-            "gateway": "floor",
-        },
+        "ready": {"http": http_addr, "text": text.local_addr()?.to_string(), "api": http_addr},
     });
-    eprintln!("{line}");
+    println!("{line}");
     // Shared by every connection thread of both listeners until the process
     // ends: leaked rather than counted, as the listeners are.
     let relay: &'static Relay = Box::leak(Box::default());

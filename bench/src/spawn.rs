@@ -61,7 +61,7 @@ pub fn gateway_bin(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// Starts a gateway on free loopback ports with `extra` flags and waits for
-/// its `listening` log line.
+/// its ready line.
 pub fn gateway(bin: &PathBuf, extra: &[String]) -> anyhow::Result<Gateway> {
     let mut cmd = Command::new(bin);
     cmd.args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
@@ -71,61 +71,70 @@ pub fn gateway(bin: &PathBuf, extra: &[String]) -> anyhow::Result<Gateway> {
         .env("RUST_LOG", "info")
         .stdin(Stdio::null());
     let child = cmd
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    listening(child, "the gateway")
+    ready(child, "the gateway")
 }
 
 /// Starts the floor relay (`floor.rs`: this executable in its hidden
-/// `floor-relay` mode) on free loopback ports and waits for its `listening`
+/// `floor-relay` mode) on free loopback ports and waits for its ready
 /// line. Its stdin is a pipe held by the handle: if the bench dies without
 /// killing it, the pipe closes and the relay exits.
 pub fn floor() -> anyhow::Result<Gateway> {
     let child = Command::new(std::env::current_exe()?)
         .arg("floor-relay")
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start the floor relay")?;
-    listening(child, "the floor relay")
+    ready(child, "the floor relay")
 }
 
-/// Reads `child`'s JSON log on stderr until its `listening` line (pushgate's
-/// shape: `{"fields":{"message":"listening","http":ADDR,"text":ADDR,"api":ADDR}}`;
-/// the floor relay has no `api`).
-fn listening(mut child: Child, what: &str) -> anyhow::Result<Gateway> {
+/// Waits for `child`'s ready line, the one line pushgate prints on stdout
+/// once it serves (`{"ready":{"http":ADDR,"text":ADDR,"api":ADDR}}`; the
+/// floor relay prints the same shape). Its JSON log on stderr is drained so
+/// the child never blocks on a full pipe; errors in it are passed on.
+fn ready(mut child: Child, what: &str) -> anyhow::Result<Gateway> {
+    let stdout = child.stdout.take().context("piped stdout")?;
     let stderr = child.stderr.take().context("piped stderr")?;
     let process = Owned(child);
-    let (tx, rx) = mpsc::channel();
-    // Keeps draining the log so the gateway never blocks on a full pipe;
-    // warnings and errors are passed on.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if line.contains("\"listening\"") {
-                let _ = tx.send(line);
-            } else if line.contains("\"ERROR\"") {
+            if line.contains("\"ERROR\"") {
                 eprintln!("gateway: {line}");
             }
         }
     });
-    let line = rx
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        // Zero bytes read: stdout closed, the child exited without serving.
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(read.map(|n| (n, line)));
+    });
+    let (n, line) = rx
         .recv_timeout(START_LIMIT)
-        .with_context(|| format!("{what} did not log `listening`"))?;
-    let v: serde_json::Value = serde_json::from_str(&line)?;
+        .with_context(|| format!("{what} printed no ready line within {START_LIMIT:?}"))?
+        .with_context(|| format!("cannot read {what}'s stdout"))?;
+    if n == 0 {
+        bail!("{what} exited without a ready line");
+    }
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .with_context(|| format!("{what}: not a ready line: {line:?}"))?;
     let addr = |k: &str| -> anyhow::Result<SocketAddr> {
-        let a = v[k].as_str().or_else(|| v["fields"][k].as_str());
-        a.context("no address in the listening line")?
+        v["ready"][k]
+            .as_str()
+            .with_context(|| format!("no `{k}` address in the ready line {line:?}"))?
             .parse()
-            .context("bad address")
+            .context("bad address in the ready line")
     };
-    let http = addr("http")?;
     Ok(Gateway {
-        api: addr("api").unwrap_or(http),
-        http,
+        http: addr("http")?,
+        api: addr("api")?,
         text: addr("text")?,
         process,
     })

@@ -16,17 +16,19 @@
 #                                                  once bound as u1 (the REST examples);
 #   ```php  (the seed's backend)                   run with php-cli.
 # Then it checks that README's clients received README's pushes, SIGTERMs the
-# server and checks it exits 0. Every wait polls with a deadline.
+# server and checks it exits 0. The server is waited for on its ready line
+# (scripts/lib/gateway.sh); every other wait polls with a deadline.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 say() { echo "readme: $*"; }
 fail() { echo "readme: FAIL: $*" >&2; exit 1; }
 
+. scripts/lib/gateway.sh
 WORK=$(mktemp -d)
-SERVER="" CLIENTS=()
+GATEWAY_PID="" CLIENTS=()
 cleanup() {
-  for pid in "${CLIENTS[@]}" $SERVER; do
+  for pid in "${CLIENTS[@]}" $GATEWAY_PID; do
     kill "$pid" 2>/dev/null || true
   done
   rm -rf "$WORK"
@@ -88,15 +90,12 @@ LOG=$WORK/server.log
 say "starting: $(cat "$server_block")"
 # exec: the job's pid becomes cargo, which execs the gateway on Unix, so the
 # SIGTERM below reaches pushgate itself.
-bash -c "exec $(cat "$server_block")" >"$WORK/server.out" 2>"$LOG" &
-SERVER=$!
 # The first run may compile the release build: a generous deadline.
-deadline=$((SECONDS + 1200))
-until grep -q 'listening' "$LOG"; do
-  kill -0 "$SERVER" 2>/dev/null || { tail -20 "$LOG" >&2; fail "the server exited before listening"; }
-  [ $SECONDS -lt $deadline ] || fail "no 'listening' line within 1200 s"
-  sleep 0.2
-done
+gateway_start "$LOG" 1200 bash -c "exec $(cat "$server_block")" \
+  || { tail -20 "$LOG" >&2; fail "the server did not print its ready line"; }
+say "ready line: http $READY_HTTP, text $READY_TEXT, api $READY_API"
+[ "${READY_HTTP##*:}:${READY_TEXT##*:}:${READY_API##*:}" = 1234:5678:1235 ] \
+  || fail "the ready line does not name the default ports 1234, 5678 and 1235"
 # The log is the default text format, coloured; shown here without colours.
 plain() { sed 's/\x1b\[[0-9;]*m//g' "$LOG"; }
 plain | grep -m1 'listening'
@@ -104,12 +103,11 @@ plain | grep -E 'public listener|API listener|text port' | sed 's/^/readme: /'
 public=$(plain | grep 'public listener 0.0.0.0:1234:') || fail "no line says what the public listener exposes"
 if grep -q 'REST' <<<"$public"; then fail "without keys the public listener serves REST: $public"; fi
 
-wait_http() { # $1: url, $2: jq-free grep pattern the body must contain
-  local deadline=$((SECONDS + 20)) body
-  until body=$(curl -sf "$1") && grep -q "$2" <<<"$body"; do
-    [ $SECONDS -lt $deadline ] || fail "GET $1 never contained $2 (last: ${body:-none})"
-    sleep 0.05
-  done
+body_has() { # $1: url, $2: jq-free grep pattern the body must contain
+  curl -sf "$1" | grep -q "$2"
+}
+wait_http() { # $1: url, $2: pattern; fails the script after 20 s
+  wait_until 20 body_has "$1" "$2" || fail "GET $1 never contained $2 (last: $(curl -s "$1"))"
 }
 wait_http http://127.0.0.1:1234/readyz '"ready"'
 
@@ -140,11 +138,7 @@ done
 
 # --- what README's clients received --------------------------------------------------
 expect() { # $1: output file, $2: exact line
-  local deadline=$((SECONDS + 20))
-  until grep -qxF -- "$2" "$1"; do
-    [ $SECONDS -lt $deadline ] || { cat "$1" >&2; fail "$1 never received $2"; }
-    sleep 0.05
-  done
+  wait_until 20 grep -qxF -- "$2" "$1" || { cat "$1" >&2; fail "$1 never received $2"; }
 }
 expect "$WORK/uid1.out" '{"uid":"uid1","percent":"88%"}'
 expect "$WORK/uid1.out" 'hello all'
@@ -154,15 +148,7 @@ expect "$WORK/u1.out" 'hello all'
 say "README's clients received README's text, PHP and REST pushes"
 
 # --- stop it ------------------------------------------------------------------------
-kill -TERM "$SERVER"
-deadline=$((SECONDS + 30))
-while kill -0 "$SERVER" 2>/dev/null; do
-  [ $SECONDS -lt $deadline ] || fail "still running 30 s after SIGTERM"
-  sleep 0.1
-done
-rc=0
-wait "$SERVER" || rc=$?
-SERVER=""
-[ "$rc" -eq 0 ] || { tail -5 "$LOG" >&2; fail "exited $rc after SIGTERM"; }
+gateway_stop 30 || fail "still running 30 s after SIGTERM"
+[ "$GATEWAY_RC" -eq 0 ] || { tail -5 "$LOG" >&2; fail "exited $GATEWAY_RC after SIGTERM"; }
 say "SIGTERM: exited 0"
 say "every README command ran as written"

@@ -25,45 +25,24 @@ fi
 
 cargo build --quiet --locked --bin pushgate
 
+. scripts/lib/gateway.sh
 log=$(mktemp)
-server=""
+GATEWAY_PID=""
 cleanup() {
-  if [ -n "$server" ]; then
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
+  if [ -n "$GATEWAY_PID" ]; then
+    kill "$GATEWAY_PID" 2>/dev/null || true
+    wait "$GATEWAY_PID" 2>/dev/null || true
   fi
   rm -f "$log"
 }
 trap cleanup EXIT
 
-RUST_LOG=info target/debug/pushgate --listen 127.0.0.1:0 --text-listen 127.0.0.1:0 \
-  --api-listen 127.0.0.1:0 --log-format json 2>"$log" >/dev/null &
-server=$!
-
-# The API listener's port (where openapi.yaml's operations live), from the
-# JSON `listening` line on stderr.
-port=""
-for _ in $(seq 1 200); do
-  port=$(python3 - "$log" <<'EOF'
-import json, sys
-for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
-    if '"listening"' not in line:
-        continue
-    try:
-        event = json.loads(line)
-    except ValueError:
-        continue
-    api = event.get("api") or event.get("fields", {}).get("api")
-    if api:
-        print(api.rsplit(":", 1)[1])
-        break
-EOF
-)
-  [ -n "$port" ] && break
-  kill -0 "$server" 2>/dev/null || { echo "pushgate exited:"; cat "$log"; exit 1; }
-  sleep 0.05
-done
-[ -n "$port" ] || { echo "pushgate did not log its address:"; cat "$log"; exit 1; }
+# The API listener (where openapi.yaml's operations live) is read from the
+# gateway's ready line.
+RUST_LOG=info gateway_start "$log" 20 target/debug/pushgate --listen 127.0.0.1:0 \
+  --text-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --log-format json \
+  || { echo "pushgate did not start:"; cat "$log"; exit 1; }
+port=${READY_API##*:}
 
 # Bounded: 50 cases per operation, seeded so a failure reproduces; the outer
 # timeout only guards against a hang.

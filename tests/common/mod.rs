@@ -2,8 +2,10 @@
 //! gives tests real clients (tokio-tungstenite, raw TCP, reqwest).
 //!
 //! Each gateway is its own process, so its metrics, its open-file budget and
-//! its shutdown are its own. The ports are read from the binary's `listening`
-//! log line, so nothing waits on a sleep.
+//! its shutdown are its own. The ports are read from the binary's ready line
+//! (the one line it prints on standard output, [`Ready`]), so nothing waits
+//! on a sleep; every other wait is [`wait_until`] (or its blocking twin) on
+//! observable state, with one patience.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -38,6 +40,9 @@ pub struct Gateway {
     pub api: SocketAddr,
     /// Every log line so far.
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// Standard output after the ready line (nothing); it closes when the
+    /// process exits, which is what [`Gateway::wait_exit`] waits for.
+    stdout: std_mpsc::Receiver<String>,
 }
 
 impl Gateway {
@@ -66,38 +71,30 @@ impl Gateway {
             .args(defaults)
             .args(args)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn pushgate");
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std_mpsc::channel();
         let logs2 = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("\"listening\"") {
-                    let _ = tx.send(line.clone());
-                }
                 logs2.lock().unwrap().push(line);
             }
         });
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("gateway did not start: {:?}", logs.lock().unwrap()));
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        let addr = |k: &str| v[k].as_str().expect("address field").parse().expect("addr");
+        let stdout = stdout_lines(&mut child);
+        let ready = match next_ready(&stdout) {
+            Ok(ready) => ready,
+            Err(e) => panic!("gateway did not start ({e}): {:?}", logs.lock().unwrap()),
+        };
         Gateway {
-            http: addr("http"),
-            text: addr("text"),
-            // A gateway from before the API listener existed logs "-":
-            // everything was on the public listener then.
-            api: v["api"]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| addr("http")),
+            http: ready.http,
+            text: ready.text,
+            api: ready.api,
             child,
+            stdout,
             logs,
         }
     }
@@ -133,19 +130,17 @@ impl Gateway {
         assert!(ok, "kill -{sig} failed");
     }
 
-    /// Waits for the process to exit.
+    /// Waits at most `limit` for the process to exit: an event, its standard
+    /// output closing; reaping it is then immediate.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
+        match self.stdout.recv_timeout(limit) {
+            Ok(line) => panic!("more than the ready line on standard output: {line}"),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                panic!("gateway did not exit within {limit:?}")
             }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
+        self.child.wait().expect("wait")
     }
 
     /// Whether any log line contains `needle`.
@@ -154,13 +149,11 @@ impl Gateway {
     }
 
     /// Waits until a log line contains `needle` (lines arrive on a reader
-    /// thread, after the `listening` line that `start` waits for).
+    /// thread, also after the ready line that `start` waits for).
     pub fn wait_logged(&self, needle: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.logged(needle) {
-            assert!(Instant::now() < deadline, "never logged {needle:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until_blocking(&format!("logged {needle:?}"), || {
+            self.logged(needle).then_some(()).ok_or(())
+        });
     }
 
     /// Waits until `uid` has exactly `n` bound connections (the bind frame is
@@ -216,6 +209,103 @@ pub fn metric_value(body: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The bound addresses a gateway announces in its ready line, the one line
+/// it prints on standard output once it serves:
+/// `{"ready":{"http":ADDR,"text":ADDR,"api":ADDR}}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// The public listener (`--listen`).
+    pub http: SocketAddr,
+    /// The text push port (`--text-listen`).
+    pub text: SocketAddr,
+    /// The API listener (`--api-listen`).
+    pub api: SocketAddr,
+}
+
+impl Ready {
+    /// Parses a ready line; `None` when `line` is anything else.
+    pub fn parse(line: &str) -> Option<Ready> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let addr = |k: &str| v["ready"][k].as_str()?.parse().ok();
+        Some(Ready {
+            http: addr("http")?,
+            text: addr("text")?,
+            api: addr("api")?,
+        })
+    }
+}
+
+/// Waits, at most [`PATIENCE`], for `child`'s ready line on its piped
+/// standard output (taken from it). An event, never a poll: the line comes,
+/// or standard output closes because the process exited without serving
+/// (`Err("exited …")`), or the patience runs out (`Err("no ready line …")`).
+pub fn wait_ready(child: &mut Child) -> Result<Ready, String> {
+    next_ready(&stdout_lines(child))
+}
+
+/// The lines of `child`'s piped standard output (taken from it), forwarded
+/// by a thread as they come; the channel closes when the process closes its
+/// standard output (it exited).
+pub fn stdout_lines(child: &mut Child) -> std_mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("standard output is piped");
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // A dropped receiver: nobody reads on, so stop.
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line of `lines` ([`stdout_lines`]), which must be a ready line,
+/// within [`PATIENCE`].
+pub fn next_ready(lines: &std_mpsc::Receiver<String>) -> Result<Ready, String> {
+    match lines.recv_timeout(PATIENCE) {
+        Ok(line) => Ready::parse(&line).ok_or(format!("not a ready line: {line:?}")),
+        Err(std_mpsc::RecvTimeoutError::Disconnected) => Err("exited without a ready line".into()),
+        Err(std_mpsc::RecvTimeoutError::Timeout) => {
+            Err(format!("no ready line within {PATIENCE:?}"))
+        }
+    }
+}
+
+/// Spawns `cmd` (the gateway binary with its flags) with standard output
+/// piped (for [`wait_ready`]) and standard error read to its end on a thread
+/// of its own, so a long log never blocks the process; join the handle for
+/// the whole log once the process has exited.
+pub fn spawn_collecting_stderr(cmd: &mut Command) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pushgate");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+        log
+    });
+    (child, log)
+}
+
+/// Runs `cmd` (the gateway binary with its flags) and expects it to refuse
+/// to start: it must exit without printing the ready line. Returns its exit
+/// status and standard error. Panics (after killing it) if it starts.
+pub fn refuses_to_start(cmd: &mut Command) -> (ExitStatus, String) {
+    let (mut child, log) = spawn_collecting_stderr(cmd);
+    if let Ok(ready) = wait_ready(&mut child) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("it started (ready on {ready:?}): {cmd:?}");
+    }
+    let status = child.wait().expect("wait");
+    (status, log.join().expect("stderr reader"))
+}
+
 /// Polls `check` until it returns `Ok`, failing the test after
 /// [`PATIENCE`] with `what` and the last value seen. Tests synchronise on
 /// the gateway's observable state this way, never on fixed sleeps.
@@ -232,6 +322,22 @@ where
             Err(last) => assert!(Instant::now() < deadline, "never {what}: last {last:?}"),
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`wait_until`] for code that cannot await (process handles, blocking
+/// clients): the same patience, the same failure message.
+pub fn wait_until_blocking<T: std::fmt::Debug>(
+    what: &str,
+    mut check: impl FnMut() -> Result<(), T>,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) => assert!(Instant::now() < deadline, "never {what}: last {last:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -550,14 +656,10 @@ impl Redis {
             .spawn()
             .expect("redis-server (scripts/install-test-deps.sh installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if self.command("PING").starts_with("+PONG") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_blocking("redis-server answering PING", || {
+            let answer = self.command("PING");
+            answer.starts_with("+PONG").then_some(()).ok_or(answer)
+        });
     }
 
     /// Sends one inline command and returns the first reply line ("" on failure).
@@ -602,6 +704,15 @@ impl Gateway {
         wait_until(&format!("{series} == {value}"), || async {
             let v = self.metric(series).await;
             (v == value).then_some(()).ok_or(v)
+        })
+        .await
+    }
+
+    /// Waits until a counter series reaches at least `min`.
+    pub async fn wait_metric_at_least(&self, series: &str, min: f64) {
+        wait_until(&format!("{series} >= {min}"), || async {
+            let v = self.metric(series).await;
+            (v >= min).then_some(()).ok_or(v)
         })
         .await
     }
