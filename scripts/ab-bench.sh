@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Interleaved A/B pairs of the bench's headline scenarios, in one sitting:
+#   scripts/ab-bench.sh A_DIR B_DIR [PAIRS] > pairs.jsonl
+# A_DIR and B_DIR each hold a release build's `pushgate` and `pushgate-bench`
+# (e.g. target/release of two checkouts). Each pair runs every scenario once
+# against A and once against B, the order alternating pair by pair so drift
+# in the host's speed falls on both alike. Prints one JSON line per scenario
+# run, tagged with "build" and "pair"; scripts/ab-summary.py turns them into
+# the medians and ratios BENCHMARKS.md records. Speed is never asserted.
+set -euo pipefail
+a=$1 b=$2 pairs=${3:-6}
+scenarios=(
+  "idle --connections 10000"
+  "push-text"
+  "push-http --batch 100"
+  "broadcast"
+  "latency --rate 10000"
+  "cluster"
+)
+run() { # build-label dir pair scenario...
+  local label=$1 dir=$2 pair=$3
+  shift 3
+  # shellcheck disable=SC2068
+  timeout 300 "$dir/pushgate-bench" $@ --spawn --json 2>/dev/null \
+    | python3 -c 'import json,sys
+for l in sys.stdin:
+    l=l.strip()
+    if l.startswith("{"):
+        v=json.loads(l); v["build"]=sys.argv[1]; v["pair"]=int(sys.argv[2]); print(json.dumps(v))' "$label" "$pair" \
+    || echo "{\"build\":\"$label\",\"pair\":$pair,\"error\":\"$*\"}"
+}
+for pair in $(seq 1 "$pairs"); do
+  for s in "${scenarios[@]}"; do
+    if (( pair % 2 )); then
+      run A "$a" "$pair" $s; run B "$b" "$pair" $s
+    else
+      run B "$b" "$pair" $s; run A "$a" "$pair" $s
+    fi
+  done
+done
