@@ -822,3 +822,34 @@ async fn with_redis_down_a_failed_answer_says_what_was_delivered_anyway() {
     );
     assert_eq!(u16::from(next_close(&mut on_a).await.unwrap().code), 4001);
 }
+
+#[tokio::test]
+async fn a_redis_that_refuses_the_password_is_logged_with_redis_own_words_and_a_hint() {
+    let redis = Redis::start_with(free_port(), vec!["--requirepass".into(), "s3cret".into()]);
+    let none = Gateway::start(&["--redis-url", &redis.url()]);
+    none.wait_logged("NOAUTH");
+    none.wait_logged("check the password in --redis-url");
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/", redis.port);
+    let wrong = Gateway::start(&["--redis-url", &wrong]);
+    wrong.wait_logged("Password authentication failed");
+    let right = format!("redis://:s3cret@127.0.0.1:{}/", redis.port);
+    let right = Gateway::start(&["--redis-url", &right]);
+    right.wait_redis_up().await;
+}
+
+#[test]
+fn a_redis_url_that_does_not_parse_says_what_a_valid_one_looks_like() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args([
+            "--redis-url",
+            "http://127.0.0.1:6379/",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--text-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run pushgate");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("expected redis://"), "{said}");
+}

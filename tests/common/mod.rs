@@ -658,7 +658,10 @@ impl Redis {
         self.child = Some(child);
         wait_until_blocking("redis-server answering PING", || {
             let answer = self.command("PING");
-            answer.starts_with("+PONG").then_some(()).ok_or(answer)
+            // A server started with --requirepass answers NOAUTH: up too.
+            (answer.starts_with("+PONG") || answer.starts_with("-NOAUTH"))
+                .then_some(())
+                .ok_or(answer)
         });
     }
 

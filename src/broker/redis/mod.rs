@@ -138,7 +138,14 @@ impl RedisBroker {
     /// A handle for `config`; connecting is [`Broker::run`]'s job. Errors: the
     /// URL or a sentinel address does not parse.
     pub fn new(config: ClusterConfig) -> Result<RedisBroker, BrokerConfigError> {
-        let invalid = |e: redis::RedisError| BrokerConfigError::Redis(e.to_string());
+        // redis-rs says only "did not parse - InvalidClientConfig": say
+        // what a valid address looks like.
+        let invalid = |e: redis::RedisError| {
+            BrokerConfigError::Redis(format!(
+                "{e} (expected redis://[[USER]:PASSWORD@]HOST:PORT[/DB] or unix:///PATH; \
+                 TLS (rediss://) is not supported)"
+            ))
+        };
         let endpoint = match &config.target {
             RedisTarget::Url(url) => {
                 Endpoint::Client(redis::Client::open(url.as_str()).map_err(invalid)?)

@@ -157,24 +157,21 @@ async fn connect<'a, L: LocalNode>(
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(limit))
         .set_response_timeout(Some(inner.config.timeout));
-    let Ok(Ok(client)) = timeout(limit, inner.endpoint.client()).await else {
-        return Err(Lost::Connect);
-    };
-    let Ok(Ok(pubsub)) = timeout(limit, client.get_async_pubsub()).await else {
-        return Err(Lost::Connect);
-    };
-    let Ok(Ok(mut publisher)) = timeout(
+    let client = step(limit, "resolve the Redis master", inner.endpoint.client()).await?;
+    let pubsub = step(limit, "open the subscription", client.get_async_pubsub()).await?;
+    let mut publisher = step(
         limit,
+        "open the publishing connection",
         client.get_multiplexed_async_connection_with_config(&config),
     )
-    .await
-    else {
-        return Err(Lost::Connect);
-    };
+    .await?;
     match is_master(&mut publisher, limit).await {
-        Some(true) => {}
-        Some(false) => return Err(Lost::NotMaster),
-        None => return Err(Lost::Command),
+        Ok(true) => {}
+        Ok(false) => return Err(Lost::NotMaster),
+        Err(e) => {
+            tracing::warn!(error = %e, hint = hint(&e), "redis: ROLE failed");
+            return Err(Lost::Command);
+        }
     }
     let (sink, stream) = pubsub.split();
     let mut subscriptions = Subscriptions::new(sink, limit);
@@ -250,13 +247,16 @@ impl<L: LocalNode> Session<'_, L> {
         // After a failover the old master lives on as a replica that accepts
         // PUBLISH and delivers it to nobody on the new one.
         match is_master(&mut self.publisher, self.limit).await {
-            Some(true) => {}
-            Some(false) => {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::warn!("redis server is no longer a master: reconnecting");
                 return Err(Lost::NotMaster);
             }
             // No answer at all: the connection is starved or dead.
-            None => return Err(Lost::Probe),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis: the probe's ROLE failed: reconnecting");
+                return Err(Lost::Probe);
+            }
         }
         if self.probe_due.is_some_and(|(_, due)| Instant::now() >= due) {
             tracing::warn!("redis subscription probe was not received: reconnecting");
@@ -314,15 +314,48 @@ fn ticker(period: Duration) -> Interval {
 
 /// Whether the server behind `conn` is a master (`ROLE`), so publishes reach
 /// every subscriber of the deployment; `None` when it does not answer.
-async fn is_master(conn: &mut MultiplexedConnection, limit: Duration) -> Option<bool> {
+async fn is_master(conn: &mut MultiplexedConnection, limit: Duration) -> Result<bool, String> {
     let role: Result<Result<redis::Value, _>, _> =
         timeout(limit, redis::cmd("ROLE").query_async(conn)).await;
     match role {
-        Ok(Ok(redis::Value::Array(items))) => Some(matches!(
+        Ok(Ok(redis::Value::Array(items))) => Ok(matches!(
             items.first(),
             Some(redis::Value::BulkString(b)) if b == b"master"
         )),
-        _ => None,
+        Ok(Ok(other)) => Err(format!("unexpected answer to ROLE: {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer to ROLE within {limit:?}")),
+    }
+}
+
+/// One step of connecting, bounded by `limit`; a failure is logged with
+/// Redis' own words (WRONGPASS, NOAUTH, connection refused…), so an operator
+/// sees why the bus stays down, not only that it does.
+async fn step<T>(
+    limit: Duration,
+    what: &'static str,
+    attempt: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Lost> {
+    let error = match timeout(limit, attempt).await {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {limit:?}"),
+    };
+    tracing::warn!(error = %error, hint = hint(&error), "redis: cannot {what}");
+    Err(Lost::Connect)
+}
+
+/// What to do about a Redis error an operator can fix.
+fn hint(error: &str) -> &'static str {
+    if error.contains("WRONGPASS")
+        || error.contains("NOAUTH")
+        || error.contains("AuthenticationFailed")
+    {
+        "check the password in --redis-url (redis://:PASSWORD@HOST:PORT/) or the sentinels' master"
+    } else if error.contains("refused") {
+        "is Redis running at that address?"
+    } else {
+        ""
     }
 }
 
