@@ -143,6 +143,45 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
 }
 
 /// Writes the manual page (roff, section 1) to `out`.
+///
+/// clap_mangen leaves out the environment twins and refers to one page per
+/// subcommand (`pushgate-healthcheck(1)`) that nobody installs; so each
+/// option's text names its variable, and the subcommands are described on
+/// this one page instead.
 pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(Cli::command()).render(out)
+    let mut command = Cli::command();
+    let with_env: Vec<(clap::Id, String)> = command
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_string_lossy().into_owned();
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            Some((arg.get_id().clone(), format!("{help}\n\n[env: {env}]")))
+        })
+        .collect();
+    for (id, help) in with_env {
+        command = command.mut_arg(id, |arg| arg.long_help(help));
+    }
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| {
+            let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+            format!("pushgate {}: {about}", sub.get_name())
+        })
+        .collect();
+    let command = command.after_long_help(format!(
+        "Helper commands (the gateway's flags go before them):\n\n{}",
+        subcommands.join("\n\n")
+    ));
+    let page = clap_mangen::Man::new(command);
+    page.render_title(out)?;
+    page.render_name_section(out)?;
+    page.render_synopsis_section(out)?;
+    page.render_description_section(out)?;
+    page.render_options_section(out)?;
+    page.render_extra_section(out)?;
+    page.render_version_section(out)
 }

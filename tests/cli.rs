@@ -86,4 +86,9 @@ fn completions_and_the_man_page_come_from_the_flag_definitions() {
         page.contains(r"\-\-api\-listen") && page.contains("127.0.0.1:1235"),
         "{page}"
     );
+    // With its environment twin, and the helper commands on this page
+    // rather than on pages nobody installs.
+    assert!(page.contains("PUSHGATE_API_LISTEN"), "{page}");
+    assert!(page.contains("pushgate healthcheck"), "{page}");
+    assert!(!page.contains("pushgate\\-healthcheck(1)"), "{page}");
 }
