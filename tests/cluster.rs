@@ -272,24 +272,29 @@ async fn subscription_churn_is_batched() {
     );
 }
 
-/// A loopback TCP proxy in front of Redis that can freeze every connection it
-/// carries (bytes stop flowing, sockets stay open): the silent starvation of
-/// Centrifugo issue #1189. Connections opened after the freeze flow normally.
+/// A loopback TCP proxy in front of Redis that can freeze the first
+/// connection it carried — the node's subscription, which it opens before
+/// its publishing connection: bytes stop flowing, the socket stays open, and
+/// Redis still counts the subscriber. Commands on the publishing connection
+/// keep working, so only the probe can tell: the silent starvation of
+/// Centrifugo issue #1189. Connections opened later flow normally.
 struct FreezingProxy {
     port: u16,
-    epoch: Arc<AtomicU64>,
+    /// The ordinal of the frozen connection (0: none).
+    frozen: Arc<AtomicU64>,
 }
 
 impl FreezingProxy {
     async fn start(upstream: u16) -> FreezingProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let epoch = Arc::new(AtomicU64::new(0));
-        let shared = epoch.clone();
+        let frozen = Arc::new(AtomicU64::new(0));
+        let shared = frozen.clone();
         tokio::spawn(async move {
+            let mut ordinal = 0;
             while let Ok((client, _)) = listener.accept().await {
-                let born = shared.load(Ordering::SeqCst);
-                let epoch = shared.clone();
+                ordinal += 1;
+                let frozen = shared.clone();
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                     else {
@@ -297,30 +302,31 @@ impl FreezingProxy {
                     };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let up = tokio::spawn(pipe(cr, sw, epoch.clone(), born));
-                    let down = tokio::spawn(pipe(sr, cw, epoch, born));
+                    let up = tokio::spawn(pipe(cr, sw, frozen.clone(), ordinal));
+                    let down = tokio::spawn(pipe(sr, cw, frozen, ordinal));
                     let _ = tokio::join!(up, down);
                 });
             }
         });
-        FreezingProxy { port, epoch }
+        FreezingProxy { port, frozen }
     }
 
-    fn freeze(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+    /// Freezes the first connection the node opened: its subscription.
+    fn freeze_subscription(&self) {
+        self.frozen.store(1, Ordering::SeqCst);
     }
 }
 
-/// Copies bytes until EOF; once the proxy froze after this connection was
-/// born, swallows them instead (the socket stays open).
-async fn pipe(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, epoch: Arc<AtomicU64>, born: u64) {
+/// Copies bytes until EOF; once this connection is the frozen one, swallows
+/// them instead (the socket stays open).
+async fn pipe(mut r: OwnedReadHalf, mut w: OwnedWriteHalf, frozen: Arc<AtomicU64>, ordinal: u64) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if epoch.load(Ordering::SeqCst) > born {
+        if frozen.load(Ordering::SeqCst) == ordinal {
             continue;
         }
         if w.write_all(&buf[..n]).await.is_err() {
@@ -349,8 +355,8 @@ async fn a_starved_subscription_is_caught_by_the_probe_and_reestablished() {
     b.wait_nodes("starved", 1).await;
 
     // Redis still sees the subscription (its socket is open) but nothing
-    // reaches node a any more.
-    proxy.freeze();
+    // reaches node a any more; its commands still get answers.
+    proxy.freeze_subscription();
     // The probe catching the starvation.
     a.wait_metric_at_least(
         r#"pushgate_redis_reconnects_total{reason="probe_failed"}"#,
