@@ -14,6 +14,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 
+pub use crate::net::client_ip::ClientIpHeader;
+
 /// pushgate: a real-time push gateway. Browsers hold WebSocket connections and
 /// bind a user id; backends push to that uid over the legacy text port or REST.
 #[derive(Debug, Clone, Parser)]
@@ -371,22 +373,6 @@ impl std::fmt::Display for ListenAddr {
             Err(_) => write!(f, "{}:{}", self.host, self.port),
         }
     }
-}
-
-/// Which header a trusted proxy writes the client address into
-/// (`--client-ip-header`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ClientIpHeader {
-    /// `X-Forwarded-For: client, proxy1, ...` (de facto; nginx's
-    /// `$proxy_add_x_forwarded_for`).
-    #[value(name = "x-forwarded-for")]
-    XForwardedFor,
-    /// `Forwarded: for=client;proto=https, for=...` (RFC 7239).
-    #[value(name = "forwarded")]
-    Forwarded,
-    /// `X-Real-IP: client` (one address; nginx's `$remote_addr`).
-    #[value(name = "x-real-ip")]
-    XRealIp,
 }
 
 /// How log lines are written to standard error.

@@ -36,6 +36,7 @@ pub mod connections;
 pub mod http;
 pub mod limits;
 pub mod model;
+pub mod net;
 #[cfg(unix)]
 pub mod reload;
 pub mod shutdown;
@@ -197,7 +198,7 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
         .api
         .local_addr()
         .is_ok_and(|a| a.ip().to_canonical().is_loopback());
-    let public = http::public_router(app.clone());
+    let public = http::public_router(app.clone(), axum::routing::get(ws::upgrade));
     let api = http::api_router(app.clone(), api_loopback);
     let tasks = app.shutdown.http();
     tasks.spawn(http::serve(listeners.http, public, app.clone()));

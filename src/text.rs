@@ -23,7 +23,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::App;
 use crate::model::{Payload, Source, Uid, parse_text_line};
-use crate::telemetry;
+use crate::{net, telemetry};
 
 /// Accepts text-port connections until the drain begins.
 pub async fn serve(listener: TcpListener, app: App) {
@@ -47,16 +47,9 @@ pub async fn serve(listener: TcpListener, app: App) {
                     .sessions()
                     .spawn(async move { handle(stream, peer, app2).await });
             }
-            Err(e) => accept_error_pause(&e).await,
+            Err(e) => net::accept::error_pause(&e).await,
         }
     }
-}
-
-/// Out of file descriptors (or a similar transient failure) would otherwise
-/// spin the accept loop at full speed; pause briefly and retry.
-pub(crate) async fn accept_error_pause(e: &io::Error) {
-    tracing::warn!(error = %e, "accept failed");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 /// Why a text connection ended, as a metrics label.

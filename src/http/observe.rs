@@ -70,7 +70,7 @@ pub fn observed(routes: Router<App>, app: &App) -> Router<App> {
                 }
                 let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(
                     |ConnectInfo(peer)| {
-                        super::access::client_ip(*peer, request.headers(), &trusted, header)
+                        crate::net::client_ip::client_ip(*peer, request.headers(), &trusted, header)
                     },
                 );
                 tracing::info_span!(

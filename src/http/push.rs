@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
 use crate::App;
 use crate::connections::{PushOutcome, RouteError};
 use crate::model::{
@@ -16,6 +15,7 @@ use crate::model::{
     DisconnectRequest, DisconnectResponse, Payload, PushRequest, PushResponse, Source, Uid,
     payload_from_data,
 };
+use crate::net::problem::ApiError;
 
 /// A JSON body whose every failure is a problem document: 415 for another
 /// content type, 413 past the body limit (at once, before any of the body is

@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                crate::text::accept_error_pause(&e).await;
+                crate::net::accept::error_pause(&e).await;
                 continue;
             }
         };

@@ -18,7 +18,7 @@ use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::WebSocketConfig;
 
 use super::socket::Socket;
-use crate::http::error::ApiError;
+use crate::net::problem::ApiError;
 
 /// A valid upgrade request, not answered yet.
 pub struct Handshake {

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::App;
-use crate::http::access::client_ip;
-use crate::http::error::ApiError;
+use crate::net::client_ip::client_ip;
+use crate::net::problem::ApiError;
 use crate::telemetry;
 use handshake::Handshake;
 use session::session;
