@@ -49,27 +49,30 @@ impl AppState {
     /// Builds the shared state for `config`.
     pub fn new(config: Config) -> Result<App, StartError> {
         let limits = QueueLimits {
-            max_len: config.queue_len,
-            max_bytes: config.queue_bytes,
+            max_len: config.limits.queue_len,
+            max_bytes: config.limits.queue_bytes,
         };
         // The recorder must exist before the map resolves its metric handles.
         let prometheus = telemetry::prometheus();
-        let verifier = auth::TokenVerifier::from_config(&config)?;
-        let api_keys = auth::ApiKeys::from_config(&config)?;
-        let max_connections = match config.max_connections {
+        let verifier = auth::TokenVerifier::from_config(&config.auth)?;
+        let api_keys = auth::ApiKeys::from_config(&config.auth)?;
+        let max_connections = match config.limits.max_connections {
             0 => limits::default_max_connections(),
             n => n,
         };
         let admission = limits::Admission::new(
             max_connections,
-            config.max_conns_per_ip,
-            config.max_connects_per_ip,
+            config.limits.max_conns_per_ip,
+            config.limits.max_connects_per_ip,
         );
-        let target = match (&config.redis_url, config.redis_sentinels.is_empty()) {
+        let target = match (
+            &config.broker.redis_url,
+            config.broker.redis_sentinels.is_empty(),
+        ) {
             (Some(url), _) => Some(cluster::RedisTarget::Url(url.0.clone())),
             (None, false) => Some(cluster::RedisTarget::Sentinel {
-                sentinels: config.redis_sentinels.clone(),
-                master: config.redis_sentinel_master.clone(),
+                sentinels: config.broker.redis_sentinels.clone(),
+                master: config.broker.redis_sentinel_master.clone(),
             }),
             (None, true) => None,
         };
@@ -77,18 +80,21 @@ impl AppState {
             Some(target) => Some(
                 cluster::Cluster::new(cluster::ClusterConfig {
                     target,
-                    prefix: config.redis_prefix.clone(),
+                    prefix: config.broker.redis_prefix.clone(),
                     node_id: config.node_id(),
-                    probe_interval: config.redis_probe_interval,
-                    timeout: config.redis_timeout,
+                    probe_interval: config.broker.redis_probe_interval,
+                    timeout: config.broker.redis_timeout,
                 })
                 .map_err(StartError::RedisUrl)?,
             ),
             None => None,
         };
         Ok(Arc::new(AppState {
-            map: ConnectionMap::new(limits, config.max_conns_per_uid, cluster),
-            shutdown: Shutdown::with_drain_rate(config.drain_rate, config.shutdown_timeout),
+            map: ConnectionMap::new(limits, config.limits.max_conns_per_uid, cluster),
+            shutdown: Shutdown::with_drain_rate(
+                config.shutdown.drain_rate,
+                config.shutdown.shutdown_timeout,
+            ),
             config: Arc::new(config),
             prometheus,
             verifier,

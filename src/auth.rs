@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use crate::config::Config;
+use crate::config::AuthConfig;
 use crate::model::Uid;
 
 /// The shortest HS256 secret accepted, in bytes: RFC 7518 §3.2 requires a
@@ -254,7 +254,7 @@ impl TokenVerifier {
     /// Errors: an unreadable or non-PEM `--jwt-public-key`; a
     /// `--jwt-secret` (or `--jwt-secret-file`) shorter than
     /// [`MIN_SECRET_BYTES`].
-    pub fn from_config(config: &Config) -> Result<Option<TokenVerifier>, AuthConfigError> {
+    pub fn from_config(config: &AuthConfig) -> Result<Option<TokenVerifier>, AuthConfigError> {
         let file = match (&config.jwt_public_key, &config.jwt_secret_file) {
             (Some(path), _) => Some(KeyFile::PublicKey(path.clone())),
             (None, Some(path)) => Some(KeyFile::Secret(path.clone())),
@@ -494,7 +494,7 @@ impl ApiKeys {
     /// Keys from `--api-key` / `PUSHGATE_API_KEYS` and `--api-key-file`.
     ///
     /// Errors: the file cannot be read, or holds no key.
-    pub fn from_config(config: &Config) -> Result<ApiKeys, AuthConfigError> {
+    pub fn from_config(config: &AuthConfig) -> Result<ApiKeys, AuthConfigError> {
         let fixed: Vec<Vec<u8>> = config
             .api_keys
             .iter()
@@ -562,6 +562,8 @@ pub fn is_expired(expires_at: SystemTime) -> bool {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    use crate::config::Config;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
@@ -570,7 +572,7 @@ mod tests {
     fn verifier(args: &[&str]) -> TokenVerifier {
         let mut argv = vec!["pushgate", "--jwt-secret", SECRET];
         argv.extend_from_slice(args);
-        TokenVerifier::from_config(&Config::parse_from(argv))
+        TokenVerifier::from_config(&Config::parse_from(argv).auth)
             .unwrap()
             .unwrap()
     }
@@ -716,14 +718,14 @@ mod tests {
     #[test]
     fn a_short_jwt_secret_is_refused() {
         let c = Config::parse_from(["pushgate", "--jwt-secret", "s3cret"]);
-        let err = TokenVerifier::from_config(&c).err().unwrap();
+        let err = TokenVerifier::from_config(&c.auth).err().unwrap();
         assert!(
             err.to_string()
                 .contains("at least 32 bytes (RFC 7518 §3.2)"),
             "{err}"
         );
         let c = Config::parse_from(["pushgate", "--jwt-secret", &"x".repeat(32)]);
-        assert!(TokenVerifier::from_config(&c).unwrap().is_some());
+        assert!(TokenVerifier::from_config(&c.auth).unwrap().is_some());
     }
 
     #[test]
@@ -759,7 +761,7 @@ mod tests {
     #[test]
     fn api_keys_accept_any_configured_key() {
         let c = Config::parse_from(["pushgate", "--api-key", "old", "--api-key", "new"]);
-        let keys = ApiKeys::from_config(&c).unwrap();
+        let keys = ApiKeys::from_config(&c.auth).unwrap();
         assert!(keys.accepts(b"old") && keys.accepts(b"new"));
         assert!(!keys.accepts(b"ol") && !keys.accepts(b"") && !keys.accepts(b"newer"));
     }
@@ -769,7 +771,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("pushgate-nokeys-{}", std::process::id()));
         std::fs::write(&path, "# none yet\n\n   \n").unwrap();
         let c = Config::parse_from(["pushgate", "--api-key-file", path.to_str().unwrap()]);
-        let err = ApiKeys::from_config(&c).err().unwrap();
+        let err = ApiKeys::from_config(&c.auth).err().unwrap();
         assert!(matches!(err, AuthConfigError::NoKeys(_)), "{err}");
         let _ = std::fs::remove_file(path);
     }

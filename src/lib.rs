@@ -67,7 +67,7 @@ pub struct Listeners {
 
 /// Builds the state for `config` and runs the gateway on `listeners` until
 /// `shutdown` resolves, then shuts down gracefully within
-/// `config.shutdown_timeout` (see [`serve`]). Errors: the configuration's
+/// `config.shutdown.shutdown_timeout` (see [`serve`]). Errors: the configuration's
 /// files or URLs are not usable ([`StartError`]).
 pub async fn run(
     config: Config,
@@ -83,7 +83,7 @@ pub async fn run(
 /// `shutdown` resolves, then drains. Returns once everything is closed (or
 /// `--shutdown-timeout` has passed).
 pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let timeout = app.config.shutdown_timeout;
+    let timeout = app.config.shutdown.shutdown_timeout;
     tracing::info!(
         max_connections = app.admission.max_connections(),
         "connection capacity"

@@ -34,7 +34,7 @@ async fn main() {
             return;
         }
     }
-    telemetry::init_tracing(config.log_format);
+    telemetry::init_tracing(config.log.log_format);
     if let Err(e) = start(config).await {
         // One line, the cause included once (no error chain repeating it).
         tracing::error!("cannot start: {e}");
@@ -46,9 +46,9 @@ async fn start(config: Config) -> Result<(), String> {
     config.validate()?;
     raise_file_limit();
     let (listen, text_listen, api_listen) = (
-        config.listen.clone(),
-        config.text_listen.clone(),
-        config.api_listen.clone(),
+        config.http.listen.clone(),
+        config.text.text_listen.clone(),
+        config.http.api_listen.clone(),
     );
     warn_about_trust(&config);
     let app = AppState::new(config).map_err(|e| e.to_string())?;
@@ -79,7 +79,7 @@ async fn start(config: Config) -> Result<(), String> {
         api = %local(&api)?,
         "listening"
     );
-    if !text_addr.ip().to_canonical().is_loopback() && app.config.text_allow.is_empty() {
+    if !text_addr.ip().to_canonical().is_loopback() && app.config.text.text_allow.is_empty() {
         tracing::warn!(
             addr = %text_addr,
             "the text push port accepts pushes from any peer that can reach it; \
@@ -95,7 +95,7 @@ async fn start(config: Config) -> Result<(), String> {
 async fn healthcheck(config: &Config, url: Option<String>, timeout: std::time::Duration) -> ! {
     let url = match url {
         Some(url) => url,
-        None => match resolve(&config.listen, "--listen").await {
+        None => match resolve(&config.http.listen, "--listen").await {
             Ok(addr) => {
                 // A gateway listening on every address is reached on loopback.
                 let ip = match addr.ip() {
@@ -138,9 +138,9 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, String> {
 
 /// Says loudly, at start, where the configuration keeps the seed's trust.
 fn warn_about_trust(config: &Config) {
-    if config.jwt_secret.is_none()
-        && config.jwt_public_key.is_none()
-        && config.jwt_secret_file.is_none()
+    if config.auth.jwt_secret.is_none()
+        && config.auth.jwt_public_key.is_none()
+        && config.auth.jwt_secret_file.is_none()
     {
         tracing::warn!(
             "LEGACY MODE: a WebSocket client is bound to whatever uid it sends first, so any \
@@ -148,7 +148,7 @@ fn warn_about_trust(config: &Config) {
              for secure mode"
         );
     }
-    if config.api_keys.is_empty() && config.api_key_file.is_none() {
+    if config.auth.api_keys.is_empty() && config.auth.api_key_file.is_none() {
         tracing::warn!(
             "no API key configured: the REST API is served only on the API listener, and \
              there only when it is loopback. Set --api-key to call it from elsewhere"

@@ -34,7 +34,7 @@ pub async fn serve(listener: TcpListener, app: App) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let allowed = &app.config.text_allow;
+                let allowed = &app.config.text.text_allow;
                 let ip = peer.ip().to_canonical();
                 if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
                     telemetry::text_disconnect("not_allowed");
@@ -170,9 +170,10 @@ impl Answers {
 /// Answers still queued then get at most `--write-timeout` to go out, so a
 /// client that does not read never holds a shutdown.
 async fn session(rd: OwnedReadHalf, wr: &mut OwnedWriteHalf, app: &App) -> io::Result<End> {
-    let mut lines = FramedRead::with_capacity(rd, LineCodec::new(app.config.max_line_bytes), 4096);
-    let mut answers = Answers::new(app.config.text_answer_backlog);
-    let idle = app.config.text_idle_timeout;
+    let mut lines =
+        FramedRead::with_capacity(rd, LineCodec::new(app.config.text.max_line_bytes), 4096);
+    let mut answers = Answers::new(app.config.text.text_answer_backlog);
+    let idle = app.config.text.text_idle_timeout;
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     let mut batch: Vec<Bytes> = Vec::new();
@@ -214,7 +215,7 @@ async fn session(rd: OwnedReadHalf, wr: &mut OwnedWriteHalf, app: &App) -> io::R
     // one try, then what is left is counted as dropped.
     let grace = match end {
         End::Idle => Duration::ZERO,
-        _ => app.config.write_timeout,
+        _ => app.config.websocket.write_timeout,
     };
     answers.flush_until(wr, Instant::now() + grace).await?;
     Ok(end)

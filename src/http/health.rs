@@ -36,7 +36,7 @@ pub async fn readyz(State(app): State<App>) -> Response {
             Json(json!({ "status": "duplicate node id" })),
         )
             .into_response()
-    } else if app.config.require_redis && !app.map.cluster().is_some_and(|c| c.is_up()) {
+    } else if app.config.broker.require_redis && !app.map.cluster().is_some_and(|c| c.is_up()) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             retry_after,

@@ -72,7 +72,7 @@ fn rest_routes(app: &App, listener: access::Listener) -> Router<App> {
             (app.clone(), listener),
             access::require_api_access,
         ))
-        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(app.config.http.max_body_bytes))
 }
 
 fn finish(routes: Router<App>, app: App) -> Router {

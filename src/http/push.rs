@@ -42,7 +42,7 @@ impl<T: DeserializeOwned> FromRequest<App> for JsonBody<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = app.config.max_body_bytes;
+        let limit = app.config.http.max_body_bytes;
         // An unparsable length is hyper's to refuse; it never gets here.
         let declared = req
             .headers()
@@ -52,7 +52,7 @@ impl<T: DeserializeOwned> FromRequest<App> for JsonBody<T> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        let timeout = app.config.body_read_timeout;
+        let timeout = app.config.http.body_read_timeout;
         let body = tokio::time::timeout(timeout, Bytes::from_request(req, app))
             .await
             .map_err(|_| ApiError::BodyTimeout(timeout))?

@@ -32,7 +32,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Some(app.config.header_read_timeout))
+        .header_read_timeout(Some(app.config.http.header_read_timeout))
         .keep_alive(true)
         // Answers are a few hundred bytes: copied into one buffer they cost
         // the kernel one segment instead of two (as for WebSocket frames,

@@ -170,9 +170,9 @@ pub(super) fn session(
     async move {
         let app = &app;
         let cfg = &app.config;
-        let write_timeout = cfg.write_timeout;
-        let bind_deadline = after(Instant::now(), cfg.bind_timeout);
-        let mut next_ping = after(Instant::now(), cfg.ping_interval);
+        let write_timeout = cfg.websocket.write_timeout;
+        let bind_deadline = after(Instant::now(), cfg.websocket.bind_timeout);
+        let mut next_ping = after(Instant::now(), cfg.websocket.ping_interval);
         let mut pong_due: Option<Instant> = None;
         // Set once the drain begins: when this session's paced close is due.
         let mut close_at: Option<Instant> = None;
@@ -276,8 +276,8 @@ pub(super) fn session(
                         if !matches!(ping.await, Ok(Ok(()))) {
                             break End::WriteFailed;
                         }
-                        pong_due = Some(after(now, cfg.pong_timeout));
-                        next_ping = after(now, cfg.ping_interval);
+                        pong_due = Some(after(now, cfg.websocket.pong_timeout));
+                        next_ping = after(now, cfg.websocket.ping_interval);
                     }
                 }
             }
