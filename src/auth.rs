@@ -553,11 +553,6 @@ impl ApiKeys {
     }
 }
 
-/// Whether `expires_at` has passed.
-pub fn is_expired(expires_at: SystemTime) -> bool {
-    SystemTime::now() >= expires_at
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

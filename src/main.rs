@@ -13,8 +13,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 use pushgate::cli::{Cli, Command};
-use pushgate::config::ListenAddr;
-use pushgate::{AppState, Config, Listeners, shutdown, telemetry};
+use pushgate::config::{ConfigError, ListenAddr};
+use pushgate::{AppState, Config, Listeners, StartError, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
@@ -42,7 +42,41 @@ async fn main() {
     }
 }
 
-async fn start(config: Config) -> Result<(), String> {
+/// Why the binary could not start; each says which flag and address.
+#[derive(Debug, thiserror::Error)]
+enum StartupError {
+    /// Options clap accepted but the gateway cannot run with.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A key file, a JWT key or the broker URL is not usable.
+    #[error(transparent)]
+    State(#[from] StartError),
+    /// A listen address (named by its flag) does not resolve.
+    #[error("{flag} {addr}: cannot resolve the address: {source}")]
+    Resolve {
+        flag: &'static str,
+        addr: ListenAddr,
+        source: std::io::Error,
+    },
+    /// `--api-listen` and `--listen` are the same address.
+    #[error(
+        "--api-listen ({api}) must differ from --listen ({public}): the API must never be \
+         served on the public listener"
+    )]
+    SameListener { api: ListenAddr, public: ListenAddr },
+    /// A resolved address (named by its flag) cannot be bound.
+    #[error("{flag} {addr}: cannot listen: {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// A bound listener's address cannot be read back.
+    #[error("cannot read a bound address: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+async fn start(config: Config) -> Result<(), StartupError> {
     config.validate()?;
     raise_file_limit();
     let (listen, text_listen, api_listen) = (
@@ -51,16 +85,16 @@ async fn start(config: Config) -> Result<(), String> {
         config.http.api_listen.clone(),
     );
     warn_about_trust(&config);
-    let app = AppState::new(config).map_err(|e| e.to_string())?;
+    let app = AppState::new(config)?;
 
     let http_addr = resolve(&listen, "--listen").await?;
     let text_addr = resolve(&text_listen, "--text-listen").await?;
     let api_addr = resolve(&api_listen, "--api-listen").await?;
     if api_addr == http_addr && api_addr.port() != 0 {
-        return Err(format!(
-            "--api-listen ({api_listen}) must differ from --listen ({listen}): the API must \
-             never be served on the public listener"
-        ));
+        return Err(StartupError::SameListener {
+            api: api_listen,
+            public: listen,
+        });
     }
     // Signal handlers go in before the ready line: from `listening` on, a
     // SIGTERM drains and a SIGHUP reloads, never the default kill.
@@ -71,7 +105,7 @@ async fn start(config: Config) -> Result<(), String> {
     let local = |l: &TcpListener| {
         l.local_addr()
             .map(|a| a.to_string())
-            .map_err(|e| format!("cannot read a bound address: {e}"))
+            .map_err(StartupError::LocalAddr)
     };
     tracing::info!(
         http = %local(&http)?,
@@ -124,16 +158,20 @@ async fn healthcheck(config: &Config, url: Option<String>, timeout: std::time::D
     }
 }
 
-async fn resolve(addr: &ListenAddr, flag: &str) -> Result<SocketAddr, String> {
+async fn resolve(addr: &ListenAddr, flag: &'static str) -> Result<SocketAddr, StartupError> {
     addr.resolve()
         .await
-        .map_err(|e| format!("{flag} {addr}: cannot resolve the address: {e}"))
+        .map_err(|source| StartupError::Resolve {
+            flag,
+            addr: addr.clone(),
+            source,
+        })
 }
 
-async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, String> {
+async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, StartupError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))
+        .map_err(|source| StartupError::Bind { flag, addr, source })
 }
 
 /// Says loudly, at start, where the configuration keeps the seed's trust.

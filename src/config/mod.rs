@@ -199,6 +199,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A configuration clap accepted but the gateway cannot run with. The
+/// messages are the ones operators saw before this was a type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A size or length bound (named by its flag) is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// `--redis-probe-interval` or `--redis-timeout` is zero.
+    #[error("--redis-probe-interval and --redis-timeout must be greater than zero")]
+    ZeroRedisInterval,
+    /// `--require-redis` without a broker to require.
+    #[error("--require-redis needs --redis-url or --redis-sentinels")]
+    RequireRedisAlone,
+    /// The node id or key prefix is not one the bus accepts (the bus's own
+    /// message, which names the flag).
+    #[error(transparent)]
+    Broker(#[from] crate::cluster::wire::NameError),
+    /// `--ping-interval` or `--pong-timeout` is zero.
+    #[error("--ping-interval and --pong-timeout must be greater than zero")]
+    ZeroPing,
+}
+
 impl Config {
     /// This node's id: `--node-id`, else `POD_NAME`, else host name, process
     /// id and a random suffix (unique even for two processes on one host).
@@ -224,7 +246,11 @@ impl Config {
     }
 
     /// Checks relations between options that clap cannot express.
-    pub fn validate(&self) -> Result<(), String> {
+    ///
+    /// Errors: a bound or interval that must be positive is zero, the broker
+    /// options contradict each other, or the node id or key prefix is not one
+    /// the bus accepts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("--max-message-bytes", self.websocket.max_message_bytes),
             ("--max-line-bytes", self.text.max_line_bytes),
@@ -235,38 +261,25 @@ impl Config {
         ];
         for (name, value) in positive {
             if value == 0 {
-                return Err(format!("{name} must be greater than zero"));
+                return Err(ConfigError::Zero(name));
             }
         }
-        if self.broker.redis_probe_interval.is_zero() || self.broker.redis_timeout.is_zero() {
-            return Err(
-                "--redis-probe-interval and --redis-timeout must be greater than zero".into(),
-            );
+        let broker = &self.broker;
+        if broker.redis_probe_interval.is_zero() || broker.redis_timeout.is_zero() {
+            return Err(ConfigError::ZeroRedisInterval);
         }
-        let clustered = self.broker.redis_url.is_some() || !self.broker.redis_sentinels.is_empty();
-        if self.broker.require_redis && !clustered {
-            return Err("--require-redis needs --redis-url or --redis-sentinels".into());
+        let clustered = broker.redis_url.is_some() || !broker.redis_sentinels.is_empty();
+        if broker.require_redis && !clustered {
+            return Err(ConfigError::RequireRedisAlone);
         }
         if clustered {
-            crate::cluster::wire::check_node_id(&self.node_id()).map_err(|e| e.to_string())?;
-            crate::cluster::wire::check_prefix(&self.broker.redis_prefix)
-                .map_err(|e| e.to_string())?;
+            crate::cluster::wire::check_node_id(&self.node_id())?;
+            crate::cluster::wire::check_prefix(&broker.redis_prefix)?;
         }
         if self.websocket.ping_interval.is_zero() || self.websocket.pong_timeout.is_zero() {
-            return Err("--ping-interval and --pong-timeout must be greater than zero".into());
+            return Err(ConfigError::ZeroPing);
         }
         Ok(())
-    }
-
-    /// A configuration with every default, as if no flag or variable was set.
-    /// Listeners default to loopback port 0, for tests and embedding.
-    pub fn for_tests() -> Self {
-        let mut config = Config::parse_from(["pushgate"]);
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.http.listen = loopback.into();
-        config.text.text_listen = loopback.into();
-        config.http.api_listen = loopback.into();
-        config
     }
 }
 
