@@ -409,4 +409,30 @@ mod tests {
         );
         assert!(after(now, Duration::MAX) >= now + Duration::from_secs(86_400 * 365));
     }
+
+    /// Every idle connection holds one session future, so its size is idle
+    /// memory per connection. tokio allocates a task cell 128-byte aligned:
+    /// each 128 bytes more is paid by every connection, hence a test rather
+    /// than only a benchmark. The rare, large waits (a full socket, a ping,
+    /// the close handshake) are boxed to keep it here; a change that grows it
+    /// past the budget should box its own rare wait likewise.
+    #[tokio::test]
+    async fn an_idle_session_fits_its_memory_budget() {
+        use clap::Parser;
+        const BUDGET: usize = 1024;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (server, _) = accepted.unwrap();
+        let app = crate::AppState::new(crate::Config::parse_from(["pushgate"])).unwrap();
+        let socket = Socket::new(server, bytes::Bytes::new(), Default::default());
+        let conn = app.map.open();
+        let future = session(socket, conn, None, app.clone());
+        let size = std::mem::size_of_val(&future);
+        assert!(
+            size <= BUDGET,
+            "session future is {size} bytes, budget {BUDGET}"
+        );
+        drop((future, client));
+    }
 }
