@@ -8,6 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, timeout};
+use tracing::{Instrument, Span};
 use tungstenite::Message;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -124,9 +125,11 @@ fn next_wake(
     wake
 }
 
-/// Binds `conn` to a verified identity; returns when the token expires.
-fn bind_identity(conn: &mut Connection, id: Identity) -> Instant {
+/// Binds `conn` to a verified identity and names its uid on `span`; returns
+/// when the token expires.
+fn bind_identity(conn: &mut Connection, id: Identity, span: &Span) -> Instant {
     tracing::debug!(conn = conn.id().0, uid = %id.uid, "bound (token)");
+    span.record("uid", tracing::field::display(&id.uid));
     // A fresh connection's first bind cannot fail.
     let _ = conn.bind(id.uid);
     let left = id
@@ -152,137 +155,233 @@ fn after(now: Instant, wait: Duration) -> Instant {
 /// in its state (as captured arguments and as locals), and this state is
 /// held by every idle connection; and the function does the bind of a
 /// query-string token before the future exists.
+///
+/// The session runs inside a debug-level span naming its connection id, peer
+/// and (once bound) uid. At the default `info` level the span is disabled and
+/// costs only its handle in the future; with `debug` on, every line of the
+/// connection carries those fields.
 pub(super) fn session(
-    mut socket: Socket,
+    socket: Socket,
     mut conn: Connection,
     preauth: Option<Result<Identity, TokenError>>,
     app: App,
 ) -> impl Future<Output = ()> {
+    let span = tracing::debug_span!(
+        "websocket",
+        conn = conn.id().0,
+        peer = tracing::field::debug(socket.peer_ip()),
+        uid = tracing::field::Empty,
+    );
     // The query-string token is applied here, before the future exists: a
     // captured `preauth` would stay in every session's state for its life.
     let mut expires: Option<Instant> = None;
     let mut early_end = None;
     match preauth {
-        Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id)),
+        Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id, &span)),
         Some(Err(e)) => early_end = Some(End::Token(e)),
         None => {}
     }
+    let ws = &app.config.websocket;
+    let now = Instant::now();
+    // Built before the future exists and moved in whole: locals made from
+    // captured values inside it would be stored twice.
+    let mut session = Session {
+        bind_deadline: after(now, ws.bind_timeout),
+        next_ping: after(now, ws.ping_interval),
+        pong_due: None,
+        close_at: None,
+        expires,
+        socket,
+        conn,
+        app,
+    };
     async move {
-        let app = &app;
-        let cfg = &app.config;
-        let write_timeout = cfg.websocket.write_timeout;
-        let bind_deadline = after(Instant::now(), cfg.websocket.bind_timeout);
-        let mut next_ping = after(Instant::now(), cfg.websocket.ping_interval);
-        let mut pong_due: Option<Instant> = None;
-        // Set once the drain begins: when this session's paced close is due.
-        let mut close_at: Option<Instant> = None;
+        let end = match early_end {
+            Some(end) => end,
+            None => session.run().await,
+        };
+        // Boxed: it runs once, at the end, and unboxed its state (the whole
+        // session, moved in) would be part of every idle session's state.
+        Box::pin(session.finish(end)).await;
+    }
+    .instrument(span)
+}
 
+/// What a session holds between two turns of its loop.
+struct Session {
+    socket: Socket,
+    conn: Connection,
+    app: App,
+    /// When an unbound connection is closed (`--bind-timeout`).
+    bind_deadline: Instant,
+    /// When the next ping is due.
+    next_ping: Instant,
+    /// When the client must have answered the last ping (any frame counts).
+    pong_due: Option<Instant>,
+    /// Set once the drain begins: when this session's paced close is due.
+    close_at: Option<Instant>,
+    /// Secure mode: when the token expires.
+    expires: Option<Instant>,
+}
+
+impl Session {
+    /// Serves the connection until it must end: one `select!` over the
+    /// drain, the outbound queue, inbound frames and the one timer, each
+    /// handled by a named step that says whether the session goes on.
+    async fn run(&mut self) -> End {
         // One timer for the session's life, moved only when its deadline
         // changes: a fresh `Sleep` per loop turn would cost a timer-wheel insert
         // and removal per delivered message.
-        let timer = tokio::time::sleep_until(next_ping);
+        let timer = tokio::time::sleep_until(self.next_ping);
         tokio::pin!(timer);
-        let end = loop {
-            if let Some(end) = early_end.take() {
-                break end;
-            }
-            let bound = conn.uid().is_some();
-            let wake = next_wake(bound, bind_deadline, next_ping, pong_due, expires);
-            let wake = close_at.map_or(wake, |at| wake.min(at));
+        loop {
+            let bound = self.conn.uid().is_some();
+            let wake = self.next_wake(bound);
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
-                _ = app.shutdown.draining(), if close_at.is_none() => {
+                _ = self.app.shutdown.draining(), if self.close_at.is_none() => {
                     // Keep serving until this connection's slot comes up.
-                    close_at = Some(app.shutdown.close_slot());
+                    self.close_at = Some(self.app.shutdown.close_slot());
+                    Ok(())
                 }
-                delivery = conn.next(), if bound => match delivery {
-                    Delivery::Message(first) => {
-                        match write_batch(&mut socket, &mut conn, first, write_timeout).await {
-                            Ok(()) => {}
-                            Err(WriteError::Closing(reason)) => break End::Closed(reason),
-                            Err(WriteError::Failed) => break End::WriteFailed,
-                        }
-                    }
-                    Delivery::Close(reason) => break End::Closed(reason),
+                delivery = self.conn.next(), if bound => self.on_delivery(delivery).await,
+                ready = self.socket.readable() => match ready {
+                    Ok(()) => self.on_readable(bound),
+                    Err(_) => Err(End::Peer),
                 },
-                ready = socket.readable() => {
-                    if ready.is_err() {
-                        break End::Peer;
-                    }
-                    let message = match socket.try_read() {
-                        Ok(Some(message)) => message,
-                        // Readiness without a whole frame yet.
-                        Ok(None) => continue,
-                        Err(e) => break classify_read_error(e),
-                    };
-                    pong_due = None;
-                    match message {
-                        Message::Close(_) => {
-                            // tungstenite has queued the answering close frame.
-                            socket.flush_now();
-                            break End::Peer;
-                        }
-                        Message::Text(text) if !bound => match &app.verifier {
-                            // Legacy mode: the first frame is the uid, trusted as
-                            // the seed trusted it.
-                            None => match Uid::new(text.as_str()) {
-                                Ok(uid) => {
-                                    tracing::debug!(conn = conn.id().0, %uid, "bound");
-                                    // A fresh connection's first bind cannot fail.
-                                    let _ = conn.bind(uid);
-                                }
-                                Err(e) => break End::BadUid(uid_error_reason(e)),
-                            },
-                            // Secure mode: the first frame is a token.
-                            Some(verifier) => match verifier.verify(text.as_str()) {
-                                Ok(id) => expires = Some(bind_identity(&mut conn, id)),
-                                Err(e) => {
-                                    verifier.log_refusal(&e, socket.peer_ip());
-                                    break End::Token(e);
-                                }
-                            },
-                        },
-                        Message::Binary(_) if !bound => break End::BinaryUid,
-                        _ => {}
-                    }
-                }
-                _ = &mut timer => {
-                    let now = Instant::now();
-                    if close_at.is_some_and(|at| now >= at) {
-                        break End::Shutdown;
-                    }
-                    if !bound && now >= bind_deadline {
-                        break match app.verifier {
-                            Some(_) => End::TokenTimeout,
-                            None => End::BindTimeout,
-                        };
-                    }
-                    if expires.is_some_and(|at| now >= at) {
-                        break End::TokenExpired;
-                    }
-                    if pong_due.is_some_and(|due| now >= due) {
-                        break End::PongTimeout;
-                    }
-                    if now >= next_ping {
-                        // A ping turn: give back what a past burst left in
-                        // the queue.
-                        conn.trim_queue();
-                        // Boxed: this rare write should not enlarge every
-                        // idle session's state.
-                        let ping = Box::pin(timeout(write_timeout, socket.ping()));
-                        if !matches!(ping.await, Ok(Ok(()))) {
-                            break End::WriteFailed;
-                        }
-                        pong_due = Some(after(now, cfg.websocket.pong_timeout));
-                        next_ping = after(now, cfg.websocket.ping_interval);
-                    }
+                _ = &mut timer => self.on_timer(bound).await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// When the single timer must fire next: the bind deadline (unbound),
+    /// the pong deadline or the next ping, the token's expiry, or the paced
+    /// close of a drain.
+    fn next_wake(&self, bound: bool) -> Instant {
+        let wake = next_wake(
+            bound,
+            self.bind_deadline,
+            self.next_ping,
+            self.pong_due,
+            self.expires,
+        );
+        self.close_at.map_or(wake, |at| wake.min(at))
+    }
+
+    /// A message is queued (write it and whatever else waits, in one
+    /// system call), or the gateway asked the connection to close.
+    async fn on_delivery(&mut self, delivery: Delivery) -> Result<(), End> {
+        match delivery {
+            Delivery::Message(first) => {
+                let limit = self.app.config.websocket.write_timeout;
+                match write_batch(&mut self.socket, &mut self.conn, first, limit).await {
+                    Ok(()) => Ok(()),
+                    Err(WriteError::Closing(reason)) => Err(End::Closed(reason)),
+                    Err(WriteError::Failed) => Err(End::WriteFailed),
                 }
             }
-        };
+            Delivery::Close(reason) => Err(End::Closed(reason)),
+        }
+    }
 
+    /// The socket is readable: take a frame if a whole one has arrived.
+    /// Any frame answers a pending ping; the first text frame binds.
+    fn on_readable(&mut self, bound: bool) -> Result<(), End> {
+        let message = match self.socket.try_read() {
+            Ok(Some(message)) => message,
+            // Readiness without a whole frame yet.
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(classify_read_error(e)),
+        };
+        self.pong_due = None;
+        match message {
+            Message::Close(_) => {
+                // tungstenite has queued the answering close frame.
+                self.socket.flush_now();
+                Err(End::Peer)
+            }
+            Message::Text(text) if !bound => self.on_bind(text.as_str()),
+            Message::Binary(_) if !bound => Err(End::BinaryUid),
+            _ => Ok(()),
+        }
+    }
+
+    /// The first text frame: the uid itself in legacy mode (trusted as the
+    /// seed trusted it), a token in secure mode.
+    fn on_bind(&mut self, text: &str) -> Result<(), End> {
+        match &self.app.verifier {
+            None => {
+                let uid = Uid::new(text).map_err(|e| End::BadUid(uid_error_reason(e)))?;
+                tracing::debug!(conn = self.conn.id().0, %uid, "bound");
+                Span::current().record("uid", tracing::field::display(&uid));
+                // A fresh connection's first bind cannot fail.
+                let _ = self.conn.bind(uid);
+                Ok(())
+            }
+            Some(verifier) => match verifier.verify(text) {
+                Ok(id) => {
+                    let expires = bind_identity(&mut self.conn, id, &Span::current());
+                    self.expires = Some(expires);
+                    Ok(())
+                }
+                Err(e) => {
+                    verifier.log_refusal(&e, self.socket.peer_ip());
+                    Err(End::Token(e))
+                }
+            },
+        }
+    }
+
+    /// The timer fired: whichever deadline has passed ends the session, or
+    /// it is time to ping.
+    async fn on_timer(&mut self, bound: bool) -> Result<(), End> {
+        let now = Instant::now();
+        if self.close_at.is_some_and(|at| now >= at) {
+            return Err(End::Shutdown);
+        }
+        if !bound && now >= self.bind_deadline {
+            return Err(match self.app.verifier {
+                Some(_) => End::TokenTimeout,
+                None => End::BindTimeout,
+            });
+        }
+        if self.expires.is_some_and(|at| now >= at) {
+            return Err(End::TokenExpired);
+        }
+        if self.pong_due.is_some_and(|due| now >= due) {
+            return Err(End::PongTimeout);
+        }
+        if now >= self.next_ping {
+            // A ping turn: give back what a past burst left in the queue.
+            self.conn.trim_queue();
+            let ws = &self.app.config.websocket;
+            // Boxed: this rare write should not enlarge every idle
+            // session's state.
+            let ping = Box::pin(timeout(ws.write_timeout, self.socket.ping()));
+            if !matches!(ping.await, Ok(Ok(()))) {
+                return Err(End::WriteFailed);
+            }
+            self.pong_due = Some(after(now, ws.pong_timeout));
+            self.next_ping = after(now, ws.ping_interval);
+        }
+        Ok(())
+    }
+
+    /// Counts and logs how the session ended, unbinds, and sends the close
+    /// frame `end` calls for.
+    async fn finish(self, end: End) {
+        let Session {
+            mut socket,
+            conn,
+            app,
+            ..
+        } = self;
         if !matches!(end, End::Peer) {
             telemetry::ws_disconnect(end.as_str());
         }
@@ -294,6 +393,7 @@ pub(super) fn session(
         // Unbind before the close handshake: a closing connection takes no pushes.
         drop(conn);
         if let Some((code, reason)) = end.close_frame() {
+            let write_timeout = app.config.websocket.write_timeout;
             // A slow consumer's socket is likely stuck: try briefly, then drop it.
             let limit = match end {
                 End::Closed(CloseReason::SlowConsumer) => write_timeout.min(SLOW_CLOSE_LIMIT),
