@@ -8,6 +8,8 @@
 //! This module admits connections (drain, origin, caps, query token) and
 //! configures the WebSocket; `session` runs each connection's life.
 
+mod deadline;
+mod end;
 mod handshake;
 mod session;
 mod socket;

@@ -10,11 +10,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, timeout};
 use tracing::{Instrument, Span};
 use tungstenite::Message;
-use tungstenite::error::ProtocolError;
-use tungstenite::protocol::frame::coding::CloseCode;
 
+use super::deadline::{after, next_wake};
+use super::end::{End, classify_read_error, uid_error_reason};
 use super::socket::Socket;
-use super::{CLOSE_KICKED, CLOSE_REPLACED};
 use crate::App;
 use crate::auth::{Identity, TokenError};
 use crate::connections::{CloseReason, Connection, Delivery};
@@ -23,107 +22,6 @@ use crate::telemetry;
 
 /// How long a slow consumer gets to take its close frame.
 const SLOW_CLOSE_LIMIT: Duration = Duration::from_secs(1);
-
-/// How a session ends; decides the close frame and the metrics label.
-#[derive(Debug)]
-enum End {
-    /// The client closed or went away.
-    Peer,
-    /// The gateway is shutting down.
-    Shutdown,
-    /// No uid within `--bind-timeout`.
-    BindTimeout,
-    /// Secure mode: no token within `--bind-timeout`.
-    TokenTimeout,
-    /// The bind frame was not a valid uid.
-    BadUid(&'static str),
-    /// The bind frame was binary.
-    BinaryUid,
-    /// A message or frame over the size limit.
-    TooBig,
-    /// Text that is not UTF-8.
-    BadUtf8,
-    /// The client broke the WebSocket protocol.
-    Protocol,
-    /// No answer to a ping in time.
-    PongTimeout,
-    /// The gateway asked it to close (slow consumer, kicked, replaced).
-    Closed(CloseReason),
-    /// Secure mode: the token was missing, invalid or expired.
-    Token(TokenError),
-    /// Secure mode: the token expired while the connection was open.
-    TokenExpired,
-    /// A write did not complete in time, or failed.
-    WriteFailed,
-}
-
-impl End {
-    /// The close frame to send, if any (a dead peer gets none).
-    fn close_frame(&self) -> Option<(u16, &'static str)> {
-        let code = |c: CloseCode| u16::from(c);
-        Some(match self {
-            End::Peer | End::PongTimeout | End::WriteFailed => return None,
-            End::Shutdown => (code(CloseCode::Away), "server shutting down, reconnect"),
-            End::BindTimeout => (code(CloseCode::Policy), "bind timeout: send the uid first"),
-            End::TokenTimeout => (
-                code(CloseCode::Policy),
-                "bind timeout: send the token first",
-            ),
-            End::BadUid(why) => (code(CloseCode::Policy), why),
-            End::BinaryUid => (code(CloseCode::Unsupported), "the uid must be a text frame"),
-            End::TooBig => (code(CloseCode::Size), "message too big"),
-            End::BadUtf8 => (code(CloseCode::Invalid), "text is not valid UTF-8"),
-            End::Protocol => (code(CloseCode::Protocol), "protocol error"),
-            End::Closed(CloseReason::SlowConsumer) => (
-                code(CloseCode::Policy),
-                "slow consumer: outbound queue full",
-            ),
-            End::Closed(CloseReason::Kicked) => (CLOSE_KICKED, "disconnected by the server"),
-            End::Closed(CloseReason::Replaced) => {
-                (CLOSE_REPLACED, "too many connections for this uid")
-            }
-            End::Token(e) => (code(CloseCode::Policy), e.close_reason()),
-            End::TokenExpired => (code(CloseCode::Policy), "token expired"),
-        })
-    }
-
-    fn as_str(&self) -> &'static str {
-        match self {
-            End::Peer => "peer_closed",
-            End::Shutdown => "shutdown",
-            End::BindTimeout | End::TokenTimeout => "bind_timeout",
-            End::BadUid(_) => "invalid_uid",
-            End::BinaryUid => "binary_uid",
-            End::TooBig => "message_too_big",
-            End::BadUtf8 => "invalid_utf8",
-            End::Protocol => "protocol_error",
-            End::PongTimeout => "pong_timeout",
-            End::Closed(reason) => reason.as_str(),
-            End::Token(e) => e.metric_label(),
-            End::TokenExpired => "token_expired",
-            End::WriteFailed => "write_failed",
-        }
-    }
-}
-
-/// When the single timer of a session must fire next: the bind deadline
-/// (unbound), the pong deadline or the next ping, or the token's expiry.
-fn next_wake(
-    bound: bool,
-    bind_deadline: Instant,
-    next_ping: Instant,
-    pong_due: Option<Instant>,
-    expires: Option<Instant>,
-) -> Instant {
-    let mut wake = pong_due.unwrap_or(next_ping);
-    if !bound {
-        wake = wake.min(bind_deadline);
-    }
-    if let Some(expires) = expires {
-        wake = wake.min(expires);
-    }
-    wake
-}
 
 /// Binds `conn` to a verified identity and names its uid on `span`; returns
 /// when the token expires.
@@ -137,17 +35,6 @@ fn bind_identity(conn: &mut Connection, id: Identity, span: &Span) -> Instant {
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     after(Instant::now(), left)
-}
-
-/// `now + wait`, or a deadline that never comes in practice when the sum
-/// overflows the clock: `wait` may come from a peer's token, where an `exp`
-/// centuries away must not panic the session.
-fn after(now: Instant, wait: Duration) -> Instant {
-    /// What tokio itself uses for "never" (about 30 years).
-    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-    now.checked_add(wait)
-        .or_else(|| now.checked_add(FAR_FUTURE))
-        .unwrap_or(now)
 }
 
 /// One connection's life. Written as a function returning an `async move`
@@ -449,66 +336,9 @@ async fn write_batch(
     .await
 }
 
-fn uid_error_reason(e: crate::model::UidError) -> &'static str {
-    match e {
-        crate::model::UidError::Empty => "invalid uid: empty",
-        crate::model::UidError::TooLong => "invalid uid: longer than 256 bytes",
-    }
-}
-
-fn classify_read_error(e: tungstenite::Error) -> End {
-    match e {
-        tungstenite::Error::Capacity(_) => End::TooBig,
-        tungstenite::Error::Utf8(_) => End::BadUtf8,
-        // The client went away without a close frame: nothing to answer.
-        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Peer,
-        tungstenite::Error::Protocol(_) => End::Protocol,
-        _ => End::Peer,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_disconnect_label_is_exported_from_the_start() {
-        use crate::auth::TokenError;
-        let ends = [
-            End::Shutdown,
-            End::BindTimeout,
-            End::TokenTimeout,
-            End::BadUid("x"),
-            End::BinaryUid,
-            End::TooBig,
-            End::BadUtf8,
-            End::Protocol,
-            End::PongTimeout,
-            End::Closed(CloseReason::SlowConsumer),
-            End::Closed(CloseReason::Kicked),
-            End::Closed(CloseReason::Replaced),
-            End::Token(TokenError::Expired),
-            End::Token(TokenError::BadSignature),
-            End::TokenExpired,
-            End::WriteFailed,
-        ];
-        for end in ends {
-            assert!(
-                telemetry::is_listed(telemetry::DISCONNECTS, end.as_str()),
-                "{end:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_deadline_past_the_clocks_end_is_far_away_never_a_panic() {
-        let now = Instant::now();
-        assert_eq!(
-            after(now, Duration::from_secs(5)),
-            now + Duration::from_secs(5)
-        );
-        assert!(after(now, Duration::MAX) >= now + Duration::from_secs(86_400 * 365));
-    }
 
     /// Every idle connection holds one session future, so its size is idle
     /// memory per connection. tokio allocates a task cell 128-byte aligned:
