@@ -99,7 +99,7 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
             node = cluster.node_id(),
             "cluster mode: routing through Redis"
         );
-        app.shutdown.http().spawn(cluster::run(
+        app.shutdown.services().spawn(cluster::run(
             cluster.clone(),
             app.map.clone(),
             app.shutdown.clone(),
@@ -111,7 +111,7 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
         .is_ok_and(|a| a.ip().to_canonical().is_loopback());
     let public = http::public_router(app.clone(), axum::routing::get(ws::upgrade));
     let api = http::api_router(app.clone(), api_loopback);
-    let tasks = app.shutdown.http();
+    let tasks = app.shutdown.services();
     tasks.spawn(http::serve(listeners.http, public, app.clone()));
     tasks.spawn(http::serve(listeners.api, api, app.clone()));
     tasks.spawn(text::serve(listeners.text, app.clone()));

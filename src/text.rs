@@ -93,7 +93,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, app: App) {
 }
 
 /// Most lines routed as one batch: what is readable at once, up to this.
-const MAX_BATCH: usize = 64;
+const MAX_LINES_PER_BATCH: usize = 64;
 
 /// What stopped the gathering of a batch.
 enum After {
@@ -224,7 +224,7 @@ async fn session(rd: OwnedReadHalf, wr: &mut OwnedWriteHalf, app: &App) -> io::R
 /// Adds `first` and every line readable now to `batch`: they are routed
 /// together (one Redis round trip in cluster mode) and answered together.
 fn gather(
-    first: Option<Result<Bytes, LineError>>,
+    first: Option<Result<Bytes, LineCodecError>>,
     lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
     batch: &mut Vec<Bytes>,
 ) -> After {
@@ -233,10 +233,10 @@ fn gather(
         match item {
             Some(Ok(line)) => batch.push(line),
             None => return After::Closed,
-            Some(Err(LineError::TooLong)) => return After::TooLong,
-            Some(Err(LineError::Io(e))) => return After::Io(e),
+            Some(Err(LineCodecError::TooLong)) => return After::TooLong,
+            Some(Err(LineCodecError::Io(e))) => return After::Io(e),
         }
-        if batch.len() < MAX_BATCH {
+        if batch.len() < MAX_LINES_PER_BATCH {
             next = lines.next().now_or_never();
         }
     }
@@ -286,7 +286,7 @@ pub struct LineCodec {
 
 /// Why the line decoder stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum LineError {
+pub enum LineCodecError {
     /// A line exceeded the maximum length.
     #[error("line longer than the limit")]
     TooLong,
@@ -304,9 +304,9 @@ impl LineCodec {
 
 impl Decoder for LineCodec {
     type Item = Bytes;
-    type Error = LineError;
+    type Error = LineCodecError;
 
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineCodecError> {
         // A line of `max` bytes plus `\r\n` is still acceptable. `max` is
         // `--max-line-bytes`, which may be as large as `usize::MAX`.
         let window = buf.len().min(self.max.saturating_add(2));
@@ -326,11 +326,11 @@ impl Decoder for LineCodec {
                     .map_or(0, |last| last + 1);
                 line.truncate(kept);
                 if line.len() > self.max {
-                    return Err(LineError::TooLong);
+                    return Err(LineCodecError::TooLong);
                 }
                 Ok(Some(line.freeze()))
             }
-            None if buf.len() > self.max.saturating_add(1) => Err(LineError::TooLong),
+            None if buf.len() > self.max.saturating_add(1) => Err(LineCodecError::TooLong),
             None => {
                 self.scanned = window;
                 Ok(None)
@@ -338,7 +338,7 @@ impl Decoder for LineCodec {
         }
     }
 
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineCodecError> {
         match self.decode(buf)? {
             Some(line) => Ok(Some(line)),
             None => {

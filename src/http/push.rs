@@ -106,7 +106,7 @@ fn members(answer: &impl serde::Serialize) -> serde_json::Map<String, serde_json
 }
 
 /// Most pushes one `POST /push/batch` may carry.
-pub const MAX_BATCH: usize = 10_000;
+pub const MAX_PUSHES_PER_BATCH: usize = 10_000;
 
 /// `POST /push/batch`: many pushes in one request, each answered like
 /// `POST /push`, in order. A push that Redis could not route lists its uids
@@ -120,9 +120,9 @@ pub async fn push_batch(
             "pushes is an empty list: give at least one push".into(),
         ));
     }
-    if req.pushes.len() > MAX_BATCH {
+    if req.pushes.len() > MAX_PUSHES_PER_BATCH {
         return Err(ApiError::BadRequest(format!(
-            "a batch carries at most {MAX_BATCH} pushes, not {}",
+            "a batch carries at most {MAX_PUSHES_PER_BATCH} pushes, not {}",
             req.pushes.len()
         )));
     }

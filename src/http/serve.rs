@@ -76,7 +76,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let shutdown = app.shutdown.clone();
-        app.shutdown.http().spawn(async move {
+        app.shutdown.services().spawn(async move {
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}

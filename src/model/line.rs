@@ -14,7 +14,7 @@ use super::{Payload, Uid, UidError};
 
 /// Why a text-port line was refused (it answers `fail`).
 #[derive(Debug, thiserror::Error)]
-pub enum LineError {
+pub enum PushLineError {
     /// Not UTF-8, so it cannot be a WebSocket text frame.
     #[error("line is not UTF-8")]
     NotUtf8,
@@ -132,7 +132,7 @@ impl<'de> Deserialize<'de> for HeadKey {
 /// (`-0` is `0`, as PHP's integer key); a float of integer value below 2^53 in
 /// magnitude as that integer (`1e2` is `100`, `-0.0` is `0`), because PHP
 /// turned a float key into an integer.
-fn uid_of_json(raw: &str) -> Result<Uid, LineError> {
+fn uid_of_json(raw: &str) -> Result<Uid, PushLineError> {
     match raw.as_bytes().first() {
         Some(b'"') => {
             let text: Cow<'_, str> = serde_json::from_str(raw)?;
@@ -217,12 +217,12 @@ fn php_json_refusal(text: &str) -> Option<&'static str> {
 /// the target uid and the payload, which is the line itself, byte for byte.
 ///
 /// Errors: not UTF-8; not JSON or not an object; JSON PHP refuses
-/// ([`LineError::NotPhpJson`]); no usable uid ([`LineUidError`]).
-pub fn parse_text_line(line: bytes::Bytes) -> Result<(Uid, Payload), LineError> {
-    let text = Utf8Bytes::try_from(line).map_err(|_| LineError::NotUtf8)?;
+/// ([`PushLineError::NotPhpJson`]); no usable uid ([`LineUidError`]).
+pub fn parse_text_line(line: bytes::Bytes) -> Result<(Uid, Payload), PushLineError> {
+    let text = Utf8Bytes::try_from(line).map_err(|_| PushLineError::NotUtf8)?;
     let head: LineHead<'_> = serde_json::from_str(text.as_str())?;
     if let Some(why) = php_json_refusal(text.as_str()) {
-        return Err(LineError::NotPhpJson(why));
+        return Err(PushLineError::NotPhpJson(why));
     }
     let uid = uid_of_json(head.uid.map_or("null", RawValue::get))?;
     Ok((uid, text))
@@ -326,7 +326,7 @@ mod tests {
     fn refused_text_lines_say_why() {
         let why = |line: &str| parse_text_line(Bytes::copy_from_slice(line.as_bytes())).err();
         let uid_error = |line: &str| match why(line) {
-            Some(LineError::Uid(e)) => Some(e),
+            Some(PushLineError::Uid(e)) => Some(e),
             _ => None,
         };
         assert_eq!(uid_error(r#"{"x":1}"#), Some(LineUidError::Missing));
@@ -341,10 +341,10 @@ mod tests {
             uid_error(r#"{"uid":""}"#),
             Some(LineUidError::Invalid(UidError::Empty))
         );
-        assert!(matches!(why("[1]"), Some(LineError::Invalid(_))));
+        assert!(matches!(why("[1]"), Some(PushLineError::Invalid(_))));
         assert!(matches!(
             why(r#"{"uid":"a","x":"\udc00"}"#),
-            Some(LineError::NotPhpJson(_))
+            Some(PushLineError::NotPhpJson(_))
         ));
     }
 }
