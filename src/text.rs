@@ -75,7 +75,7 @@ impl End {
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, app: App) {
-    let gauge = metrics::gauge!(telemetry::TEXT_CONNECTIONS);
+    let gauge = telemetry::text_connections();
     gauge.increment(1.0);
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
@@ -129,7 +129,7 @@ impl Answers {
             buf: BytesMut::new(),
             max,
             dropping: false,
-            dropped: metrics::counter!(telemetry::TEXT_ANSWERS_DROPPED),
+            dropped: telemetry::text_answers_dropped(),
         }
     }
 
