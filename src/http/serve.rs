@@ -23,6 +23,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::App;
 
@@ -76,7 +77,10 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let shutdown = app.shutdown.clone();
-        app.shutdown.services().spawn(async move {
+        // A debug-level span: disabled (a handle, no registry entry) at the
+        // default level, so keep-alive connections cost nothing more.
+        let span = tracing::debug_span!("http", %peer);
+        let served = async move {
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -85,7 +89,8 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
                     let _ = conn.await;
                 }
             }
-        });
+        };
+        app.shutdown.services().spawn(served.instrument(span));
     }
 }
 
