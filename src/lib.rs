@@ -171,3 +171,68 @@ fn log_exposure(app: &App, listeners: &Listeners) {
         addr(&listeners.text)
     );
 }
+
+#[cfg(test)]
+mod tests {
+    //! In-process tests over [`run`]: listeners bound to port 0 by the test
+    //! (the promise of [`Listeners`]), time paused where a timer is the
+    //! behaviour, as mini-redis' tests do.
+
+    use clap::Parser;
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    async fn listeners() -> Listeners {
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        Listeners {
+            http: bind().await.unwrap(),
+            text: bind().await.unwrap(),
+            api: bind().await.unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn run_serves_listeners_bound_by_the_caller_until_the_shutdown_future_resolves() {
+        let listeners = listeners().await;
+        let text = listeners.text.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = Config::parse_from(["pushgate", "--shutdown-timeout", "1s"]);
+        let server = tokio::spawn(run(config, listeners, async {
+            let _ = stopped.await;
+        }));
+        let mut backend = BufReader::new(TcpStream::connect(text).await.unwrap());
+        backend.write_all(b"{\"uid\":\"nobody\"}\n").await.unwrap();
+        let mut answer = String::new();
+        backend.read_line(&mut answer).await.unwrap();
+        assert_eq!(answer, "fail\n");
+        let _ = stop.send(());
+        assert!(server.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unbound_websocket_is_closed_at_the_bind_timeout() {
+        let listeners = listeners().await;
+        let http = listeners.http.local_addr().unwrap();
+        let config = Config::parse_from(["pushgate", "--bind-timeout", "10s"]);
+        tokio::spawn(run(config, listeners, std::future::pending()));
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/"))
+            .await
+            .unwrap();
+        let start = tokio::time::Instant::now();
+        let close = loop {
+            match ws.next().await {
+                Some(Ok(tungstenite::Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let frame = close.expect("a close frame with a code");
+        assert_eq!(u16::from(frame.code), 1008);
+        assert_eq!(frame.reason.as_str(), "bind timeout: send the uid first");
+        assert!(start.elapsed() >= std::time::Duration::from_secs(10));
+    }
+}
