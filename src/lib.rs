@@ -8,22 +8,54 @@
 //! # How a push flows
 //!
 //! ```text
-//! text port (text.rs) ─┐
+//! text port (text/) ───┐
 //!                      ├─> ConnectionMap::push(uid) ─> bounded queue per connection
 //! REST (http/push.rs) ─┘        (connections/)    │          │
 //!                                                 │          v
-//!                    cluster mode: PUBLISH ───────┘   WebSocket session task
-//!                    (cluster/), delivered by the     (ws/session.rs) ─> browser
-//!                    nodes holding the uid            one write per batch
+//!                  the broker (cluster/): PUBLISH ┘   WebSocket session task
+//!                  to the nodes holding the uid,      (ws/session.rs) ─> browser
+//!                  which deliver it to their map      one write per batch
 //!                                                     (ws/socket.rs)
 //! ```
 //!
-//! Every front end translates its wire format into calls on the one
-//! [`ConnectionMap`]; none holds routing state. [`run`] wires the front ends
-//! to their listeners and runs until the shutdown future resolves, then drains
-//! (see [`shutdown`]). The binary builds the state first ([`AppState::new`]:
-//! every key file and URL is checked), binds only then, and calls [`serve`],
-//! so a bad configuration never logs `listening`.
+//! # The layers
+//!
+//! - **Wiring**: `main.rs` parses, checks and binds; this file runs the
+//!   front ends on their listeners ([`run`], [`serve`], [`Listeners`]);
+//!   [`app`] holds the state they share ([`AppState`]); [`config`] (one
+//!   flattened group per part, each part reading only its own),
+//!   [`shutdown`], [`telemetry`] (logs, metric names; the only place that
+//!   emits metrics), [`cli`], `reload`.
+//! - **Front ends** translate a wire format into calls on the one
+//!   [`ConnectionMap`] and hold no routing state: [`ws`] (upgrade, bind,
+//!   the per-connection loop), [`text`] (the legacy line port), [`http`]
+//!   (REST, health, metrics). No front end imports another; what they share
+//!   is in [`net`] (accept back-off, client address, problem answers). The
+//!   WebSocket upgrade handler is handed to the public router by [`serve`].
+//! - **Policy**: [`auth`] (tokens, API keys), [`limits`] (admission caps).
+//! - **Routing**: [`connections`] is the map, the one door to routing;
+//!   [`model`] holds the ids and wire types every front end agrees on.
+//! - **Broker**: [`cluster`] shares routing between nodes (Redis); nothing
+//!   else names Redis. A message store (history) will sit beside it, behind
+//!   the map.
+//!
+//! # Where a new part goes
+//!
+//! - **A new front end** (SSE, say): its own module beside `ws/` and
+//!   `text/`, calling only the map, `net`, `auth`/`limits` and
+//!   `telemetry`; its listener or route is wired here, in [`serve`], and
+//!   its flags are a new group in `config/groups.rs`.
+//! - **A new broker** (NATS, say): an implementation of the broker seam in
+//!   its own module beside the Redis one; only `app.rs` chooses it. No
+//!   front end changes.
+//! - **A new REST endpoint**: a handler in `http/` (one file per concern,
+//!   like `push.rs`) that translates JSON into a map call and refuses with
+//!   `net::problem::ApiError`; its route is added in `http/mod.rs` (and to
+//!   `http::observe::ROUTES` for its metrics) and described in `openapi.yaml`.
+//!
+//! [`run`] builds the state and serves; the binary builds the state first
+//! ([`AppState::new`]: every key file and URL is checked), binds only then,
+//! and calls [`serve`], so a bad configuration never logs `listening`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -11,7 +11,7 @@
 //! - [`ApiKeys`]: bearer keys for the REST API, compared in constant time.
 //!
 //! Both can be reloaded from their files at run time (SIGHUP, see
-//! `reload.rs`): the current keys sit behind an [`ArcSwap`], so the check on
+//! `reload.rs`): the current keys sit behind an [`ArcSwap`](arc_swap::ArcSwap), so the check on
 //! every request and every bind reads them without a lock.
 
 mod api_keys;

@@ -70,7 +70,7 @@ impl TokenVerifier {
     ///
     /// Errors: an unreadable or non-PEM `--jwt-public-key`; a
     /// `--jwt-secret` (or `--jwt-secret-file`) shorter than
-    /// [`MIN_SECRET_BYTES`].
+    /// [`MIN_SECRET_BYTES`](super::MIN_SECRET_BYTES).
     pub fn from_config(config: &AuthConfig) -> Result<Option<TokenVerifier>, AuthConfigError> {
         let file = match (&config.jwt_public_key, &config.jwt_secret_file) {
             (Some(path), _) => Some(KeyFile::PublicKey(path.clone())),
@@ -139,7 +139,7 @@ impl TokenVerifier {
     }
 
     /// Logs that `peer`'s token was refused, and why — at most
-    /// [`RefusalLog::PER_SECOND`] lines a second, so a flood of bad tokens
+    /// `RefusalLog::PER_SECOND` lines a second, so a flood of bad tokens
     /// cannot flood the log (the lines left out are counted in the next).
     pub fn log_refusal(&self, error: &TokenError, peer: Option<IpAddr>) {
         self.refusals.log(error, peer);

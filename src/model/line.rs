@@ -53,7 +53,7 @@ pub enum LineUidError {
     /// An array or object (push.php's worker threw a `TypeError` and exited).
     #[error("uid is an array or object")]
     Container,
-    /// A string that is no valid uid (empty, or longer than [`MAX_UID_BYTES`]).
+    /// A string that is no valid uid (empty, or longer than [`MAX_UID_BYTES`](super::MAX_UID_BYTES)).
     #[error(transparent)]
     Invalid(#[from] UidError),
 }

@@ -3,8 +3,8 @@
 //! Keeping them in one place means the text port, REST and WebSocket agree on
 //! what a uid is (1 to 256 bytes, matched exactly; a JSON integer is its decimal
 //! text, as PHP arrays produced) and on what a client receives. The uid and
-//! connection ids are here; the text port's push line is in [`line`], the REST
-//! bodies in [`rest`].
+//! connection ids are here; the text port's push line is in `line.rs`, the REST
+//! bodies in `rest.rs`.
 
 mod line;
 mod rest;

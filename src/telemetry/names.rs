@@ -62,7 +62,7 @@ pub const DUPLICATE_NODE_ID: &str = "pushgate_duplicate_node_id_total";
 pub const BUS_UNKNOWN_VERSION: &str = "bus_unknown_version";
 
 /// Every value the label of each labelled counter takes: each series is
-/// exported at zero from the start ([`register_label_values`]), so its
+/// exported at zero from the start ([`register_label_values`](super::register_label_values)), so its
 /// first event shows in `rate()` and `increase()` instead of vanishing into
 /// a series that appears already at 1. Each module's label enum has a test
 /// that its labels are listed here.
