@@ -1,25 +1,13 @@
-//! Logs and metrics.
-//!
-//! Metric names live here and nowhere else, so `/metrics`, the README and the
-//! alert rules agree. Names follow Prometheus conventions (`_total` counters,
-//! base units); a uid is never a label (that would be one series per user).
-//!
-//! Handles are resolved once into [`Metrics`] so the push path does not hash a
-//! metric name per push.
+//! Setting up logs and the metrics recorder, and rendering `/metrics`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+use super::*;
 use crate::config::LogFormat;
-use crate::model::Source;
-
-mod names;
-
-pub use names::*;
 
 /// Sets up the tracing subscriber: `RUST_LOG` filters (default `info`), text or
 /// JSON lines on standard error.
@@ -166,105 +154,6 @@ fn describe() {
     );
 }
 
-/// Pre-resolved handles for the hot path.
-#[derive(Clone)]
-pub struct Metrics {
-    pub(crate) ws_connections: Gauge,
-    pub(crate) bound_uids: Gauge,
-    pub(crate) deliveries: Counter,
-    pub(crate) dropped_slow: Counter,
-    pub(crate) batch_enqueue_seconds: Histogram,
-    pub(crate) batch_size: Histogram,
-    pub(crate) broadcast_enqueue_seconds: Histogram,
-    text_ok: Counter,
-    text_fail: Counter,
-    http_ok: Counter,
-    http_fail: Counter,
-}
-
-impl Metrics {
-    /// Resolves every handle once.
-    pub fn new() -> Self {
-        let pushes = |source: &'static str, result: &'static str| metrics::counter!(PUSHES, "source" => source, "result" => result);
-        Metrics {
-            ws_connections: metrics::gauge!(WS_CONNECTIONS),
-            bound_uids: metrics::gauge!(BOUND_UIDS),
-            deliveries: metrics::counter!(DELIVERIES),
-            dropped_slow: metrics::counter!(DROPPED, "reason" => "slow_consumer"),
-            batch_enqueue_seconds: metrics::histogram!(PUSH_BATCH_ENQUEUE_SECONDS),
-            batch_size: metrics::histogram!(PUSH_BATCH_SIZE),
-            broadcast_enqueue_seconds: metrics::histogram!(BROADCAST_ENQUEUE_SECONDS),
-            text_ok: pushes("text", "ok"),
-            text_fail: pushes("text", "fail"),
-            http_ok: pushes("http", "ok"),
-            http_fail: pushes("http", "fail"),
-        }
-    }
-
-    /// Counts `ok` accepted and `failed` refused pushes at once (a batch).
-    pub fn push_results(&self, source: Source, ok: u64, failed: u64) {
-        let (ok_counter, fail_counter) = match source {
-            Source::Text => (&self.text_ok, &self.text_fail),
-            Source::Http => (&self.http_ok, &self.http_fail),
-        };
-        if ok > 0 {
-            ok_counter.increment(ok);
-        }
-        if failed > 0 {
-            fail_counter.increment(failed);
-        }
-    }
-
-    /// Counts one push's result.
-    pub fn push_result(&self, source: Source, ok: bool) {
-        self.push_results(source, u64::from(ok), u64::from(!ok));
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Counts a push that answered `fail`.
-pub fn push_failed(reason: &'static str) {
-    metrics::counter!(PUSH_FAILURES, "reason" => reason).increment(1);
-}
-
-/// Counts a WebSocket connection closed by the gateway.
-pub fn ws_disconnect(reason: &'static str) {
-    metrics::counter!(DISCONNECTS, "reason" => reason).increment(1);
-}
-
-/// Counts a text-port connection closed by the gateway.
-pub fn text_disconnect(reason: &'static str) {
-    metrics::counter!(TEXT_DISCONNECTS, "reason" => reason).increment(1);
-}
-
-/// Counts a refused WebSocket upgrade.
-pub fn rejected_upgrade(reason: &'static str) {
-    metrics::counter!(REJECTED_UPGRADES, "reason" => reason).increment(1);
-}
-
-/// Counts and times one HTTP request (see `http::observe`).
-pub fn http_request(route: &'static str, status: u16, took: Duration) {
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "status_class" => status_class(status))
-        .increment(1);
-    metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route).record(took.as_secs_f64());
-}
-
-/// `2xx` for 200 and so on: a label with five values, not one per code.
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
 /// The process metrics (`process_resident_memory_bytes`,
 /// `process_open_fds`, `process_max_fds`, `process_cpu_seconds_total`,
 /// `process_start_time_seconds`, …), read from `/proc` by the
@@ -278,50 +167,4 @@ fn process_collector() -> &'static metrics_process::Collector {
 pub fn render(handle: &PrometheusHandle) -> String {
     process_collector().collect();
     handle.render()
-}
-
-/// Sets the connection cap in force, for the capacity alert.
-pub fn set_max_connections(max: usize) {
-    metrics::gauge!(MAX_CONNECTIONS).set(max as f64);
-}
-
-/// Exports every labelled counter at zero for each of its label values
-/// (and the HTTP request counter for every route and status class).
-pub fn register_label_values(cluster: bool) {
-    let mut lists = LABEL_VALUES.to_vec();
-    if cluster {
-        lists.extend_from_slice(CLUSTER_LABEL_VALUES);
-    }
-    for (name, label, values) in lists {
-        for value in values {
-            metrics::counter!(name, label => *value).increment(0);
-        }
-    }
-    for route in crate::http::observe::ROUTES {
-        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
-            metrics::counter!(HTTP_REQUESTS, "route" => route, "status_class" => class)
-                .increment(0);
-        }
-    }
-}
-
-/// The gauge of open text-port connections, resolved once per connection
-/// (`pushgate_text_connections`).
-pub fn text_connections() -> Gauge {
-    metrics::gauge!(TEXT_CONNECTIONS)
-}
-
-/// The counter of text-port answers dropped for a client that did not read
-/// them, resolved once per connection (`pushgate_text_answers_dropped_total`).
-pub fn text_answers_dropped() -> Counter {
-    metrics::counter!(TEXT_ANSWERS_DROPPED)
-}
-
-/// Whether `value` is a listed value of `label` on counter `name` (for the
-/// label enums' tests).
-pub fn is_listed(name: &str, value: &str) -> bool {
-    LABEL_VALUES
-        .iter()
-        .chain(CLUSTER_LABEL_VALUES)
-        .any(|(n, _, values)| *n == name && values.contains(&value))
 }

@@ -1,0 +1,301 @@
+//! Logs and metrics.
+//!
+//! Metric names live here and nowhere else, so `/metrics`, the README and the
+//! alert rules agree. Names follow Prometheus conventions (`_total` counters,
+//! base units); a uid is never a label (that would be one series per user).
+//!
+//! Handles are resolved once into [`Metrics`] so the push path does not hash a
+//! metric name per push.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::model::Source;
+
+mod setup;
+
+pub use setup::{init_tracing, prometheus, render, run_upkeep};
+
+/// Open WebSocket connections (bound or not).
+pub const WS_CONNECTIONS: &str = "pushgate_ws_connections";
+/// Distinct uids with at least one bound connection.
+pub const BOUND_UIDS: &str = "pushgate_bound_uids";
+/// Pushes by `source` (text, http) and `result` (ok, fail).
+pub const PUSHES: &str = "pushgate_pushes_total";
+/// Broadcasts by `source`.
+pub const BROADCASTS: &str = "pushgate_broadcasts_total";
+/// Messages accepted into a connection's queue.
+pub const DELIVERIES: &str = "pushgate_deliveries_total";
+/// Messages not delivered, by `reason`.
+pub const DROPPED: &str = "pushgate_dropped_messages_total";
+/// Time to route and enqueue one batch of pushes for every recipient: the
+/// lines of one text-port read, or one REST request (`/push` with its uids,
+/// `/push/batch`). One sample per batch, whatever its size.
+pub const PUSH_BATCH_ENQUEUE_SECONDS: &str = "pushgate_push_batch_enqueue_seconds";
+/// Pushes per batch (the batches [`PUSH_BATCH_ENQUEUE_SECONDS`] times).
+pub const PUSH_BATCH_SIZE: &str = "pushgate_push_batch_size";
+/// Time to enqueue one broadcast for every bound connection on this node.
+pub const BROADCAST_ENQUEUE_SECONDS: &str = "pushgate_broadcast_enqueue_seconds";
+/// HTTP requests by `route` (the template, never a uid) and `status_class`
+/// (`2xx`…`5xx`), on both listeners.
+pub const HTTP_REQUESTS: &str = "pushgate_http_requests_total";
+/// Time from a request's arrival to its answer's head, by `route`.
+pub const HTTP_REQUEST_SECONDS: &str = "pushgate_http_request_duration_seconds";
+/// WebSocket connections the gateway admits at most (`--max-connections`,
+/// or the cap derived from the open-file limit): alert on
+/// [`WS_CONNECTIONS`] / this.
+pub const MAX_CONNECTIONS: &str = "pushgate_max_connections";
+/// 1, labelled with the build's `version`.
+pub const BUILD_INFO: &str = "pushgate_build_info";
+/// Open connections on the text port.
+pub const TEXT_CONNECTIONS: &str = "pushgate_text_connections";
+/// WebSocket connections closed by the gateway, by `reason`.
+pub const DISCONNECTS: &str = "pushgate_disconnects_total";
+/// Text-port connections closed by the gateway, by `reason`.
+pub const TEXT_DISCONNECTS: &str = "pushgate_text_disconnects_total";
+/// Text-port answers dropped because the client did not read them.
+pub const TEXT_ANSWERS_DROPPED: &str = "pushgate_text_answers_dropped_total";
+/// WebSocket upgrades refused, by `reason`.
+pub const REJECTED_UPGRADES: &str = "pushgate_rejected_upgrades_total";
+
+/// Pushes that answered `fail`, by `reason` (offline, invalid,
+/// redis_unavailable, duplicate_node_id).
+pub const PUSH_FAILURES: &str = "pushgate_push_failures_total";
+/// 1 while the Redis bus is connected and subscribed (cluster mode).
+pub const REDIS_UP: &str = "pushgate_redis_up";
+/// Redis bus reconnections, by `reason`.
+pub const REDIS_RECONNECTS: &str = "pushgate_redis_reconnects_total";
+/// Time one PUBLISH took.
+pub const REDIS_PUBLISH_SECONDS: &str = "pushgate_redis_publish_seconds";
+/// Uid channels this node subscribes to.
+pub const REDIS_SUBSCRIPTIONS: &str = "pushgate_redis_subscriptions";
+/// Node id conflicts: times another process with this node's id was first
+/// heard from after a quiet period.
+pub const DUPLICATE_NODE_ID: &str = "pushgate_duplicate_node_id_total";
+/// The [`DROPPED`] `reason` of a bus message of a format version this node
+/// does not speak (a node of another release on the same channels).
+pub const BUS_UNKNOWN_VERSION: &str = "bus_unknown_version";
+
+/// Every value the label of each labelled counter takes: each series is
+/// exported at zero from the start ([`register_label_values`]), so its
+/// first event shows in `rate()` and `increase()` instead of vanishing into
+/// a series that appears already at 1. Each module's label enum has a test
+/// that its labels are listed here.
+pub const LABEL_VALUES: &[(&str, &str, &[&str])] = &[
+    (
+        PUSH_FAILURES,
+        "reason",
+        &[
+            "offline",
+            "invalid",
+            "redis_unavailable",
+            "duplicate_node_id",
+        ],
+    ),
+    (BROADCASTS, "source", &["text", "http"]),
+    (DROPPED, "reason", &["slow_consumer"]),
+    (
+        DISCONNECTS,
+        "reason",
+        &[
+            "shutdown",
+            "bind_timeout",
+            "invalid_uid",
+            "binary_uid",
+            "message_too_big",
+            "invalid_utf8",
+            "protocol_error",
+            "pong_timeout",
+            "slow_consumer",
+            "kicked",
+            "too_many_for_uid",
+            "invalid_token",
+            "token_expired",
+            "write_failed",
+        ],
+    ),
+    (
+        TEXT_DISCONNECTS,
+        "reason",
+        &[
+            "not_allowed",
+            "line_too_long",
+            "idle_timeout",
+            "shutdown",
+            "io_error",
+        ],
+    ),
+    (
+        REJECTED_UPGRADES,
+        "reason",
+        &[
+            "shutting_down",
+            "origin",
+            "connection_cap",
+            "per_ip_cap",
+            "per_ip_rate",
+        ],
+    ),
+];
+
+/// [`LABEL_VALUES`] of the cluster bus, exported in cluster mode only.
+pub const CLUSTER_LABEL_VALUES: &[(&str, &str, &[&str])] = &[
+    (
+        REDIS_RECONNECTS,
+        "reason",
+        &[
+            "connect_failed",
+            "connection_lost",
+            "command_failed",
+            "probe_failed",
+            "not_master",
+        ],
+    ),
+    (DROPPED, "reason", &["bus_malformed", BUS_UNKNOWN_VERSION]),
+];
+
+/// Pre-resolved handles for the hot path.
+#[derive(Clone)]
+pub struct Metrics {
+    pub(crate) ws_connections: Gauge,
+    pub(crate) bound_uids: Gauge,
+    pub(crate) deliveries: Counter,
+    pub(crate) dropped_slow: Counter,
+    pub(crate) batch_enqueue_seconds: Histogram,
+    pub(crate) batch_size: Histogram,
+    pub(crate) broadcast_enqueue_seconds: Histogram,
+    text_ok: Counter,
+    text_fail: Counter,
+    http_ok: Counter,
+    http_fail: Counter,
+}
+
+impl Metrics {
+    /// Resolves every handle once.
+    pub fn new() -> Self {
+        let pushes = |source: &'static str, result: &'static str| metrics::counter!(PUSHES, "source" => source, "result" => result);
+        Metrics {
+            ws_connections: metrics::gauge!(WS_CONNECTIONS),
+            bound_uids: metrics::gauge!(BOUND_UIDS),
+            deliveries: metrics::counter!(DELIVERIES),
+            dropped_slow: metrics::counter!(DROPPED, "reason" => "slow_consumer"),
+            batch_enqueue_seconds: metrics::histogram!(PUSH_BATCH_ENQUEUE_SECONDS),
+            batch_size: metrics::histogram!(PUSH_BATCH_SIZE),
+            broadcast_enqueue_seconds: metrics::histogram!(BROADCAST_ENQUEUE_SECONDS),
+            text_ok: pushes("text", "ok"),
+            text_fail: pushes("text", "fail"),
+            http_ok: pushes("http", "ok"),
+            http_fail: pushes("http", "fail"),
+        }
+    }
+
+    /// Counts `ok` accepted and `failed` refused pushes at once (a batch).
+    pub fn push_results(&self, source: Source, ok: u64, failed: u64) {
+        let (ok_counter, fail_counter) = match source {
+            Source::Text => (&self.text_ok, &self.text_fail),
+            Source::Http => (&self.http_ok, &self.http_fail),
+        };
+        if ok > 0 {
+            ok_counter.increment(ok);
+        }
+        if failed > 0 {
+            fail_counter.increment(failed);
+        }
+    }
+
+    /// Counts one push's result.
+    pub fn push_result(&self, source: Source, ok: bool) {
+        self.push_results(source, u64::from(ok), u64::from(!ok));
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts a push that answered `fail`.
+pub fn push_failed(reason: &'static str) {
+    metrics::counter!(PUSH_FAILURES, "reason" => reason).increment(1);
+}
+
+/// Counts a WebSocket connection closed by the gateway.
+pub fn ws_disconnect(reason: &'static str) {
+    metrics::counter!(DISCONNECTS, "reason" => reason).increment(1);
+}
+
+/// Counts a text-port connection closed by the gateway.
+pub fn text_disconnect(reason: &'static str) {
+    metrics::counter!(TEXT_DISCONNECTS, "reason" => reason).increment(1);
+}
+
+/// Counts a refused WebSocket upgrade.
+pub fn rejected_upgrade(reason: &'static str) {
+    metrics::counter!(REJECTED_UPGRADES, "reason" => reason).increment(1);
+}
+
+/// Counts and times one HTTP request (see `http::observe`).
+pub fn http_request(route: &'static str, status: u16, took: Duration) {
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status_class" => status_class(status))
+        .increment(1);
+    metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route).record(took.as_secs_f64());
+}
+
+/// `2xx` for 200 and so on: a label with five values, not one per code.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Sets the connection cap in force, for the capacity alert.
+pub fn set_max_connections(max: usize) {
+    metrics::gauge!(MAX_CONNECTIONS).set(max as f64);
+}
+
+/// Exports every labelled counter at zero for each of its label values
+/// (and the HTTP request counter for every route and status class).
+pub fn register_label_values(cluster: bool) {
+    let mut lists = LABEL_VALUES.to_vec();
+    if cluster {
+        lists.extend_from_slice(CLUSTER_LABEL_VALUES);
+    }
+    for (name, label, values) in lists {
+        for value in values {
+            metrics::counter!(name, label => *value).increment(0);
+        }
+    }
+    for route in crate::http::observe::ROUTES {
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+            metrics::counter!(HTTP_REQUESTS, "route" => route, "status_class" => class)
+                .increment(0);
+        }
+    }
+}
+
+/// The gauge of open text-port connections, resolved once per connection
+/// (`pushgate_text_connections`).
+pub fn text_connections() -> Gauge {
+    metrics::gauge!(TEXT_CONNECTIONS)
+}
+
+/// The counter of text-port answers dropped for a client that did not read
+/// them, resolved once per connection (`pushgate_text_answers_dropped_total`).
+pub fn text_answers_dropped() -> Counter {
+    metrics::counter!(TEXT_ANSWERS_DROPPED)
+}
+
+/// Whether `value` is a listed value of `label` on counter `name` (for the
+/// label enums' tests).
+pub fn is_listed(name: &str, value: &str) -> bool {
+    LABEL_VALUES
+        .iter()
+        .chain(CLUSTER_LABEL_VALUES)
+        .any(|(n, _, values)| *n == name && values.contains(&value))
+}
