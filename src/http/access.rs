@@ -92,13 +92,7 @@ fn unauthorized(detail: &str) -> Response {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, v.parse().unwrap());
-        }
-        h
-    }
+    use crate::net::client_ip::tests::headers;
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {
