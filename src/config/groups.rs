@@ -79,7 +79,8 @@ pub struct TextConfig {
     pub text_allow: Vec<IpNet>,
 }
 
-/// The HTTP listeners and what every request is held to: body and header deadlines, body size, who a client is behind a proxy, the access log.
+/// The HTTP listeners and what every request is held to: body and header deadlines, body size,
+/// who a client is behind a proxy, the access log.
 #[derive(Debug, Clone, Args)]
 pub struct HttpConfig {
     /// The public listener (`host:port`; a host name is resolved at start and

@@ -25,17 +25,19 @@ mod groups;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "pushgate", version, about, long_about = None)]
 pub struct Config {
-    /// The WebSocket front end: message size, the bind, ping and write deadlines, allowed origins.
+    /// The HTTP listeners and what every request is held to: body and header deadlines,
+    /// body size, who a client is behind a proxy, the access log.
     #[command(flatten)]
-    pub websocket: WsConfig,
+    pub http: HttpConfig,
 
-    /// The legacy text port: where it listens, who may connect, line and answer bounds, idle deadline.
+    /// The legacy text port: where it listens, who may connect, line and answer bounds,
+    /// idle deadline.
     #[command(flatten)]
     pub text: TextConfig,
 
-    /// The HTTP listeners and what every request is held to: body and header deadlines, body size, who a client is behind a proxy, the access log.
+    /// The WebSocket front end: message size, the bind, ping and write deadlines, allowed origins.
     #[command(flatten)]
-    pub http: HttpConfig,
+    pub websocket: WsConfig,
 
     /// Client tokens (JWT) and REST API keys.
     #[command(flatten)]
@@ -49,13 +51,13 @@ pub struct Config {
     #[command(flatten)]
     pub broker: BrokerConfig,
 
-    /// How the process logs.
-    #[command(flatten)]
-    pub log: LogConfig,
-
     /// How a graceful shutdown is paced and bounded.
     #[command(flatten)]
     pub shutdown: ShutdownConfig,
+
+    /// How the process logs.
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 /// A secret value (JWT secret, API key): never printed by `Debug`.
