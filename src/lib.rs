@@ -8,7 +8,7 @@
 //! # How a push flows
 //!
 //! ```text
-//! text port (text.rs) ─┐
+//! text port (text/) ───┐
 //!                      ├─> ConnectionMap::push(uid) ─> bounded queue per connection
 //! REST (http/push.rs) ─┘        (connections/)    │          │
 //!                                                 │          v
@@ -18,16 +18,49 @@
 //!                                                     (ws/socket.rs)
 //! ```
 //!
-//! Every front end translates its wire format into calls on the one
-//! [`ConnectionMap`]; none holds routing state. [`run`] wires the front ends
-//! to their listeners and runs until the shutdown future resolves, then drains
-//! (see [`shutdown`]). The binary builds the state first ([`AppState::new`]:
-//! every key file and URL is checked), binds only then, and calls [`serve`],
-//! so a bad configuration never logs `listening`.
+//! # The layers
+//!
+//! - **Wiring**: `main.rs` parses, checks and binds; this file runs the
+//!   front ends on their listeners ([`run`], [`serve`], [`Listeners`]);
+//!   [`app`] holds the state they share ([`AppState`]); [`config`] (one
+//!   flattened group per part, each part reading only its own),
+//!   [`shutdown`], [`telemetry`] (logs, metric names; the only place that
+//!   emits metrics), [`cli`], `reload`.
+//! - **Front ends** translate a wire format into calls on the one
+//!   [`ConnectionMap`] and hold no routing state: [`ws`] (upgrade, bind,
+//!   the per-connection loop), [`text`] (the legacy line port), [`http`]
+//!   (REST, health, metrics). No front end imports another; what they share
+//!   is in [`net`] (accept back-off, client address, problem answers). The
+//!   WebSocket upgrade handler is handed to the public router by [`serve`].
+//! - **Policy**: [`auth`] (tokens, API keys), [`limits`] (admission caps).
+//! - **Routing**: [`connections`] is the map, the one door to routing;
+//!   [`model`] holds the ids and wire types every front end agrees on.
+//! - **Broker**: [`cluster`] shares routing between nodes (Redis); nothing
+//!   else names Redis. A message store (history) will sit beside it, behind
+//!   the map.
+//!
+//! # Where a new part goes
+//!
+//! - **A new front end** (SSE, say): its own module beside `ws/` and
+//!   `text/`, calling only the map, `net`, `auth`/`limits` and
+//!   `telemetry`; its listener or route is wired here, in [`serve`], and
+//!   its flags are a new group in `config/groups.rs`.
+//! - **A new broker** (NATS, say): an implementation of the broker seam in
+//!   its own module beside the Redis one; only `app.rs` chooses it. No
+//!   front end changes.
+//! - **A new REST endpoint**: a handler in `http/` (one file per concern,
+//!   like `push.rs`) that translates JSON into a map call and refuses with
+//!   `net::problem::ApiError`; its route is added in `http/mod.rs` (and to
+//!   `http::observe::ROUTES` for its metrics) and described in `openapi.yaml`.
+//!
+//! [`run`] builds the state and serves; the binary builds the state first
+//! ([`AppState::new`]: every key file and URL is checked), binds only then,
+//! and calls [`serve`], so a bad configuration never logs `listening`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod cli;
@@ -36,6 +69,7 @@ pub mod connections;
 pub mod http;
 pub mod limits;
 pub mod model;
+pub mod net;
 #[cfg(unix)]
 pub mod reload;
 pub mod shutdown;
@@ -45,83 +79,12 @@ pub mod text;
 pub mod ws;
 
 use std::future::Future;
-use std::sync::Arc;
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+pub use app::{App, AppState, StartError};
 pub use config::Config;
 pub use connections::ConnectionMap;
-use connections::QueueLimits;
-use shutdown::Shutdown;
-
-/// State shared by every front end, behind one `Arc`: every connection task
-/// and every HTTP request holds a copy, so a copy must be one pointer.
-pub type App = Arc<AppState>;
-
-/// What [`App`] points to.
-pub struct AppState {
-    /// The configuration the server was started with.
-    pub config: Arc<Config>,
-    /// The routing table.
-    pub map: ConnectionMap,
-    /// Shutdown phases and task trackers.
-    pub shutdown: Shutdown,
-    /// Renders `/metrics`.
-    pub prometheus: PrometheusHandle,
-    /// Client token verification; `None` in legacy mode.
-    pub verifier: Option<auth::TokenVerifier>,
-    /// REST API keys (empty: REST only on a loopback API listener).
-    pub api_keys: auth::ApiKeys,
-    /// WebSocket admission limits.
-    pub admission: limits::Admission,
-}
-
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The JWT key or the API key file could not be loaded, or would
-    /// weaken security (a short secret, a key file without keys).
-    #[error(transparent)]
-    Auth(#[from] auth::AuthConfigError),
-    /// The broker settings are not usable (a Redis URL or sentinel list
-    /// that does not parse).
-    #[error(transparent)]
-    Broker(#[from] broker::BrokerConfigError),
-}
-
-impl AppState {
-    /// Builds the shared state for `config`.
-    pub fn new(config: Config) -> Result<App, StartError> {
-        let limits = QueueLimits {
-            max_len: config.queue_len,
-            max_bytes: config.queue_bytes,
-        };
-        // The recorder must exist before the map resolves its metric handles.
-        let prometheus = telemetry::prometheus();
-        let verifier = auth::TokenVerifier::from_config(&config)?;
-        let api_keys = auth::ApiKeys::from_config(&config)?;
-        let max_connections = match config.max_connections {
-            0 => limits::default_max_connections(),
-            n => n,
-        };
-        let admission = limits::Admission::new(
-            max_connections,
-            config.max_conns_per_ip,
-            config.max_connects_per_ip,
-        );
-        let broker = broker::from_config(&config)?;
-        Ok(Arc::new(AppState {
-            map: ConnectionMap::new(limits, config.max_conns_per_uid, broker),
-            shutdown: Shutdown::with_drain_rate(config.drain_rate, config.shutdown_timeout),
-            config: Arc::new(config),
-            prometheus,
-            verifier,
-            api_keys,
-            admission,
-        }))
-    }
-}
 
 /// The bound listeners the server runs on. Binding is the caller's job, so
 /// tests can bind `127.0.0.1:0` and read the ports before starting.
@@ -137,7 +100,7 @@ pub struct Listeners {
 
 /// Builds the state for `config` and runs the gateway on `listeners` until
 /// `shutdown` resolves, then shuts down gracefully within
-/// `config.shutdown_timeout` (see [`serve`]). Errors: the configuration's
+/// `config.shutdown.shutdown_timeout` (see [`serve`]). Errors: the configuration's
 /// files or URLs are not usable ([`StartError`]).
 pub async fn run(
     config: Config,
@@ -153,7 +116,7 @@ pub async fn run(
 /// `shutdown` resolves, then drains. Returns once everything is closed (or
 /// `--shutdown-timeout` has passed).
 pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let timeout = app.config.shutdown_timeout;
+    let timeout = app.config.shutdown.shutdown_timeout;
     tracing::info!(
         max_connections = app.admission.max_connections(),
         "connection capacity"
@@ -167,16 +130,16 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
     if let Some(node) = app.map.node_id() {
         tracing::info!(node, "cluster mode: routing through Redis");
         app.shutdown
-            .http()
+            .services()
             .spawn(app.map.clone().run_broker(app.shutdown.clone()));
     }
     let api_loopback = listeners
         .api
         .local_addr()
         .is_ok_and(|a| a.ip().to_canonical().is_loopback());
-    let public = http::public_router(app.clone());
+    let public = http::public_router(app.clone(), axum::routing::get(ws::upgrade));
     let api = http::api_router(app.clone(), api_loopback);
-    let tasks = app.shutdown.http();
+    let tasks = app.shutdown.services();
     tasks.spawn(http::serve(listeners.http, public, app.clone()));
     tasks.spawn(http::serve(listeners.api, api, app.clone()));
     tasks.spawn(text::serve(listeners.text, app.clone()));
@@ -235,4 +198,69 @@ fn log_exposure(app: &App, listeners: &Listeners) {
         "text port {}: pushes (JSON lines, no authentication)",
         addr(&listeners.text)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    //! In-process tests over [`run`]: listeners bound to port 0 by the test
+    //! (the promise of [`Listeners`]), time paused where a timer is the
+    //! behaviour, as mini-redis' tests do.
+
+    use clap::Parser;
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    async fn listeners() -> Listeners {
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        Listeners {
+            http: bind().await.unwrap(),
+            text: bind().await.unwrap(),
+            api: bind().await.unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn run_serves_listeners_bound_by_the_caller_until_the_shutdown_future_resolves() {
+        let listeners = listeners().await;
+        let text = listeners.text.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = Config::parse_from(["pushgate", "--shutdown-timeout", "1s"]);
+        let server = tokio::spawn(run(config, listeners, async {
+            let _ = stopped.await;
+        }));
+        let mut backend = BufReader::new(TcpStream::connect(text).await.unwrap());
+        backend.write_all(b"{\"uid\":\"nobody\"}\n").await.unwrap();
+        let mut answer = String::new();
+        backend.read_line(&mut answer).await.unwrap();
+        assert_eq!(answer, "fail\n");
+        let _ = stop.send(());
+        assert!(server.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unbound_websocket_is_closed_at_the_bind_timeout() {
+        let listeners = listeners().await;
+        let http = listeners.http.local_addr().unwrap();
+        let config = Config::parse_from(["pushgate", "--bind-timeout", "10s"]);
+        tokio::spawn(run(config, listeners, std::future::pending()));
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/"))
+            .await
+            .unwrap();
+        let start = tokio::time::Instant::now();
+        let close = loop {
+            match ws.next().await {
+                Some(Ok(tungstenite::Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let frame = close.expect("a close frame with a code");
+        assert_eq!(u16::from(frame.code), 1008);
+        assert_eq!(frame.reason.as_str(), "bind timeout: send the uid first");
+        assert!(start.elapsed() >= std::time::Duration::from_secs(10));
+    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Why an upgrade was refused (answered 503, counted by this label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum AdmissionRefusal {
     /// The gateway holds `--max-connections` already.
     ConnectionCap,
     /// This address holds `--max-conns-per-ip` already.
@@ -22,13 +22,13 @@ pub enum Refusal {
     PerIpRate,
 }
 
-impl Refusal {
+impl AdmissionRefusal {
     /// The metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
-            Refusal::ConnectionCap => "connection_cap",
-            Refusal::PerIpCap => "per_ip_cap",
-            Refusal::PerIpRate => "per_ip_rate",
+            AdmissionRefusal::ConnectionCap => "connection_cap",
+            AdmissionRefusal::PerIpCap => "per_ip_cap",
+            AdmissionRefusal::PerIpRate => "per_ip_rate",
         }
     }
 }
@@ -91,11 +91,11 @@ impl Admission {
     }
 
     /// Admits one more connection from `ip`, or says why not.
-    pub fn admit(&self, ip: IpAddr) -> Result<Permit, Refusal> {
+    pub fn admit(&self, ip: IpAddr) -> Result<Permit, AdmissionRefusal> {
         let before = self.inner.admitted.fetch_add(1, Ordering::AcqRel);
         if before >= self.inner.max_connections {
             self.inner.admitted.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::ConnectionCap);
+            return Err(AdmissionRefusal::ConnectionCap);
         }
         // From here the permit releases the global count on every path.
         let mut permit = Permit {
@@ -120,10 +120,10 @@ impl Admission {
             entry.in_window = 0;
         }
         if self.inner.per_ip_rate > 0 && entry.in_window >= self.inner.per_ip_rate {
-            return Err(Refusal::PerIpRate);
+            return Err(AdmissionRefusal::PerIpRate);
         }
         if self.inner.per_ip_max > 0 && entry.open >= self.inner.per_ip_max {
-            return Err(Refusal::PerIpCap);
+            return Err(AdmissionRefusal::PerIpCap);
         }
         entry.in_window += 1;
         entry.open += 1;
@@ -163,9 +163,9 @@ mod tests {
     #[test]
     fn every_refusal_label_is_exported_from_the_start() {
         for r in [
-            Refusal::ConnectionCap,
-            Refusal::PerIpCap,
-            Refusal::PerIpRate,
+            AdmissionRefusal::ConnectionCap,
+            AdmissionRefusal::PerIpCap,
+            AdmissionRefusal::PerIpRate,
         ] {
             assert!(crate::telemetry::is_listed(
                 crate::telemetry::REJECTED_UPGRADES,
@@ -181,7 +181,7 @@ mod tests {
         let a = Admission::new(2, 0, 0);
         let first = a.admit(IP).unwrap();
         let _second = a.admit(IP).unwrap();
-        assert_eq!(a.admit(IP).unwrap_err(), Refusal::ConnectionCap);
+        assert_eq!(a.admit(IP).unwrap_err(), AdmissionRefusal::ConnectionCap);
         drop(first);
         assert!(a.admit(IP).is_ok());
     }
@@ -191,7 +191,7 @@ mod tests {
         let a = Admission::new(100, 2, 0);
         let p1 = a.admit(IP).unwrap();
         let _p2 = a.admit(IP).unwrap();
-        assert_eq!(a.admit(IP).unwrap_err(), Refusal::PerIpCap);
+        assert_eq!(a.admit(IP).unwrap_err(), AdmissionRefusal::PerIpCap);
         drop(p1);
         assert!(a.admit(IP).is_ok());
     }
@@ -202,6 +202,6 @@ mod tests {
         for _ in 0..3 {
             drop(a.admit(IP).unwrap());
         }
-        assert_eq!(a.admit(IP).unwrap_err(), Refusal::PerIpRate);
+        assert_eq!(a.admit(IP).unwrap_err(), AdmissionRefusal::PerIpRate);
     }
 }

@@ -17,8 +17,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 use pushgate::cli::{Cli, Command};
-use pushgate::config::ListenAddr;
-use pushgate::{AppState, Config, Listeners, shutdown, telemetry};
+use pushgate::config::{ConfigError, ListenAddr};
+use pushgate::{AppState, Config, Listeners, StartError, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
@@ -38,7 +38,7 @@ async fn main() {
             return;
         }
     }
-    telemetry::init_tracing(config.log_format);
+    telemetry::init_tracing(config.log.log_format);
     if let Err(e) = start(config).await {
         // One line, the cause included once (no error chain repeating it).
         tracing::error!("cannot start: {e}");
@@ -46,25 +46,59 @@ async fn main() {
     }
 }
 
-async fn start(config: Config) -> Result<(), String> {
+/// Why the binary could not start; each says which flag and address.
+#[derive(Debug, thiserror::Error)]
+enum StartupError {
+    /// Options clap accepted but the gateway cannot run with.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A key file, a JWT key or the broker URL is not usable.
+    #[error(transparent)]
+    State(#[from] StartError),
+    /// A listen address (named by its flag) does not resolve.
+    #[error("{flag} {addr}: cannot resolve the address: {source}")]
+    Resolve {
+        flag: &'static str,
+        addr: ListenAddr,
+        source: std::io::Error,
+    },
+    /// `--api-listen` and `--listen` are the same address.
+    #[error(
+        "--api-listen ({api}) must differ from --listen ({public}): the API must never be \
+         served on the public listener"
+    )]
+    SameListener { api: ListenAddr, public: ListenAddr },
+    /// A resolved address (named by its flag) cannot be bound.
+    #[error("{flag} {addr}: cannot listen: {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// A bound listener's address cannot be read back.
+    #[error("cannot read a bound address: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+async fn start(config: Config) -> Result<(), StartupError> {
     config.validate()?;
     raise_file_limit();
     let (listen, text_listen, api_listen) = (
-        config.listen.clone(),
-        config.text_listen.clone(),
-        config.api_listen.clone(),
+        config.http.listen.clone(),
+        config.text.text_listen.clone(),
+        config.http.api_listen.clone(),
     );
     warn_about_trust(&config);
-    let app = AppState::new(config).map_err(|e| e.to_string())?;
+    let app = AppState::new(config)?;
 
     let http_addr = resolve(&listen, "--listen").await?;
     let text_addr = resolve(&text_listen, "--text-listen").await?;
     let api_addr = resolve(&api_listen, "--api-listen").await?;
     if api_addr == http_addr && api_addr.port() != 0 {
-        return Err(format!(
-            "--api-listen ({api_listen}) must differ from --listen ({listen}): the API must \
-             never be served on the public listener"
-        ));
+        return Err(StartupError::SameListener {
+            api: api_listen,
+            public: listen,
+        });
     }
     // Signal handlers go in before the ready line: from then on, a
     // SIGTERM drains and a SIGHUP reloads, never the default kill.
@@ -75,12 +109,12 @@ async fn start(config: Config) -> Result<(), String> {
     let local = |l: &TcpListener| {
         l.local_addr()
             .map(|a| a.to_string())
-            .map_err(|e| format!("cannot read a bound address: {e}"))
+            .map_err(StartupError::LocalAddr)
     };
     let (http_local, text_local, api_local) = (local(&http)?, local(&text)?, local(&api)?);
     tracing::info!(http = %http_local, text = %text_local, api = %api_local, "listening");
     announce_ready(&http_local, &text_local, &api_local);
-    if !text_addr.ip().to_canonical().is_loopback() && app.config.text_allow.is_empty() {
+    if !text_addr.ip().to_canonical().is_loopback() && app.config.text.text_allow.is_empty() {
         tracing::warn!(
             addr = %text_addr,
             "the text push port accepts pushes from any peer that can reach it; \
@@ -119,7 +153,7 @@ fn announce_ready(http: &str, text: &str, api: &str) {
 async fn healthcheck(config: &Config, url: Option<String>, timeout: std::time::Duration) -> ! {
     let url = match url {
         Some(url) => url,
-        None => match resolve(&config.listen, "--listen").await {
+        None => match resolve(&config.http.listen, "--listen").await {
             Ok(addr) => {
                 // A gateway listening on every address is reached on loopback.
                 let ip = match addr.ip() {
@@ -148,23 +182,27 @@ async fn healthcheck(config: &Config, url: Option<String>, timeout: std::time::D
     }
 }
 
-async fn resolve(addr: &ListenAddr, flag: &str) -> Result<SocketAddr, String> {
+async fn resolve(addr: &ListenAddr, flag: &'static str) -> Result<SocketAddr, StartupError> {
     addr.resolve()
         .await
-        .map_err(|e| format!("{flag} {addr}: cannot resolve the address: {e}"))
+        .map_err(|source| StartupError::Resolve {
+            flag,
+            addr: addr.clone(),
+            source,
+        })
 }
 
-async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, String> {
+async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, StartupError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))
+        .map_err(|source| StartupError::Bind { flag, addr, source })
 }
 
 /// Says loudly, at start, where the configuration keeps the seed's trust.
 fn warn_about_trust(config: &Config) {
-    if config.jwt_secret.is_none()
-        && config.jwt_public_key.is_none()
-        && config.jwt_secret_file.is_none()
+    if config.auth.jwt_secret.is_none()
+        && config.auth.jwt_public_key.is_none()
+        && config.auth.jwt_secret_file.is_none()
     {
         tracing::warn!(
             "LEGACY MODE: a WebSocket client is bound to whatever uid it sends first, so any \
@@ -172,7 +210,7 @@ fn warn_about_trust(config: &Config) {
              for secure mode"
         );
     }
-    if config.api_keys.is_empty() && config.api_key_file.is_none() {
+    if config.auth.api_keys.is_empty() && config.auth.api_key_file.is_none() {
         tracing::warn!(
             "no API key configured: the REST API is served only on the API listener, and \
              there only when it is loopback. Set --api-key to call it from elsewhere"

@@ -25,8 +25,9 @@ pub fn spawn(app: App) -> Option<JoinHandle<()>> {
         }
     };
     tracing::info!(
-        api_key_file = app.config.api_key_file.is_some(),
-        jwt_key_file = app.config.jwt_public_key.is_some() || app.config.jwt_secret_file.is_some(),
+        api_key_file = app.config.auth.api_key_file.is_some(),
+        jwt_key_file =
+            app.config.auth.jwt_public_key.is_some() || app.config.auth.jwt_secret_file.is_some(),
         "SIGHUP reloads the key files"
     );
     Some(tokio::spawn(async move {

@@ -28,7 +28,7 @@ pub struct Shutdown {
     drain: CancellationToken,
     stop: CancellationToken,
     sessions: TaskTracker,
-    http: TaskTracker,
+    services: TaskTracker,
     pacer: Arc<Pacer>,
 }
 
@@ -146,9 +146,11 @@ impl Shutdown {
         &self.sessions
     }
 
-    /// Tracks HTTP connections and accept loops: the stop waits for them.
-    pub fn http(&self) -> &TaskTracker {
-        &self.http
+    /// Tracks the services around the sessions: HTTP connections, the
+    /// accept loops (HTTP and text port) and the broker's bus task. The stop
+    /// waits for them.
+    pub fn services(&self) -> &TaskTracker {
+        &self.services
     }
 
     /// Runs both phases, bounded by `timeout` in all, pacing the closes of
@@ -163,8 +165,8 @@ impl Shutdown {
             .await
             .is_ok();
         self.stop.cancel();
-        self.http.close();
-        let stopped = tokio::time::timeout_at(deadline, self.http.wait())
+        self.services.close();
+        let stopped = tokio::time::timeout_at(deadline, self.services.wait())
             .await
             .is_ok();
         drained && stopped

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use serde::Deserialize;
 
-pub use pushgate::http::push::MAX_BATCH;
+pub use pushgate::http::push::MAX_PUSHES_PER_BATCH as MAX_BATCH;
 
 use crate::push::{Http, Plan};
 use crate::track::now_ns;

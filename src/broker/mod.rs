@@ -41,20 +41,23 @@ pub enum BrokerConfigError {
 /// Builds the broker `config` asks for: Redis when a URL or sentinels are
 /// given, otherwise the single node. Connecting is [`Broker::run`]'s job.
 pub fn from_config(config: &Config) -> Result<AnyBroker, BrokerConfigError> {
-    let target = match (&config.redis_url, config.redis_sentinels.is_empty()) {
+    let target = match (
+        &config.broker.redis_url,
+        config.broker.redis_sentinels.is_empty(),
+    ) {
         (Some(url), _) => redis::RedisTarget::Url(url.0.clone()),
         (None, false) => redis::RedisTarget::Sentinel {
-            sentinels: config.redis_sentinels.clone(),
-            master: config.redis_sentinel_master.clone(),
+            sentinels: config.broker.redis_sentinels.clone(),
+            master: config.broker.redis_sentinel_master.clone(),
         },
         (None, true) => return Ok(AnyBroker::Single(Single)),
     };
     let broker = redis::RedisBroker::new(redis::ClusterConfig {
         target,
-        prefix: config.redis_prefix.clone(),
+        prefix: config.broker.redis_prefix.clone(),
         node_id: config.node_id(),
-        probe_interval: config.redis_probe_interval,
-        timeout: config.redis_timeout,
+        probe_interval: config.broker.redis_probe_interval,
+        timeout: config.broker.redis_timeout,
     })?;
     Ok(AnyBroker::Redis(broker))
 }

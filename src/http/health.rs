@@ -37,7 +37,7 @@ pub async fn readyz(State(app): State<App>) -> Response {
             Json(json!({ "status": "duplicate node id" })),
         )
             .into_response()
-    } else if app.config.require_redis && app.map.readiness() != Readiness::Up {
+    } else if app.config.broker.require_redis && app.map.readiness() != Readiness::Up {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             retry_after,

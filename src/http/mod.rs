@@ -9,7 +9,6 @@
 //! listener, whatever a proxy in front of it does (see [`access`]).
 
 pub mod access;
-pub mod error;
 pub mod health;
 pub mod observe;
 pub mod push;
@@ -19,20 +18,26 @@ mod serve;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 pub use serve::serve;
 
+// REST handlers name their refusals `super::error::ApiError`; the type lives
+// in the neutral `net` module because the WebSocket upgrade answers with it too.
+pub(crate) use crate::net::problem as error;
+
 use crate::App;
-use error::ApiError;
+use crate::net::problem::ApiError;
 use observe::named;
 
 /// The public listener: WebSocket and health; REST too, every call keyed,
-/// when API keys are configured at start.
-pub fn public_router(app: App) -> Router {
+/// when API keys are configured at start. `upgrade` is the WebSocket front
+/// end's handler, mounted on `/` and `/ws`; the wiring hands it in so that
+/// this front end never imports that one.
+pub fn public_router(app: App, upgrade: MethodRouter<App>) -> Router {
     let mut routes = Router::new()
-        .route("/", named("/", get(crate::ws::upgrade)))
-        .route("/ws", named("/ws", get(crate::ws::upgrade)))
+        .route("/", named("/", upgrade.clone()))
+        .route("/ws", named("/ws", upgrade))
         .merge(health_routes());
     if app.api_keys.is_enabled() {
         routes = routes.merge(rest_routes(&app, access::Listener::Public));
@@ -67,7 +72,7 @@ fn rest_routes(app: &App, listener: access::Listener) -> Router<App> {
             (app.clone(), listener),
             access::require_api_access,
         ))
-        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(app.config.http.max_body_bytes))
 }
 
 fn finish(routes: Router<App>, app: App) -> Router {

@@ -58,9 +58,9 @@ pub fn named(route: &'static str, method_router: MethodRouter<App>) -> MethodRou
 /// Wraps `routes` so each request is counted, timed and (with
 /// `--access-log`) logged.
 pub fn observed(routes: Router<App>, app: &App) -> Router<App> {
-    let access_log = app.config.access_log;
-    let trusted = app.config.trusted_proxies.clone();
-    let header = app.config.client_ip_header;
+    let access_log = app.config.http.access_log;
+    let trusted = app.config.http.trusted_proxies.clone();
+    let header = app.config.http.client_ip_header;
     routes.layer(
         TraceLayer::new_for_http()
             .make_span_with(move |request: &Request<_>| {
@@ -70,7 +70,7 @@ pub fn observed(routes: Router<App>, app: &App) -> Router<App> {
                 }
                 let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(
                     |ConnectInfo(peer)| {
-                        super::access::client_ip(*peer, request.headers(), &trusted, header)
+                        crate::net::client_ip::client_ip(*peer, request.headers(), &trusted, header)
                     },
                 );
                 tracing::info_span!(

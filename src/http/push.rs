@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
 use crate::App;
 use crate::connections::{PushOutcome, RouteError};
 use crate::model::{
@@ -16,6 +15,7 @@ use crate::model::{
     DisconnectRequest, DisconnectResponse, Payload, PushRequest, PushResponse, Source, Uid,
     payload_from_data,
 };
+use crate::net::problem::ApiError;
 
 /// A JSON body whose every failure is a problem document: 415 for another
 /// content type, 413 past the body limit (at once, before any of the body is
@@ -42,7 +42,7 @@ impl<T: DeserializeOwned> FromRequest<App> for JsonBody<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = app.config.max_body_bytes;
+        let limit = app.config.http.max_body_bytes;
         // An unparsable length is hyper's to refuse; it never gets here.
         let declared = req
             .headers()
@@ -52,7 +52,7 @@ impl<T: DeserializeOwned> FromRequest<App> for JsonBody<T> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        let timeout = app.config.body_read_timeout;
+        let timeout = app.config.http.body_read_timeout;
         let body = tokio::time::timeout(timeout, Bytes::from_request(req, app))
             .await
             .map_err(|_| ApiError::BodyTimeout(timeout))?
@@ -106,7 +106,7 @@ fn members(answer: &impl serde::Serialize) -> serde_json::Map<String, serde_json
 }
 
 /// Most pushes one `POST /push/batch` may carry.
-pub const MAX_BATCH: usize = 10_000;
+pub const MAX_PUSHES_PER_BATCH: usize = 10_000;
 
 /// `POST /push/batch`: many pushes in one request, each answered like
 /// `POST /push`, in order. A push that Redis could not route lists its uids
@@ -120,9 +120,9 @@ pub async fn push_batch(
             "pushes is an empty list: give at least one push".into(),
         ));
     }
-    if req.pushes.len() > MAX_BATCH {
+    if req.pushes.len() > MAX_PUSHES_PER_BATCH {
         return Err(ApiError::BadRequest(format!(
-            "a batch carries at most {MAX_BATCH} pushes, not {}",
+            "a batch carries at most {MAX_PUSHES_PER_BATCH} pushes, not {}",
             req.pushes.len()
         )));
     }

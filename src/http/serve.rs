@@ -23,6 +23,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::App;
 
@@ -32,7 +33,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Some(app.config.header_read_timeout))
+        .header_read_timeout(Some(app.config.http.header_read_timeout))
         .keep_alive(true)
         // Answers are a few hundred bytes: copied into one buffer they cost
         // the kernel one segment instead of two (as for WebSocket frames,
@@ -46,7 +47,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                crate::text::accept_error_pause(&e).await;
+                crate::net::accept::error_pause(&e).await;
                 continue;
             }
         };
@@ -76,7 +77,10 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let shutdown = app.shutdown.clone();
-        app.shutdown.http().spawn(async move {
+        // A debug-level span: disabled (a handle, no registry entry) at the
+        // default level, so keep-alive connections cost nothing more.
+        let span = tracing::debug_span!("http", %peer);
+        let served = async move {
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -85,7 +89,8 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
                     let _ = conn.await;
                 }
             }
-        });
+        };
+        app.shutdown.services().spawn(served.instrument(span));
     }
 }
 

@@ -18,7 +18,7 @@ use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::WebSocketConfig;
 
 use super::socket::Socket;
-use crate::http::error::ApiError;
+use crate::net::problem::ApiError;
 
 /// A valid upgrade request, not answered yet.
 pub struct Handshake {
@@ -27,7 +27,7 @@ pub struct Handshake {
 }
 
 /// Why an upgrade request is refused.
-pub enum Refusal {
+pub enum HandshakeRefusal {
     /// A problem+json answer.
     Problem(ApiError),
     /// A WebSocket version other than 13: 426 naming the version spoken
@@ -35,26 +35,26 @@ pub enum Refusal {
     Version,
 }
 
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Refusal {
-        Refusal::Problem(e)
+impl From<ApiError> for HandshakeRefusal {
+    fn from(e: ApiError) -> HandshakeRefusal {
+        HandshakeRefusal::Problem(e)
     }
 }
 
-impl IntoResponse for Refusal {
+impl IntoResponse for HandshakeRefusal {
     fn into_response(self) -> Response {
         match self {
-            Refusal::Problem(e) => e.into_response(),
+            HandshakeRefusal::Problem(e) => e.into_response(),
             // `ApiError` adds the headers every 426 carries.
-            Refusal::Version => ApiError::UnsupportedVersion.into_response(),
+            HandshakeRefusal::Version => ApiError::UnsupportedVersion.into_response(),
         }
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Handshake {
-    type Rejection = Refusal;
+    type Rejection = HandshakeRefusal;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refusal> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, HandshakeRefusal> {
         // axum routes HEAD to GET handlers; an upgrade is GET only
         // (RFC 6455 §4.1), and a HEAD answer can carry no session.
         if parts.method != Method::GET {
@@ -69,7 +69,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
         }
         match headers.get(header::SEC_WEBSOCKET_VERSION) {
             None => return Err(bad("Sec-WebSocket-Version is missing").into()),
-            Some(v) if v.as_bytes() != b"13" => return Err(Refusal::Version),
+            Some(v) if v.as_bytes() != b"13" => return Err(HandshakeRefusal::Version),
             Some(_) => {}
         }
         let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();

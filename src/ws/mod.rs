@@ -8,6 +8,8 @@
 //! This module admits connections (drain, origin, caps, query token) and
 //! configures the WebSocket; `session` runs each connection's life.
 
+mod deadline;
+mod end;
 mod handshake;
 mod session;
 mod socket;
@@ -22,8 +24,8 @@ use serde::Deserialize;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::App;
-use crate::http::access::client_ip;
-use crate::http::error::ApiError;
+use crate::net::client_ip::client_ip;
+use crate::net::problem::ApiError;
 use crate::telemetry;
 use handshake::Handshake;
 use session::session;
@@ -64,13 +66,18 @@ pub async fn upgrade(
         telemetry::rejected_upgrade("shutting_down");
         return ApiError::Unavailable("the gateway is shutting down".into()).into_response();
     }
-    if !origin_passes(&app.config.allowed_origins, &headers) {
+    if !origin_passes(&app.config.websocket.allowed_origins, &headers) {
         telemetry::rejected_upgrade("origin");
         return ApiError::Forbidden("this origin may not open a WebSocket here".into())
             .into_response();
     }
     let cfg = &app.config;
-    let client = client_ip(peer, &headers, &cfg.trusted_proxies, cfg.client_ip_header);
+    let client = client_ip(
+        peer,
+        &headers,
+        &cfg.http.trusted_proxies,
+        cfg.http.client_ip_header,
+    );
     let permit = match app.admission.admit(client) {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -105,8 +112,8 @@ pub async fn upgrade(
         // Control frames are written at once; pushes never pass through here.
         .write_buffer_size(0)
         .max_write_buffer_size(CONTROL_BUFFER)
-        .max_message_size(Some(cfg.max_message_bytes))
-        .max_frame_size(Some(cfg.max_message_bytes));
+        .max_message_size(Some(cfg.websocket.max_message_bytes))
+        .max_frame_size(Some(cfg.websocket.max_message_bytes));
     ws.accept(config, move |socket| {
         let conn = app.map.open();
         // A combinator, not an `async` block: awaiting the session inside

@@ -34,7 +34,7 @@ use crate::model::Payload;
 
 /// Most queued messages written per system call; bounds one write's size and
 /// keeps a busy connection from starving its own inbound reads.
-pub(super) const MAX_BATCH: usize = 64;
+pub(super) const MAX_FRAMES_PER_WRITE: usize = 64;
 
 /// A server's text frame header is at most 10 bytes (no mask).
 const MAX_HEADER: usize = 10;
@@ -155,7 +155,7 @@ impl Socket {
         }
     }
 
-    /// Writes `first` and up to [`MAX_BATCH`]` - 1` further messages that
+    /// Writes `first` and up to [`MAX_FRAMES_PER_WRITE`]` - 1` further messages that
     /// `more` takes (given the room left and where to put each) as text
     /// frames, in one system call when the socket takes them.
     ///
@@ -178,10 +178,11 @@ impl Socket {
                 Err(e) if would_block(&e) => true,
                 Err(e) => return Err(into_io(e)),
             };
-        let mut batch: SmallVec<[Payload; MAX_BATCH]> = SmallVec::new();
+        let mut batch: SmallVec<[Payload; MAX_FRAMES_PER_WRITE]> = SmallVec::new();
         batch.push(first);
-        more(MAX_BATCH - 1, &mut |payload| batch.push(payload));
-        let mut headers: SmallVec<[([u8; MAX_HEADER], usize); MAX_BATCH]> = SmallVec::new();
+        more(MAX_FRAMES_PER_WRITE - 1, &mut |payload| batch.push(payload));
+        let mut headers: SmallVec<[([u8; MAX_HEADER], usize); MAX_FRAMES_PER_WRITE]> =
+            SmallVec::new();
         let mut total = 0;
         for payload in &batch {
             let mut header = [0u8; MAX_HEADER];
@@ -208,7 +209,8 @@ impl Socket {
             SCRATCH.set(scratch);
             return written.map(|written| written == total);
         }
-        let slices: SmallVec<[IoSlice<'_>; 2 * MAX_BATCH]> = frames.map(IoSlice::new).collect();
+        let slices: SmallVec<[IoSlice<'_>; 2 * MAX_FRAMES_PER_WRITE]> =
+            frames.map(IoSlice::new).collect();
         let written = self.write_now(blocked, |tcp| tcp.try_write_vectored(&slices))?;
         if written < total {
             self.keep_unsent(unwritten(&slices, written, total));

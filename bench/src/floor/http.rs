@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushgate::config::DEFAULT_MAX_BODY_BYTES as MAX_BODY;
-use pushgate::http::push::MAX_BATCH;
+use pushgate::http::push::MAX_PUSHES_PER_BATCH as MAX_BATCH;
 use pushgate::http::query::Stats;
 use pushgate::model::{BroadcastResponse, MAX_UID_BYTES as MAX_UID};
 

@@ -19,11 +19,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::codec::FramedRead;
+use tracing::Instrument;
 
 use crate::App;
 use crate::model::{Payload, Source, Uid, parse_text_line};
-use crate::telemetry;
+use crate::{net, telemetry};
+
+mod codec;
+
+pub use codec::{LineCodec, LineCodecError};
 
 /// Accepts text-port connections until the drain begins.
 pub async fn serve(listener: TcpListener, app: App) {
@@ -34,7 +39,7 @@ pub async fn serve(listener: TcpListener, app: App) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let allowed = &app.config.text_allow;
+                let allowed = &app.config.text.text_allow;
                 let ip = peer.ip().to_canonical();
                 if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
                     telemetry::text_disconnect("not_allowed");
@@ -42,21 +47,15 @@ pub async fn serve(listener: TcpListener, app: App) {
                     drop(stream);
                     continue;
                 }
-                let app2 = app.clone();
-                app.shutdown
-                    .sessions()
-                    .spawn(async move { handle(stream, peer, app2).await });
+                // Debug level, as for WebSocket sessions: disabled, it costs
+                // only its handle; enabled, every line names the peer.
+                let span = tracing::debug_span!("text_port", %peer);
+                let session = handle(stream, peer, app.clone());
+                app.shutdown.sessions().spawn(session.instrument(span));
             }
-            Err(e) => accept_error_pause(&e).await,
+            Err(e) => net::accept::error_pause(&e).await,
         }
     }
-}
-
-/// Out of file descriptors (or a similar transient failure) would otherwise
-/// spin the accept loop at full speed; pause briefly and retry.
-pub(crate) async fn accept_error_pause(e: &io::Error) {
-    tracing::warn!(error = %e, "accept failed");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 /// Why a text connection ended, as a metrics label.
@@ -82,7 +81,7 @@ impl End {
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, app: App) {
-    let gauge = metrics::gauge!(telemetry::TEXT_CONNECTIONS);
+    let gauge = telemetry::text_connections();
     gauge.increment(1.0);
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
@@ -100,7 +99,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, app: App) {
 }
 
 /// Most lines routed as one batch: what is readable at once, up to this.
-const MAX_BATCH: usize = 64;
+const MAX_LINES_PER_BATCH: usize = 64;
 
 /// What stopped the gathering of a batch.
 enum After {
@@ -136,7 +135,7 @@ impl Answers {
             buf: BytesMut::new(),
             max,
             dropping: false,
-            dropped: metrics::counter!(telemetry::TEXT_ANSWERS_DROPPED),
+            dropped: telemetry::text_answers_dropped(),
         }
     }
 
@@ -177,9 +176,10 @@ impl Answers {
 /// Answers still queued then get at most `--write-timeout` to go out, so a
 /// client that does not read never holds a shutdown.
 async fn session(rd: OwnedReadHalf, wr: &mut OwnedWriteHalf, app: &App) -> io::Result<End> {
-    let mut lines = FramedRead::with_capacity(rd, LineCodec::new(app.config.max_line_bytes), 4096);
-    let mut answers = Answers::new(app.config.text_answer_backlog);
-    let idle = app.config.text_idle_timeout;
+    let mut lines =
+        FramedRead::with_capacity(rd, LineCodec::new(app.config.text.max_line_bytes), 4096);
+    let mut answers = Answers::new(app.config.text.text_answer_backlog);
+    let idle = app.config.text.text_idle_timeout;
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     let mut batch: Vec<Bytes> = Vec::new();
@@ -221,7 +221,7 @@ async fn session(rd: OwnedReadHalf, wr: &mut OwnedWriteHalf, app: &App) -> io::R
     // one try, then what is left is counted as dropped.
     let grace = match end {
         End::Idle => Duration::ZERO,
-        _ => app.config.write_timeout,
+        _ => app.config.websocket.write_timeout,
     };
     answers.flush_until(wr, Instant::now() + grace).await?;
     Ok(end)
@@ -230,7 +230,7 @@ async fn session(rd: OwnedReadHalf, wr: &mut OwnedWriteHalf, app: &App) -> io::R
 /// Adds `first` and every line readable now to `batch`: they are routed
 /// together (one Redis round trip in cluster mode) and answered together.
 fn gather(
-    first: Option<Result<Bytes, LineError>>,
+    first: Option<Result<Bytes, LineCodecError>>,
     lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
     batch: &mut Vec<Bytes>,
 ) -> After {
@@ -239,10 +239,10 @@ fn gather(
         match item {
             Some(Ok(line)) => batch.push(line),
             None => return After::Closed,
-            Some(Err(LineError::TooLong)) => return After::TooLong,
-            Some(Err(LineError::Io(e))) => return After::Io(e),
+            Some(Err(LineCodecError::TooLong)) => return After::TooLong,
+            Some(Err(LineCodecError::Io(e))) => return After::Io(e),
         }
-        if batch.len() < MAX_BATCH {
+        if batch.len() < MAX_LINES_PER_BATCH {
             next = lines.next().now_or_never();
         }
     }
@@ -275,86 +275,6 @@ async fn answer_batch(app: &App, batch: &mut Vec<Bytes>, answers: &mut Answers) 
     }
 }
 
-/// Splits a byte stream into lines ended by `\n`, without their trailing
-/// `\r`s (all of them, as Workerman's `Text::decode` did with
-/// `rtrim($buffer, "\r\n")`), each at most `max` bytes. The bytes before a
-/// `\n` may be `max` plus one `\r`; a line longer than that is an error as
-/// soon as those bytes arrive without a line end, so a line that never ends
-/// cannot grow the buffer. Bytes after the last line end at EOF are not a line
-/// (the Workerman text protocol waited for the `\n` too).
-#[derive(Debug, Clone)]
-pub struct LineCodec {
-    max: usize,
-    /// Where the search for `\n` resumes, so a slowly arriving line is not
-    /// rescanned from the start on every read.
-    scanned: usize,
-}
-
-/// Why the line decoder stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum LineError {
-    /// A line exceeded the maximum length.
-    #[error("line longer than the limit")]
-    TooLong,
-    /// The socket failed.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
-impl LineCodec {
-    /// A decoder for lines of at most `max` bytes (line end excluded).
-    pub fn new(max: usize) -> LineCodec {
-        LineCodec { max, scanned: 0 }
-    }
-}
-
-impl Decoder for LineCodec {
-    type Item = Bytes;
-    type Error = LineError;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
-        // A line of `max` bytes plus `\r\n` is still acceptable. `max` is
-        // `--max-line-bytes`, which may be as large as `usize::MAX`.
-        let window = buf.len().min(self.max.saturating_add(2));
-        match buf[self.scanned.min(window)..window]
-            .iter()
-            .position(|&b| b == b'\n')
-        {
-            Some(pos) => {
-                let end = self.scanned.min(window) + pos;
-                self.scanned = 0;
-                let mut line = buf.split_to(end + 1);
-                // Workerman's Text protocol `rtrim`s "\r\n": every trailing
-                // CR goes, before routing and before delivery.
-                let kept = line[..end]
-                    .iter()
-                    .rposition(|&b| b != b'\r')
-                    .map_or(0, |last| last + 1);
-                line.truncate(kept);
-                if line.len() > self.max {
-                    return Err(LineError::TooLong);
-                }
-                Ok(Some(line.freeze()))
-            }
-            None if buf.len() > self.max.saturating_add(1) => Err(LineError::TooLong),
-            None => {
-                self.scanned = window;
-                Ok(None)
-            }
-        }
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineError> {
-        match self.decode(buf)? {
-            Some(line) => Ok(Some(line)),
-            None => {
-                buf.clear();
-                Ok(None)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,60 +291,5 @@ mod tests {
             telemetry::TEXT_DISCONNECTS,
             "not_allowed"
         ));
-    }
-
-    fn decode_all(max: usize, input: &[u8]) -> (Vec<Vec<u8>>, bool) {
-        let mut codec = LineCodec::new(max);
-        let mut buf = BytesMut::from(input);
-        let mut out = vec![];
-        loop {
-            match codec.decode_eof(&mut buf) {
-                Ok(Some(l)) => out.push(l.to_vec()),
-                Ok(None) => return (out, false),
-                Err(_) => return (out, true),
-            }
-        }
-    }
-
-    #[test]
-    fn splits_on_lf_and_crlf() {
-        let (lines, err) = decode_all(100, b"a\nb\r\n\nd\r\r\n\r\ne\rf\r \r\nc");
-        assert_eq!(
-            lines,
-            vec![
-                b"a".to_vec(),
-                b"b".to_vec(),
-                b"".to_vec(),
-                b"d".to_vec(),
-                b"".to_vec(),
-                b"e\rf\r ".to_vec()
-            ]
-        );
-        assert!(
-            !err,
-            "a trailing partial line is not an error, and not a line"
-        );
-    }
-
-    #[test]
-    fn the_limit_applies_without_the_line_end() {
-        assert_eq!(decode_all(3, b"abc\r\n").0, vec![b"abc".to_vec()]);
-        assert!(decode_all(3, b"abcd\n").1);
-        assert!(
-            decode_all(3, b"abcde").1,
-            "an endless line errors at the limit"
-        );
-    }
-
-    #[test]
-    fn lines_arriving_byte_by_byte() {
-        let mut codec = LineCodec::new(10);
-        let mut buf = BytesMut::new();
-        for &b in b"hello\r" {
-            buf.extend_from_slice(&[b]);
-            assert!(codec.decode(&mut buf).unwrap().is_none());
-        }
-        buf.extend_from_slice(b"\n");
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), &b"hello"[..]);
     }
 }

@@ -185,3 +185,62 @@ pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
     page.render_extra_section(out)?;
     page.render_version_section(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every flag as an operator sees it: name, environment twin, default,
+    /// conflicts and help text, one block per flag, sorted by name so that
+    /// regrouping the configuration in code cannot hide a change.
+    fn flags() -> String {
+        let cmd = Cli::command();
+        let mut args: Vec<_> = cmd.get_arguments().collect();
+        args.sort_by_key(|a| a.get_id().as_str().to_owned());
+        let mut out = String::new();
+        for arg in args {
+            let show = |s: Option<&clap::builder::StyledStr>| s.map(|s| s.to_string());
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let defaults: Vec<_> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let conflicts: Vec<_> = cmd
+                .get_arg_conflicts_with(arg)
+                .iter()
+                .map(|a| a.get_id().as_str().to_owned())
+                .collect();
+            let _ = writeln!(
+                out,
+                "--{} short={:?} env={env:?} hide_env_values={} defaults={defaults:?} \
+                 conflicts={conflicts:?} global={} required={}\n  help={:?}\n  long_help={:?}",
+                arg.get_long().unwrap_or(arg.get_id().as_str()),
+                arg.get_short(),
+                arg.is_hide_env_values_set(),
+                arg.is_global_set(),
+                arg.is_required_set(),
+                show(arg.get_help()),
+                show(arg.get_long_help()),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn flags_env_names_defaults_and_help_are_the_documented_ones() {
+        // The snapshot was taken before the configuration was split into
+        // groups; operators' scripts, unit files and ConfigMaps depend on it.
+        // Regenerate (PUSHGATE_WRITE_FLAGS=1) only for a deliberate change.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cli/flags.snapshot");
+        let now = flags();
+        if std::env::var_os("PUSHGATE_WRITE_FLAGS").is_some() {
+            std::fs::write(path, &now).expect("write the snapshot");
+        }
+        assert_eq!(now, include_str!("flags.snapshot"));
+    }
+}

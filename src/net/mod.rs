@@ -1,0 +1,10 @@
+//! Network helpers shared by the front ends, so that no front end imports
+//! another: the accept loop's back-off ([`accept`]), who a client is behind
+//! a proxy ([`client_ip`]), and HTTP refusals as problem documents
+//! ([`problem`], used by REST and by the WebSocket upgrade alike).
+//!
+//! Nothing here knows about routing or any one front end's wire format.
+
+pub mod accept;
+pub mod client_ip;
+pub mod problem;
