@@ -94,7 +94,12 @@ async fn start(config: Config) -> Result<(), StartupError> {
     let http_addr = resolve(&listen, "--listen").await?;
     let text_addr = resolve(&text_listen, "--text-listen").await?;
     let api_addr = resolve(&api_listen, "--api-listen").await?;
-    if api_addr == http_addr && api_addr.port() != 0 {
+    // The same port on an overlapping address (equal, or either one every
+    // address) is the same listener as far as a client can tell.
+    let overlap = api_addr.ip() == http_addr.ip()
+        || api_addr.ip().is_unspecified()
+        || http_addr.ip().is_unspecified();
+    if overlap && api_addr.port() == http_addr.port() && api_addr.port() != 0 {
         return Err(StartupError::SameListener {
             api: api_listen,
             public: listen,

@@ -457,7 +457,29 @@ async fn sighup_reloads_a_rotated_jwt_public_key() {
     let again = token(Algorithm::RS256, &rsa, "rsa-again");
     let _ws = ws_connect(&gw.ws_url(&format!("/ws?token={again}"))).await;
     gw.wait_bound("rsa-again", 1).await;
+
+    // A private key copied over the public one (it would verify nothing)
+    // keeps the RSA public key too, and says why.
+    std::fs::write(&public, read("rsa-private.pem")).unwrap();
+    gw.signal("HUP");
+    wait_logged_times(&gw, "JWT key file not reloaded; the old key stays", 2).await;
+    assert!(gw.logged("PRIVATE key"));
+    let still = token(Algorithm::RS256, &rsa, "rsa-still");
+    let _ws = ws_connect(&gw.ws_url(&format!("/ws?token={still}"))).await;
+    gw.wait_bound("rsa-still", 1).await;
     let _ = std::fs::remove_file(public);
+}
+
+#[test]
+fn a_private_key_given_as_the_public_key_refuses_to_start() {
+    for key in ["rsa-private.pem", "ec-private.pem"] {
+        let path = format!("{}/tests/keys/{key}", env!("CARGO_MANIFEST_DIR"));
+        let log = refuses_to_start(&["--api-listen", "127.0.0.1:0", "--jwt-public-key", &path]);
+        assert!(
+            log.contains("PRIVATE key") && log.contains("-pubout"),
+            "{log}"
+        );
+    }
 }
 
 #[tokio::test]

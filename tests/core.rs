@@ -768,3 +768,37 @@ async fn a_bind_frame_sent_with_the_upgrade_request_is_not_lost() {
     }
     assert!(got.starts_with(b"HTTP/1.1 101"));
 }
+
+#[tokio::test]
+async fn a_client_that_reads_gets_a_whole_burst_with_the_default_queues() {
+    // push.php's Workerman buffered 1 MB for a client; a burst of small
+    // pushes to one uid (a REST batch, pipelined progress lines) must not
+    // make a reading client a slow consumer.
+    let gw = Gateway::start(&[]);
+    let mut ws = ws_bind(&gw, "burst").await;
+    let pushes: Vec<serde_json::Value> = (0..1100)
+        .map(|i| serde_json::json!({"uid": "burst", "data": {"n": i}}))
+        .collect();
+    let (status, answer) =
+        post_json(&gw, "/push/batch", &serde_json::json!({"pushes": pushes})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["delivered"], 1100, "{answer}");
+    assert_eq!(answer["dropped"], 0, "{answer}");
+    for i in 0..1100 {
+        assert_eq!(next_text(&mut ws).await, format!(r#"{{"n":{i}}}"#));
+    }
+    let mut text = TextClient::connect(&gw).await;
+    let lines: String = (0..5000)
+        .map(|i| format!("{{\"uid\":\"burst\",\"percent\":\"{i}%\"}}\n"))
+        .collect();
+    text.write(lines.as_bytes()).await;
+    for _ in 0..5000 {
+        assert_eq!(text.answer().await, "ok");
+    }
+    for i in 0..5000 {
+        assert_eq!(
+            next_text(&mut ws).await,
+            format!("{{\"uid\":\"burst\",\"percent\":\"{i}%\"}}")
+        );
+    }
+}

@@ -50,6 +50,14 @@ pub(super) fn load_public_key(path: &Path) -> Result<(DecodingKey, Algorithm), A
         path: path.display().to_string(),
         source,
     })?;
+    // jsonwebtoken reads a private key's PEM as a "public" one, and then
+    // every signature fails to verify: a common mistake that would lock
+    // every client out, so it is refused by its PEM label.
+    if pem.split(|&b| b == b'\n').any(|line| {
+        line.starts_with(b"-----BEGIN") && line.windows(11).any(|w| w == b"PRIVATE KEY")
+    }) {
+        return Err(AuthConfigError::PrivateKey(path.display().to_string()));
+    }
     if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
         return Ok((key, Algorithm::RS256));
     }

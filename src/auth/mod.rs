@@ -43,6 +43,12 @@ pub enum AuthConfigError {
     /// The public key is neither an RSA nor an EC PEM key.
     #[error("{0} holds no RSA or EC public key in PEM form")]
     BadKey(String),
+    /// The file given as the public key holds a private key.
+    #[error(
+        "{0} holds a PRIVATE key: give the public key (openssl pkey -in KEY -pubout), \
+         and keep the private key with whoever signs the tokens"
+    )]
+    PrivateKey(String),
     /// The HS256 secret is too short.
     #[error(
         "the JWT secret ({from}) must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2); \

@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::Args;
 use ipnet::IpNet;
 
-use super::{ClientIpHeader, ListenAddr, LogFormat, Secret, boolish, parse_duration};
+use super::{
+    ClientIpHeader, ListenAddr, LogFormat, Secret, parse_bool, parse_duration, parse_origin,
+};
 
 /// The WebSocket front end: message size, the bind, ping and write deadlines, allowed origins.
 #[derive(Debug, Clone, Args)]
@@ -40,7 +42,7 @@ pub struct WsConfig {
     /// Origins (`scheme://host[:port]`) allowed to open a WebSocket; others
     /// get 403. Requests without `Origin` (non-browser clients) pass. Unset:
     /// any origin.
-    #[arg(long, env = "PUSHGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = "PUSHGATE_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 }
 
@@ -134,7 +136,7 @@ pub struct HttpConfig {
     /// One log line per HTTP request (target `pushgate::access`): method,
     /// route template, status, duration and client address; never the query
     /// string, which may carry a token.
-    #[arg(long, env = "PUSHGATE_ACCESS_LOG", value_parser = boolish(), num_args = 0..=1,
+    #[arg(long, env = "PUSHGATE_ACCESS_LOG", value_parser = parse_bool, num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true")]
     pub access_log: bool,
 }
@@ -191,8 +193,9 @@ pub struct AuthConfig {
     )]
     pub api_keys: Vec<Secret>,
 
-    /// A file of API keys, one per line (blank lines and `#` comments
-    /// ignored), added to `--api-key`.
+    /// A file of API keys, one per line, added to `--api-key`: each line,
+    /// trimmed, is a key; blank lines and lines starting with `#` are
+    /// skipped (a `#` later in a line is part of the key).
     #[arg(long, env = "PUSHGATE_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
 }
@@ -201,8 +204,10 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Args)]
 pub struct LimitsConfig {
     /// Messages that may wait in one connection's outbound queue. A client whose
-    /// queue is full is a slow consumer and is disconnected.
-    #[arg(long, env = "PUSHGATE_QUEUE_LEN", default_value_t = 1024)]
+    /// queue is full is a slow consumer and is disconnected. As many as one
+    /// `POST /push/batch` may carry, so a burst to one uid never overflows a
+    /// client that reads: the byte bound is what stops a slow one.
+    #[arg(long, env = "PUSHGATE_QUEUE_LEN", default_value_t = 10_000)]
     pub queue_len: usize,
 
     /// Bytes that may wait in one connection's outbound queue (whichever of
@@ -280,7 +285,7 @@ pub struct BrokerConfig {
 
     /// `/readyz` answers 503 while Redis is unreachable (cluster mode), taking
     /// the node out of rotation instead of serving local clients only.
-    #[arg(long, env = "PUSHGATE_REQUIRE_REDIS", value_parser = boolish(), num_args = 0..=1,
+    #[arg(long, env = "PUSHGATE_REQUIRE_REDIS", value_parser = parse_bool, num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true")]
     pub require_redis: bool,
 }

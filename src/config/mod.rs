@@ -195,12 +195,65 @@ fn node_id_part(text: &str) -> String {
         .collect()
 }
 
+/// An origin in the one form it is compared in (RFC 6454 §4 and §6.2):
+/// `scheme://host[:port]`, lower-case, without a trailing `/`, and without
+/// the scheme's default port (`https://app.example:443` is
+/// `https://app.example`). `None` for anything that is not an origin (no
+/// scheme, a path, a query, user info, `*`, `null`).
+pub fn normalize_origin(text: &str) -> Option<String> {
+    let text = text.trim();
+    let text = text.strip_suffix('/').unwrap_or(text).to_ascii_lowercase();
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok || rest.is_empty() || rest.contains(['/', '?', '#', '@', '*', ' ']) {
+        return None;
+    }
+    let default_port = match scheme {
+        "http" | "ws" => Some(":80"),
+        "https" | "wss" => Some(":443"),
+        _ => None,
+    };
+    let host = match default_port {
+        Some(port) => rest.strip_suffix(port).unwrap_or(rest),
+        None => rest,
+    };
+    if host.is_empty() || host.starts_with(':') {
+        return None;
+    }
+    Some(format!("{scheme}://{host}"))
+}
+
+/// `--allowed-origins`' parser: each value must be an origin
+/// ([`normalize_origin`]), kept in its normal form; `*` and values without a
+/// scheme are refused at start rather than silently never matching.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    if text.trim() == "*" {
+        return Err("'*' is not an origin: leave --allowed-origins unset to allow any".into());
+    }
+    normalize_origin(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not an origin: expected scheme://host[:port], e.g. https://app.example"
+        )
+    })
+}
+
 /// The parser of every boolean option: `--flag` alone means true, and a value
 /// (`--flag=false`, or the environment twin) may be spelled `1/0`,
 /// `true/false`, `yes/no`, `on/off`, `y/n`, `t/f`, in any case — as
-/// systemd, Compose and Kubernetes manifests write them.
-fn boolish() -> clap::builder::BoolishValueParser {
-    clap::builder::BoolishValueParser::new()
+/// systemd, Compose and Kubernetes manifests write them. An empty variable
+/// (`PUSHGATE_ACCESS_LOG=`, how a unit file or manifest often unsets one)
+/// means false. Anything else is refused, naming the accepted spellings.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        other => Err(format!(
+            "{other:?} is not a boolean: use 1/0, true/false, yes/no or on/off (any case)"
+        )),
+    }
 }
 
 /// Parses `10s`, `500ms`, `2m` (humantime syntax); a bare number means seconds.
@@ -242,6 +295,15 @@ pub enum ConfigError {
     /// `--ping-interval` or `--pong-timeout` is zero.
     #[error("--ping-interval and --pong-timeout must be greater than zero")]
     ZeroPing,
+    /// No `--node-id` was given and `POD_NAME`, the default, is not a valid
+    /// node id.
+    #[error("POD_NAME {pod:?}, the default node id, is not a valid one ({why}); set --node-id")]
+    PodName {
+        /// The variable's value.
+        pod: String,
+        /// What is wrong with it (the bus's check).
+        why: crate::broker::NameError,
+    },
 }
 
 impl Config {
@@ -296,7 +358,13 @@ impl Config {
             return Err(ConfigError::RequireRedisAlone);
         }
         if clustered {
-            crate::broker::check_node_id(&self.node_id())?;
+            let id = self.node_id();
+            if let Err(why) = crate::broker::check_node_id(&id) {
+                if self.broker.node_id.is_none() {
+                    return Err(ConfigError::PodName { pod: id, why });
+                }
+                return Err(why.into());
+            }
             crate::broker::check_prefix(&broker.redis_prefix)?;
         }
         if self.websocket.ping_interval.is_zero() || self.websocket.pong_timeout.is_zero() {

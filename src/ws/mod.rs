@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::App;
+use crate::config::normalize_origin;
 use crate::net::client_ip::client_ip;
 use crate::net::problem::ApiError;
 use crate::telemetry;
@@ -139,13 +140,15 @@ fn origin_passes(allowed: &[String], headers: &HeaderMap) -> bool {
     }
 }
 
-/// Whether `origin` is one of `allowed` (exact `scheme://host[:port]`,
-/// ASCII case-insensitive); an empty list allows every origin.
+/// Whether `origin` is one of `allowed` (both in their normal form,
+/// [`normalize_origin`]: `https://app.example:443` is `https://app.example`);
+/// an empty list allows every origin.
 fn origin_allowed(allowed: &[String], origin: &[u8]) -> bool {
-    allowed.is_empty()
-        || allowed.iter().any(|a| {
-            a.trim_end_matches('/')
-                .as_bytes()
-                .eq_ignore_ascii_case(origin)
-        })
+    if allowed.is_empty() {
+        return true;
+    }
+    std::str::from_utf8(origin)
+        .ok()
+        .and_then(normalize_origin)
+        .is_some_and(|origin| allowed.contains(&origin))
 }
