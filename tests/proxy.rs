@@ -72,7 +72,11 @@ impl Nginx {
             .arg("-c")
             .arg(&file)
             .arg("-g")
-            .arg(format!("daemon off; pid {d}/nginx.pid;"))
+            // One process (no master and workers): killing it on drop leaves
+            // no orphaned worker behind.
+            .arg(format!(
+                "daemon off; master_process off; pid {d}/nginx.pid;"
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
