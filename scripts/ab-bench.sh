@@ -9,14 +9,19 @@
 # the medians and ratios BENCHMARKS.md records. Speed is never asserted.
 set -euo pipefail
 a=$1 b=$2 pairs=${3:-6}
-scenarios=(
-  "idle --connections 10000"
-  "push-text"
-  "push-http --batch 100"
-  "broadcast"
-  "latency --rate 10000"
-  "cluster"
-)
+# AB_SCENARIOS="broadcast;cluster" runs a subset.
+if [ -n "${AB_SCENARIOS:-}" ]; then
+  IFS=';' read -r -a scenarios <<<"$AB_SCENARIOS"
+else
+  scenarios=(
+    "idle --connections 10000"
+    "push-text"
+    "push-http --batch 100"
+    "broadcast"
+    "latency --rate 10000"
+    "cluster"
+  )
+fi
 run() { # build-label dir pair scenario...
   local label=$1 dir=$2 pair=$3
   shift 3

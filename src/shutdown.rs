@@ -127,11 +127,13 @@ impl Shutdown {
     }
 
     /// Whether the drain phase has begun.
+    #[inline]
     pub fn is_draining(&self) -> bool {
         self.drain.is_cancelled()
     }
 
     /// Resolves when the drain phase begins.
+    #[inline]
     pub async fn draining(&self) {
         self.drain.cancelled().await
     }

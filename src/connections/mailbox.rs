@@ -73,6 +73,7 @@ struct Queue {
 const KEEP_CAPACITY: usize = 16;
 
 impl Shared {
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // Every critical section is a push or a pop: a panic cannot leave the
         // queue inconsistent, so a poisoned lock is taken over.
@@ -92,10 +93,16 @@ impl Shared {
         }
     }
 
+    // `#[inline]` on this and the other small calls of the delivery path:
+    // without it they inline only where they happen to share a codegen unit
+    // with their caller, and a module split elsewhere cost broadcasts 12 %
+    // per delivery (BENCHMARKS.md, "The routing-core redesign").
+    #[inline]
     fn close_reason(&self) -> Option<CloseReason> {
         CloseReason::from_u8(self.close.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn pop(&self) -> Option<Payload> {
         self.lock().pop()
     }
@@ -106,6 +113,7 @@ impl Queue {
     /// kept while the connection is busy: a queue emptied and refilled by
     /// each burst (broadcasts) would otherwise grow again from nothing,
     /// reallocating, every time — on the pusher's thread.
+    #[inline]
     fn pop(&mut self) -> Option<Payload> {
         let p = self.items.pop_front()?;
         self.bytes -= p.len();

@@ -31,6 +31,7 @@
 //! / 503, never a false `ok`) until no such message came for three probe
 //! intervals.
 
+mod diagnose;
 mod inbound;
 mod presence;
 mod publish;

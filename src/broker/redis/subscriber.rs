@@ -10,6 +10,7 @@ use redis::AsyncCommands;
 use redis::aio::{MultiplexedConnection, PubSubStream};
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval, sleep, timeout};
 
+use super::diagnose::{hint, is_master, step};
 use super::presence::{CommandFailed, Subscriptions};
 use super::wire::Kind;
 use super::{RedisBroker, inbound, lock};
@@ -48,7 +49,7 @@ fn backoff_ceiling(failures: u32) -> Duration {
 /// Why a bus session ended: the session's typed error, and the `reason`
 /// label of the reconnect counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lost {
+pub(super) enum Lost {
     Connect,
     Connection,
     Command,
@@ -310,53 +311,6 @@ fn ticker(period: Duration) -> Interval {
     let mut ticker = interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker
-}
-
-/// Whether the server behind `conn` is a master (`ROLE`), so publishes reach
-/// every subscriber of the deployment; `None` when it does not answer.
-async fn is_master(conn: &mut MultiplexedConnection, limit: Duration) -> Result<bool, String> {
-    let role: Result<Result<redis::Value, _>, _> =
-        timeout(limit, redis::cmd("ROLE").query_async(conn)).await;
-    match role {
-        Ok(Ok(redis::Value::Array(items))) => Ok(matches!(
-            items.first(),
-            Some(redis::Value::BulkString(b)) if b == b"master"
-        )),
-        Ok(Ok(other)) => Err(format!("unexpected answer to ROLE: {other:?}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer to ROLE within {limit:?}")),
-    }
-}
-
-/// One step of connecting, bounded by `limit`; a failure is logged with
-/// Redis' own words (WRONGPASS, NOAUTH, connection refused…), so an operator
-/// sees why the bus stays down, not only that it does.
-async fn step<T>(
-    limit: Duration,
-    what: &'static str,
-    attempt: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, Lost> {
-    let error = match timeout(limit, attempt).await {
-        Ok(Ok(value)) => return Ok(value),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no answer within {limit:?}"),
-    };
-    tracing::warn!(error = %error, hint = hint(&error), "redis: cannot {what}");
-    Err(Lost::Connect)
-}
-
-/// What to do about a Redis error an operator can fix.
-fn hint(error: &str) -> &'static str {
-    if error.contains("WRONGPASS")
-        || error.contains("NOAUTH")
-        || error.contains("AuthenticationFailed")
-    {
-        "check the password in --redis-url (redis://:PASSWORD@HOST:PORT/) or the sentinels' master"
-    } else if error.contains("refused") {
-        "is Redis running at that address?"
-    } else {
-        ""
-    }
 }
 
 #[cfg(test)]
