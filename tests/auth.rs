@@ -15,27 +15,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "a-test-secret-that-is-32-bytes-long";
-
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-fn jwt(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-async fn close_of(ws: &mut Ws) -> (u16, String) {
-    let f = next_close(ws).await.expect("close frame");
-    (u16::from(f.code), f.reason.to_string())
 }
 
 /// Connects with `token` on the query string and returns the close frame.

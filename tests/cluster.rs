@@ -116,12 +116,7 @@ async fn broadcast_from_any_node_reaches_every_client_once() {
     }
     // Cluster totals.
     wait_until("3 nodes and 4 bound connections in /stats", || async {
-        let s: Value = reqwest::get(a.url("/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = a.stats().await;
         (s["nodes"] == 3 && s["bound_connections"] == 4)
             .then_some(())
             .ok_or(s)
@@ -681,12 +676,7 @@ async fn a_dead_nodes_stats_entry_is_gone_within_three_probe_intervals() {
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     wait_until("two nodes in /stats", || async {
-        let s: Value = reqwest::get(a.url("/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = a.stats().await;
         (s["nodes"] == 2).then_some(()).ok_or(s)
     })
     .await;
@@ -694,12 +684,7 @@ async fn a_dead_nodes_stats_entry_is_gone_within_three_probe_intervals() {
     b.wait_exit(PATIENCE);
     let killed = Instant::now();
     wait_until("one node in /stats", || async {
-        let s: Value = reqwest::get(a.url("/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = a.stats().await;
         (s["nodes"] == 1).then_some(()).ok_or(s)
     })
     .await;
@@ -760,12 +745,7 @@ async fn answers_count_remote_deliveries_per_uid_and_nodes_in_all_where_they_say
     // `nodes` stays "nodes in all".
     assert_eq!(a.user("r1").await["nodes"], 1);
     wait_until("/stats counts both nodes", || async {
-        let s: Value = reqwest::get(a.url("/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = a.stats().await;
         (s["nodes"] == 2).then_some(()).ok_or(s)
     })
     .await;

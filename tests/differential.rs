@@ -538,12 +538,7 @@ async fn bind_all(gw: &Gateway, frames: &[Vec<u8>]) -> Vec<(Vec<u8>, Ws)> {
     }
     let n = clients.len() as u64;
     wait_until("every client bound", || async {
-        let stats: serde_json::Value = reqwest::get(gw.url("/stats"))
-            .await
-            .expect("GET /stats")
-            .json()
-            .await
-            .expect("json");
+        let stats = gw.stats().await;
         (stats["bound_connections"].as_u64() == Some(n))
             .then_some(())
             .ok_or(stats)

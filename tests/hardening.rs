@@ -13,27 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const SECRET: &str = "a-test-secret-that-is-32-bytes-long";
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn jwt(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-async fn close_of(ws: &mut Ws) -> (u16, String) {
-    let f = next_close(ws).await.expect("close frame");
-    (u16::from(f.code), f.reason.to_string())
 }
 
 async fn online(gw: &Gateway, uid: &str) -> bool {

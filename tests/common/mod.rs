@@ -178,6 +178,16 @@ impl Gateway {
             .expect("json")
     }
 
+    /// `GET /stats` on this gateway.
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(self.url("/stats"))
+            .await
+            .expect("GET /stats")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// The value of one metric series in `/metrics` (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
         let body = reqwest::get(self.url("/metrics"))
@@ -729,4 +739,24 @@ impl Gateway {
         })
         .await
     }
+}
+
+/// The HS256 secret the secure-mode tests share (32 bytes or more, as
+/// `--jwt-secret` requires).
+pub const SECRET: &str = "a-test-secret-that-is-32-bytes-long";
+
+/// A token with `claims`, signed with [`SECRET`].
+pub fn jwt(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("encode a token")
+}
+
+/// The close frame `ws` ends with: its code and reason.
+pub async fn close_of(ws: &mut Ws) -> (u16, String) {
+    let f = next_close(ws).await.expect("close frame");
+    (u16::from(f.code), f.reason.to_string())
 }
