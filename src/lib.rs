@@ -35,9 +35,11 @@
 //! - **Policy**: [`auth`] (tokens, API keys), [`limits`] (admission caps).
 //! - **Routing**: [`connections`] is the map, the one door to routing;
 //!   [`model`] holds the ids and wire types every front end agrees on.
-//! - **Broker**: [`cluster`] shares routing between nodes (Redis); nothing
-//!   else names Redis. A message store (history) will sit beside it, behind
-//!   the map.
+//! - **Broker**: the seam is the routing side's (`connections::broker`: the
+//!   `Broker` trait, presence changes, readiness, the single node);
+//!   [`broker`] picks an implementation, and `broker::redis` shares routing
+//!   between nodes through Redis — nothing else names Redis. The message
+//!   store (history, [`store`]) sits beside it, behind the map.
 //!
 //! # Where a new part goes
 //!
@@ -45,9 +47,9 @@
 //!   `text/`, calling only the map, `net`, `auth`/`limits` and
 //!   `telemetry`; its listener or route is wired here, in [`serve`], and
 //!   its flags are a new group in `config/groups.rs`.
-//! - **A new broker** (NATS, say): an implementation of the broker seam in
-//!   its own module beside the Redis one; only `app.rs` chooses it. No
-//!   front end changes.
+//! - **A new broker** (NATS, say): a module in `broker/` implementing the
+//!   `Broker` trait, one variant of `broker::AnyBroker` and one arm in
+//!   `broker::from_config`. No front end changes.
 //! - **A new REST endpoint**: a handler in `http/` (one file per concern,
 //!   like `push.rs`) that translates JSON into a map call and refuses with
 //!   `net::problem::ApiError`; its route is added in `http/mod.rs` (and to

@@ -82,14 +82,23 @@ enum StartupError {
 
 async fn start(config: Config) -> Result<(), StartupError> {
     config.validate()?;
-    raise_file_limit();
+    // Each connection is a file descriptor, and the usual soft limit of 1024
+    // would cap the gateway far below what the host allows: the soft limit
+    // goes up to the hard one. Raised before the state is built (the
+    // connection cap derives from it), but logged, like the warnings, only once everything has been
+    // checked: a refused start says its one line and nothing else.
+    let open_files = rlimit::increase_nofile_limit(u64::MAX);
     let (listen, text_listen, api_listen) = (
         config.http.listen.clone(),
         config.text.text_listen.clone(),
         config.http.api_listen.clone(),
     );
-    warn_about_trust(&config);
     let app = AppState::new(config)?;
+    match open_files {
+        Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    warn_about_trust(&app.config);
 
     let http_addr = resolve(&listen, "--listen").await?;
     let text_addr = resolve(&text_listen, "--text-listen").await?;
@@ -220,15 +229,5 @@ fn warn_about_trust(config: &Config) {
             "no API key configured: the REST API is served only on the API listener, and \
              there only when it is loopback. Set --api-key to call it from elsewhere"
         );
-    }
-}
-
-/// Raises the soft open-file limit to the hard limit: each connection is a
-/// file descriptor, and the usual soft limit of 1024 would cap the gateway
-/// far below what the host allows.
-fn raise_file_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }

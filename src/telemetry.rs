@@ -262,6 +262,13 @@ pub fn set_max_connections(max: usize) {
 /// Exports every labelled counter at zero for each of its label values
 /// (and the HTTP request counter for every route and status class).
 pub fn register_label_values(cluster: bool) {
+    // The series without labels that would otherwise appear only with their
+    // first event.
+    metrics::gauge!(TEXT_CONNECTIONS).increment(0.0);
+    metrics::counter!(TEXT_ANSWERS_DROPPED).increment(0);
+    if cluster {
+        metrics::counter!(DUPLICATE_NODE_ID).increment(0);
+    }
     let mut lists = LABEL_VALUES.to_vec();
     if cluster {
         lists.extend_from_slice(CLUSTER_LABEL_VALUES);

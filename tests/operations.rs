@@ -279,6 +279,8 @@ async fn labelled_counters_are_exported_at_zero_from_the_start() {
         "pushgate_broadcasts_total{source=\"http\"} 0",
         "pushgate_pushes_total{source=\"text\",result=\"fail\"} 0",
         "pushgate_http_requests_total{route=\"/push\",status_class=\"5xx\"} 0",
+        "pushgate_text_connections 0",
+        "pushgate_text_answers_dropped_total 0",
     ] {
         assert!(
             body.lines().any(|l| l == series),
@@ -295,6 +297,11 @@ async fn labelled_counters_are_exported_at_zero_from_the_start() {
     assert!(
         body.lines()
             .any(|l| l == "pushgate_redis_reconnects_total{reason=\"probe_failed\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l == "pushgate_duplicate_node_id_total 0"),
         "{body}"
     );
 }

@@ -107,3 +107,46 @@ fn a_pod_name_that_is_no_node_id_is_named_as_such() {
         "{log}"
     );
 }
+
+#[test]
+fn a_zero_timeout_is_refused_like_every_other_zero_bound() {
+    for flag in [
+        "--bind-timeout",
+        "--write-timeout",
+        "--text-idle-timeout",
+        "--header-read-timeout",
+        "--body-read-timeout",
+        "--shutdown-timeout",
+    ] {
+        let (status, log) = refuses_to_start(&mut pushgate(&[flag, "0"], &[]));
+        assert!(!status.success());
+        assert!(
+            log.contains(&format!("{flag} must be greater than zero")),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_start_says_its_one_line_and_nothing_about_a_server_that_never_ran() {
+    let empty = std::env::temp_dir().join(format!("pushgate-empty-keys-{}", std::process::id()));
+    std::fs::write(&empty, "# no keys yet\n").unwrap();
+    let (status, log) = refuses_to_start(&mut pushgate(
+        &["--api-key-file", empty.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    ));
+    let _ = std::fs::remove_file(&empty);
+    assert!(!status.success());
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("holds no keys"), "{log}");
+    let missing = refuses_to_start(&mut pushgate(
+        &["--jwt-public-key", "/nonexistent.pem"],
+        &[],
+    ))
+    .1;
+    assert!(
+        missing.contains("--jwt-public-key /nonexistent.pem"),
+        "{missing}"
+    );
+}

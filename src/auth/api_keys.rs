@@ -49,6 +49,7 @@ impl ApiKeys {
             return Ok(None);
         };
         let text = std::fs::read_to_string(path).map_err(|source| AuthConfigError::Read {
+            flag: "--api-key-file",
             path: path.display().to_string(),
             source,
         })?;

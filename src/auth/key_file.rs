@@ -20,6 +20,7 @@ impl KeyFile {
             KeyFile::PublicKey(path) => load_public_key(path),
             KeyFile::Secret(path) => {
                 let bytes = std::fs::read(path).map_err(|source| AuthConfigError::Read {
+                    flag: "--jwt-secret-file",
                     path: path.display().to_string(),
                     source,
                 })?;
@@ -47,6 +48,7 @@ pub(super) fn secret_key(secret: &[u8], source: &str) -> Result<DecodingKey, Aut
 
 pub(super) fn load_public_key(path: &Path) -> Result<(DecodingKey, Algorithm), AuthConfigError> {
     let pem = std::fs::read(path).map_err(|source| AuthConfigError::Read {
+        flag: "--jwt-public-key",
         path: path.display().to_string(),
         source,
     })?;

@@ -33,8 +33,10 @@ pub const MIN_SECRET_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
     /// A key file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("{flag} {path}: cannot read it: {source}")]
     Read {
+        /// The flag that named it.
+        flag: &'static str,
         /// The file.
         path: String,
         /// The cause.

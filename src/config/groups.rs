@@ -145,7 +145,8 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Args)]
 pub struct AuthConfig {
     /// Secure mode with HS256 tokens: clients present a JWT (`?token=` on the
-    /// upgrade, or as the first text frame) and are bound to its `sub`.
+    /// upgrade, or as the first text frame) and are bound to its `sub`. At
+    /// least 32 bytes (RFC 7518 §3.2).
     #[arg(
         long,
         env = "PUSHGATE_JWT_SECRET",
@@ -302,8 +303,8 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Args)]
 pub struct ShutdownConfig {
     /// Longest graceful shutdown: after SIGTERM/SIGINT, whatever is still open
-    /// then is closed at once and the process exits 0. At most 20 s by default
-    /// so it fits Kubernetes' default 30 s grace with a preStop pause.
+    /// then is closed at once and the process exits 0. The default fits
+    /// Kubernetes' default 30 s grace with a preStop pause.
     #[arg(long, env = "PUSHGATE_SHUTDOWN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 

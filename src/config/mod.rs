@@ -218,6 +218,9 @@ pub enum ConfigError {
     /// `--ping-interval` or `--pong-timeout` is zero.
     #[error("--ping-interval and --pong-timeout must be greater than zero")]
     ZeroPing,
+    /// A timeout (named by its flag) is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroTimeout(&'static str),
     /// No `--node-id` was given and `POD_NAME`, the default, is not a valid
     /// node id.
     #[error("POD_NAME {pod:?}, the default node id, is not a valid one ({why}); set --node-id")]
@@ -292,6 +295,20 @@ impl Config {
         }
         if self.websocket.ping_interval.is_zero() || self.websocket.pong_timeout.is_zero() {
             return Err(ConfigError::ZeroPing);
+        }
+        // A zero deadline would close every client at once, or never let a
+        // request through: every timeout must be positive (only
+        // `--jwt-leeway`, an allowance, may be zero).
+        let timeouts = [
+            ("--bind-timeout", self.websocket.bind_timeout),
+            ("--write-timeout", self.websocket.write_timeout),
+            ("--text-idle-timeout", self.text.text_idle_timeout),
+            ("--header-read-timeout", self.http.header_read_timeout),
+            ("--body-read-timeout", self.http.body_read_timeout),
+            ("--shutdown-timeout", self.shutdown.shutdown_timeout),
+        ];
+        if let Some((flag, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
+            return Err(ConfigError::ZeroTimeout(flag));
         }
         Ok(())
     }

@@ -56,7 +56,11 @@ pub(super) fn session(
     let span = tracing::debug_span!(
         "websocket",
         conn = conn.id().0,
-        peer = tracing::field::debug(socket.peer_ip()),
+        peer = tracing::field::display(
+            socket
+                .peer_ip()
+                .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+        ),
         uid = tracing::field::Empty,
     );
     // The query-string token is applied here, before the future exists: a

@@ -48,10 +48,13 @@ pub(super) async fn step<T>(
 pub(super) fn hint(error: &str) -> &'static str {
     if error.contains("WRONGPASS")
         || error.contains("NOAUTH")
+        || error.contains("authentication failed")
         || error.contains("AuthenticationFailed")
     {
         "check the password in --redis-url (redis://:PASSWORD@HOST:PORT/) or the sentinels' master"
-    } else if error.contains("refused") {
+    } else if error.contains("DB index") {
+        "the /DB of --redis-url is beyond the databases the server has"
+    } else if error.contains("onnection refused") {
         "is Redis running at that address?"
     } else {
         ""
