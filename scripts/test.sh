@@ -9,6 +9,8 @@ scripts/install-test-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Doc comments' links must resolve (a module renamed leaves none dangling).
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p pushgate --locked --document-private-items
 mkdir -p target
 cargo test --workspace --all-targets --locked 2>&1 | tee target/cargo-test.log
 

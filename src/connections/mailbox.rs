@@ -4,7 +4,7 @@
 //! The queue is bounded twice, by messages and by bytes, whichever is reached
 //! first. A push never waits:
 //! when a queue is full the connection is a slow consumer, it is told to close
-//! through its [`Control`], and the pusher moves on. That keeps one stuck
+//! through its close flag, and the pusher moves on. That keeps one stuck
 //! browser from growing the gateway's memory or delaying anyone else.
 
 use std::collections::VecDeque;

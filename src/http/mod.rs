@@ -1,5 +1,5 @@
 //! The HTTP front end: axum routers for the WebSocket upgrade, the REST push
-//! API, health and metrics, served by [`serve`].
+//! API, health and metrics, served by [`serve()`].
 //!
 //! Two listeners, two routers. The public one ([`public_router`], `--listen`)
 //! serves WebSocket and health, and the REST API only when API keys are
