@@ -238,7 +238,7 @@ pub fn rejected_upgrade(reason: &'static str) {
 }
 
 /// Counts and times one HTTP request (see `http::observe`): an array index
-/// and two atomic adds. The handles are resolved once ([`HttpMetrics`]):
+/// and two atomic adds. The handles are resolved once (`HttpMetrics`):
 /// looking a labelled series up by name on every request cost REST 11 % of
 /// its CPU per request (BENCHMARKS.md).
 pub fn http_request(route: &'static str, status: u16, took: Duration) {
