@@ -68,7 +68,12 @@ impl AppState {
         );
         let broker = broker::from_config(&config)?;
         Ok(Arc::new(AppState {
-            map: ConnectionMap::new(limits, config.limits.max_conns_per_uid, broker),
+            map: ConnectionMap::new(
+                limits,
+                config.limits.max_conns_per_uid,
+                broker,
+                config.history.limits(),
+            ),
             shutdown: Shutdown::with_drain_rate(
                 config.shutdown.drain_rate,
                 config.shutdown.shutdown_timeout,

@@ -18,8 +18,9 @@ use crate::config::Config;
 use crate::connections::broker::{
     Broker, BrokerError, ClusterStats, LocalNode, PresenceChange, Readiness, Single,
 };
-use crate::model::{Payload, Uid};
+use crate::model::{Payload, Position, Uid};
 use crate::shutdown::Shutdown;
+use crate::store::{HistoryPage, HistoryQuery};
 
 /// Every broker this build knows; the map holds one.
 pub enum AnyBroker {
@@ -100,6 +101,22 @@ impl Broker for AnyBroker {
 
     fn readiness(&self) -> Readiness {
         delegate!(self, b => b.readiness())
+    }
+
+    async fn await_subscribed(&self, uid: &Uid) -> Result<(), BrokerError> {
+        delegate!(self, b => b.await_subscribed(uid).await)
+    }
+
+    async fn read_history(
+        &self,
+        uid: &Uid,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        delegate!(self, b => b.read_history(uid, query).await)
+    }
+
+    async fn delete_history(&self, uid: &Uid) -> Result<Position, BrokerError> {
+        delegate!(self, b => b.delete_history(uid).await)
     }
 
     fn node_id(&self) -> Option<&str> {

@@ -236,6 +236,43 @@ pub struct LimitsConfig {
     pub max_connects_per_ip: u32,
 }
 
+/// Per-uid history: off by default (the seed kept none); `--history` turns it
+/// on with the bounds below.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryConfig {
+    /// Keep each uid's recent pushes, with offsets, so a v2 client that
+    /// reconnects resumes without loss (in memory on a single node, in Redis
+    /// in cluster mode). Off: nothing is stored and nothing is paid.
+    #[arg(long, env = "PUSHGATE_HISTORY", value_parser = parse_bool, num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true")]
+    pub history: bool,
+
+    /// Messages kept per uid; the oldest go first.
+    #[arg(long, env = "PUSHGATE_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+
+    /// How long a message is kept; a uid's stream with no push for this long
+    /// is dropped, and its next push starts a new epoch.
+    #[arg(long, env = "PUSHGATE_HISTORY_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub history_ttl: Duration,
+
+    /// Single node: bytes all uids' history may hold together (payloads and
+    /// bookkeeping); past it the oldest messages of any uid go first.
+    #[arg(long, env = "PUSHGATE_HISTORY_MEMORY", default_value_t = 256 * 1024 * 1024)]
+    pub history_memory: usize,
+}
+
+impl HistoryConfig {
+    /// The bounds, for the store; `None` when history is off.
+    pub fn limits(&self) -> Option<crate::store::HistoryLimits> {
+        self.history.then_some(crate::store::HistoryLimits {
+            size: self.history_size,
+            ttl: self.history_ttl,
+            memory: self.history_memory,
+        })
+    }
+}
+
 /// The broker that shares routing between nodes (Redis today; none: a single node).
 #[derive(Debug, Clone, Args)]
 pub struct BrokerConfig {

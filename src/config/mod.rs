@@ -14,8 +14,8 @@ use clap::{Parser, ValueEnum};
 
 pub use crate::net::client_ip::ClientIpHeader;
 pub use groups::{
-    AuthConfig, BrokerConfig, HttpConfig, LimitsConfig, LogConfig, ShutdownConfig, TextConfig,
-    WsConfig,
+    AuthConfig, BrokerConfig, HistoryConfig, HttpConfig, LimitsConfig, LogConfig, ShutdownConfig,
+    TextConfig, WsConfig,
 };
 
 mod groups;
@@ -53,6 +53,10 @@ pub struct Config {
     /// The broker that shares routing between nodes (Redis today; none: a single node).
     #[command(flatten)]
     pub broker: BrokerConfig,
+
+    /// Per-uid history and its bounds (off by default).
+    #[command(flatten)]
+    pub history: HistoryConfig,
 
     /// How a graceful shutdown is paced and bounded.
     #[command(flatten)]
@@ -269,6 +273,8 @@ impl Config {
             ("--queue-len", self.limits.queue_len),
             ("--queue-bytes", self.limits.queue_bytes),
             ("--text-answer-backlog", self.text.text_answer_backlog),
+            ("--history-size", self.history.history_size),
+            ("--history-memory", self.history.history_memory),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -306,6 +312,7 @@ impl Config {
             ("--header-read-timeout", self.http.header_read_timeout),
             ("--body-read-timeout", self.http.body_read_timeout),
             ("--shutdown-timeout", self.shutdown.shutdown_timeout),
+            ("--history-ttl", self.history.history_ttl),
         ];
         if let Some((flag, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
             return Err(ConfigError::ZeroTimeout(flag));

@@ -14,8 +14,9 @@
 
 use std::future::Future;
 
-use crate::model::{Payload, Uid};
+use crate::model::{Message, Payload, Position, Uid};
 use crate::shutdown::Shutdown;
+use crate::store::{HistoryPage, HistoryQuery};
 
 /// A uid gained its first, or lost its last, connection on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +80,9 @@ pub enum Readiness {
 /// nodes published, and read this node's presence and counts. Implemented by
 /// [`ConnectionMap`](super::ConnectionMap).
 pub trait LocalNode: Clone + Send + Sync + 'static {
-    /// Delivers a push another node published.
-    fn deliver_local(&self, uid: &Uid, payload: &Payload);
+    /// Delivers a push published on the bus (by another node, or by this
+    /// one when its own subscription carries its pushes in order).
+    fn deliver_local(&self, uid: &Uid, message: &Message);
     /// Delivers a broadcast another node published.
     fn broadcast_local(&self, payload: &Payload);
     /// Closes this node's connections of `uid` (4001); returns how many.
@@ -138,6 +140,27 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the broker lets this node take traffic.
     fn readiness(&self) -> Readiness;
 
+    /// Waits, bounded by the broker's timeout, until pushes published from
+    /// now on to `uid` reach this node (its subscription is confirmed), so a
+    /// resume's read of history cannot miss a push that is neither in the
+    /// read nor delivered live.
+    fn await_subscribed(&self, uid: &Uid) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Reads `uid`'s stream kept in the broker's backend (cluster mode with
+    /// history on): its top, and the messages `query` asks for. A stream
+    /// that does not exist yet is created empty (its epoch holds from now).
+    fn read_history(
+        &self,
+        uid: &Uid,
+        query: &HistoryQuery,
+    ) -> impl Future<Output = Result<HistoryPage, BrokerError>> + Send;
+
+    /// Drops `uid`'s stream and starts a new epoch at offset 0; returns it.
+    fn delete_history(
+        &self,
+        uid: &Uid,
+    ) -> impl Future<Output = Result<Position, BrokerError>> + Send;
+
     /// This node's id on the broker; `None` for a single node.
     fn node_id(&self) -> Option<&str>;
 
@@ -178,6 +201,20 @@ impl Broker for Single {
         Readiness::SingleNode
     }
 
+    async fn await_subscribed(&self, _: &Uid) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// Never asked: a single node keeps history in the map's own table.
+    async fn read_history(&self, _: &Uid, _: &HistoryQuery) -> Result<HistoryPage, BrokerError> {
+        Err(BrokerError::Unavailable)
+    }
+
+    /// Never asked, as [`Single::read_history`].
+    async fn delete_history(&self, _: &Uid) -> Result<Position, BrokerError> {
+        Err(BrokerError::Unavailable)
+    }
+
     fn node_id(&self) -> Option<&str> {
         None
     }
@@ -215,7 +252,7 @@ mod tests {
             max_len: 4,
             max_bytes: 1024,
         };
-        let map = ConnectionMap::new(limits, 0, AnyBroker::Single(Single));
+        let map = ConnectionMap::new(limits, 0, AnyBroker::Single(Single), None);
         let _unbound = map.open();
         let mut a = map.open();
         a.bind(uid("a")).unwrap();

@@ -2,7 +2,7 @@
 
 use super::mailbox::{Inbox, Outbox};
 use super::{BindError, CloseReason, ConnectionMap, Delivery};
-use crate::model::{ConnId, Payload, Uid};
+use crate::model::{ConnId, Message, Uid};
 
 /// One connection's membership in the map, held by its task. Dropping it
 /// unbinds and unregisters exactly this connection.
@@ -52,7 +52,7 @@ impl Connection {
     }
 
     /// Takes up to `max` further queued messages, those ready now.
-    pub fn take_queued(&self, max: usize, take: impl FnMut(Payload)) {
+    pub fn take_queued(&self, max: usize, take: impl FnMut(Message)) {
         self.inbox.take_queued(max, take);
     }
 }

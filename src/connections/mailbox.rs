@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::model::{ConnId, Payload};
+use crate::model::{ConnId, Message};
 
 /// Why the gateway asks a connection to close, from outside its own task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Queue {
-    items: VecDeque<Payload>,
+    items: VecDeque<Message>,
     bytes: usize,
 }
 
@@ -103,7 +103,7 @@ impl Shared {
     }
 
     #[inline]
-    fn pop(&self) -> Option<Payload> {
+    fn pop(&self) -> Option<Message> {
         self.lock().pop()
     }
 }
@@ -114,9 +114,9 @@ impl Queue {
     /// each burst (broadcasts) would otherwise grow again from nothing,
     /// reallocating, every time — on the pusher's thread.
     #[inline]
-    fn pop(&mut self) -> Option<Payload> {
+    fn pop(&mut self) -> Option<Message> {
         let p = self.items.pop_front()?;
-        self.bytes -= p.len();
+        self.bytes -= p.payload.len();
         Some(p)
     }
 }
@@ -162,12 +162,12 @@ impl Outbox {
 
     /// Enqueues without waiting. A full queue marks the connection a slow
     /// consumer.
-    pub(crate) fn offer(&self, payload: &Payload) -> Offer {
+    pub(crate) fn offer(&self, message: &Message) -> Offer {
         let shared = &self.shared;
         if shared.close_reason().is_some() {
             return Offer::Closed;
         }
-        let len = payload.len();
+        let len = message.payload.len();
         {
             let mut q = shared.lock();
             // A single message larger than the byte budget still goes to an
@@ -176,7 +176,7 @@ impl Outbox {
             let over_bytes = q.bytes > 0 && q.bytes + len > shared.max_bytes;
             if q.items.len() < shared.max_len && !over_bytes {
                 let was_empty = q.items.is_empty();
-                q.items.push_back(payload.clone());
+                q.items.push_back(message.clone());
                 q.bytes += len;
                 drop(q);
                 // A non-empty queue was already signalled, and its task pops
@@ -199,7 +199,7 @@ impl Outbox {
 #[derive(Debug)]
 pub enum Delivery {
     /// A message to write to the client.
-    Message(Payload),
+    Message(Message),
     /// The gateway wants this connection closed.
     Close(CloseReason),
 }
@@ -251,7 +251,7 @@ impl Inbox {
     /// lock, for coalescing them into one socket write. Taking them one lock
     /// at a time made the connection's task and a broadcaster filling its
     /// queue trade the queue's cache line back and forth per message.
-    pub(crate) fn take_queued(&self, max: usize, mut take: impl FnMut(Payload)) {
+    pub(crate) fn take_queued(&self, max: usize, mut take: impl FnMut(Message)) {
         if self.shared.close_reason().is_some() {
             return;
         }
@@ -285,8 +285,8 @@ pub(crate) fn channel(id: ConnId, max_len: usize, max_bytes: usize) -> (Outbox, 
 mod tests {
     use super::*;
 
-    fn msg(s: &str) -> Payload {
-        Payload::from(s)
+    fn msg(s: &str) -> Message {
+        Message::push(crate::model::Payload::from(s))
     }
 
     #[tokio::test]

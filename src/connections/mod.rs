@@ -8,13 +8,15 @@
 //! format into calls on this type; none of them holds routing state, and none
 //! talks to the broker: presence, `/stats` and readiness are asked of the map
 //! too ([`ConnectionMap::nodes_holding`], [`ConnectionMap::stats`],
-//! [`ConnectionMap::readiness`]). The message store (history) will sit
-//! beside the broker here ([`crate::store`]).
+//! [`ConnectionMap::readiness`]). History ([`crate::store`]) sits behind it
+//! too: in the table on a single node, in the broker's backend in cluster
+//! mode; front ends read it through [`Connection::bind_stream`],
+//! [`ConnectionMap::history`] and [`ConnectionMap::delete_history`].
 //!
 //! Files: `table.rs` (the locked uid table, local operations), `route.rs`
-//! (push, broadcast, disconnect and their accounting), `mailbox.rs` (the
-//! bounded queue per connection), `connection.rs` (the drop guard),
-//! `broker.rs` (the seam).
+//! (push, broadcast, disconnect and their accounting), `resume.rs` (binds
+//! that resume, history reads), `mailbox.rs` (the bounded queue per
+//! connection), `connection.rs` (the drop guard), `broker.rs` (the seam).
 //!
 //! Like mini-redis' `Db`, it is a cheap `Clone` handle over shared state, and
 //! its std `Mutex` is never held across an `.await`: every operation under the
@@ -23,6 +25,7 @@
 pub mod broker;
 mod connection;
 mod mailbox;
+mod resume;
 mod route;
 mod table;
 
@@ -31,14 +34,16 @@ use std::sync::{Arc, Mutex};
 
 pub use connection::Connection;
 pub use mailbox::{CloseReason, Delivery};
+pub use resume::{Bound, HistoryError};
 use table::Table;
 
 use broker::{Broker, BrokerError, ClusterStats, LocalNode, PresenceChange, Readiness};
 
 use crate::broker::AnyBroker;
-use crate::model::{ConnId, Payload, Uid};
+use crate::model::{ConnId, Message, Payload, Position, Uid};
 use crate::shutdown::Shutdown;
-use crate::store::NoHistory;
+use crate::store::HistoryLimits;
+use crate::store::memory::MemoryHistory;
 use crate::telemetry::Metrics;
 
 /// Per-connection outbound queue bounds.
@@ -61,6 +66,9 @@ pub struct PushOutcome {
     /// Other nodes that received it through the bus (cluster mode), as
     /// Redis counted their confirmed subscriptions.
     pub remote_nodes: usize,
+    /// Where it was stored in the uid's history (history on, store
+    /// reachable), whether or not anyone was online.
+    pub stored: Option<Position>,
 }
 
 impl PushOutcome {
@@ -95,12 +103,8 @@ struct Shared {
     limits: QueueLimits,
     metrics: Metrics,
     broker: AnyBroker,
-    /// Where history will be kept (the next issue); nothing for now.
-    #[expect(
-        dead_code,
-        reason = "the message store's place, filled by the history issue"
-    )]
-    store: NoHistory,
+    /// History's bounds; `None`: history is off.
+    history: Option<HistoryLimits>,
 }
 
 /// Why a bind was refused.
@@ -114,18 +118,28 @@ pub enum BindError {
 impl ConnectionMap {
     /// An empty map whose connections get queues bounded by `limits`, with at
     /// most `max_per_uid` connections per uid (0: no limit), reaching other
-    /// nodes through `broker`.
-    pub fn new(limits: QueueLimits, max_per_uid: usize, broker: AnyBroker) -> ConnectionMap {
+    /// nodes through `broker`, keeping history within `history` (`None`:
+    /// none; on a single node in memory, in cluster mode in the broker's
+    /// backend).
+    pub fn new(
+        limits: QueueLimits,
+        max_per_uid: usize,
+        broker: AnyBroker,
+        history: Option<HistoryLimits>,
+    ) -> ConnectionMap {
+        let single = broker.node_id().is_none();
+        let mut table = Table::default();
+        table.history = history.filter(|_| single).map(MemoryHistory::new);
         ConnectionMap {
             shared: Arc::new(Shared {
-                table: Mutex::new(Table::default()),
+                table: Mutex::new(table),
                 max_per_uid,
                 next_id: AtomicU64::new(1),
                 open: AtomicUsize::new(0),
                 limits,
                 metrics: Metrics::new(),
                 broker,
-                store: NoHistory,
+                history,
             }),
         }
     }
@@ -183,6 +197,11 @@ impl ConnectionMap {
         shared.broker.run(self, shutdown).await;
     }
 
+    /// Whether pushes are kept in history (`--history`).
+    pub fn history_enabled(&self) -> bool {
+        self.shared.history.is_some()
+    }
+
     /// Binds `outbox` to `uid`, then tells the broker (outside the lock).
     fn bind(&self, uid: &Uid, outbox: mailbox::Outbox) {
         let change = self.bind_locked(uid, outbox);
@@ -216,9 +235,9 @@ impl ConnectionMap {
 
 impl LocalNode for ConnectionMap {
     /// No push is counted here: the node that took it counted it.
-    fn deliver_local(&self, uid: &Uid, payload: &Payload) {
+    fn deliver_local(&self, uid: &Uid, message: &Message) {
         let mut gone = Vec::new();
-        let outcome = self.push_local(uid, payload, &mut gone);
+        let outcome = self.push_local(uid, message, &mut gone);
         self.presence_changed(&gone);
         self.count_deliveries(outcome);
     }

@@ -49,7 +49,7 @@ impl ConnectionMap {
                 .fold(PushOutcome::default(), |sum, o| PushOutcome {
                     delivered: sum.delivered + o.delivered,
                     dropped: sum.dropped + o.dropped,
-                    remote_nodes: 0,
+                    ..PushOutcome::default()
                 }),
         );
         let metrics = &self.shared.metrics;
@@ -167,6 +167,7 @@ mod tests {
             },
             2,
             AnyBroker::Single(Single),
+            None,
         )
     }
 
@@ -190,11 +191,12 @@ mod tests {
             PushOutcome {
                 delivered: 2,
                 dropped: 0,
-                remote_nodes: 0
+                remote_nodes: 0,
+                stored: None,
             }
         );
         for c in [&mut a, &mut b] {
-            assert!(matches!(c.next().await, Delivery::Message(m) if m == "hi"));
+            assert!(matches!(c.next().await, Delivery::Message(m) if m.payload == "hi"));
             let mut more = 0;
             c.take_queued(8, |_| more += 1);
             assert_eq!(more, 0);

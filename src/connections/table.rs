@@ -17,7 +17,8 @@ use smallvec::SmallVec;
 use super::broker::PresenceChange;
 use super::mailbox::{Offer, Outbox};
 use super::{CloseReason, ConnectionMap, PushOutcome};
-use crate::model::{ConnId, Payload, Uid};
+use crate::model::{ConnId, Message, Payload, Stream, Uid};
+use crate::store::memory::MemoryHistory;
 
 /// A uid's connections, oldest first. Almost every uid has one connection,
 /// which stays inline in the map's bucket: a push or a broadcast then reads
@@ -37,6 +38,10 @@ pub(super) struct Table {
     by_uid: HashMap<Uid, Conns>,
     /// Bound connections across all uids.
     bound: usize,
+    /// A single node's history (`--history`), under the same lock: a push's
+    /// offset and its place in every queue are decided in one step, and so
+    /// are a resume's read and its bind.
+    pub(super) history: Option<MemoryHistory>,
 }
 
 impl ConnectionMap {
@@ -68,10 +73,22 @@ impl ConnectionMap {
         payload: &Payload,
         gone: &mut Vec<PresenceChange>,
     ) -> PushOutcome {
-        let outcome = match table.by_uid.get(uid) {
-            Some(conns) => offer_all(conns.iter(), payload),
+        let (message, stored) = match &mut table.history {
+            Some(history) => {
+                let position = history.append(uid, payload, std::time::Instant::now());
+                let message = Message {
+                    payload: payload.clone(),
+                    stream: Stream::Uid(Some(position)),
+                };
+                (message, Some(position))
+            }
+            None => (Message::push(payload.clone()), None),
+        };
+        let mut outcome = match table.by_uid.get(uid) {
+            Some(conns) => offer_all(conns.iter(), &message),
             None => PushOutcome::default(),
         };
+        outcome.stored = stored;
         if outcome.dropped > 0 {
             gone.extend(self.evict_closing(table, uid));
         }
@@ -83,10 +100,18 @@ impl ConnectionMap {
     pub(super) fn push_local(
         &self,
         uid: &Uid,
-        payload: &Payload,
+        message: &Message,
         gone: &mut Vec<PresenceChange>,
     ) -> PushOutcome {
-        self.push_locked(&mut self.lock(), uid, payload, gone)
+        let mut table = self.lock();
+        let outcome = match table.by_uid.get(uid) {
+            Some(conns) => offer_all(conns.iter(), message),
+            None => PushOutcome::default(),
+        };
+        if outcome.dropped > 0 {
+            gone.extend(self.evict_closing(&mut table, uid));
+        }
+        outcome
     }
 
     /// Enqueues `payload` for every bound connection on this node; uids that
@@ -96,8 +121,9 @@ impl ConnectionMap {
         payload: &Payload,
         gone: &mut Vec<PresenceChange>,
     ) -> PushOutcome {
+        let message = Message::broadcast(payload.clone());
         let mut table = self.lock();
-        let outcome = offer_all(table.by_uid.values().flatten(), payload);
+        let outcome = offer_all(table.by_uid.values().flatten(), &message);
         if outcome.dropped > 0 {
             let closing: Vec<Uid> = table
                 .by_uid
@@ -154,7 +180,7 @@ impl ConnectionMap {
     /// The table lock. A panic while holding it cannot leave the table
     /// half-updated in a way later calls would trip on (every update is a
     /// single insert or remove), so a poisoned lock is taken over.
-    fn lock(&self) -> MutexGuard<'_, Table> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Table> {
         self.shared
             .table
             .lock()
@@ -164,8 +190,17 @@ impl ConnectionMap {
     /// Adds `outbox` to `uid`'s connections (the oldest gives way past the
     /// per-uid cap); returns the uid's arrival if it is new on this node.
     pub(super) fn bind_locked(&self, uid: &Uid, outbox: Outbox) -> Option<PresenceChange> {
-        let mut guard = self.lock();
-        let table = &mut *guard;
+        self.bind_in(&mut self.lock(), uid, outbox)
+    }
+
+    /// [`ConnectionMap::bind_locked`] under a lock the caller holds (a
+    /// resume reads history in the same step).
+    pub(super) fn bind_in(
+        &self,
+        table: &mut Table,
+        uid: &Uid,
+        outbox: Outbox,
+    ) -> Option<PresenceChange> {
         match table.by_uid.entry(uid.clone()) {
             Entry::Occupied(mut e) => {
                 let conns = e.get_mut();
@@ -237,7 +272,7 @@ impl ConnectionMap {
 /// memory, often on the other core) overlap instead of stalling one by one.
 const OFFER_CHUNK: usize = 8;
 
-fn offer_all<'a>(mut conns: impl Iterator<Item = &'a Outbox>, payload: &Payload) -> PushOutcome {
+fn offer_all<'a>(mut conns: impl Iterator<Item = &'a Outbox>, message: &Message) -> PushOutcome {
     let mut outcome = PushOutcome::default();
     let mut chunk: [Option<&Outbox>; OFFER_CHUNK] = [None; OFFER_CHUNK];
     loop {
@@ -257,7 +292,7 @@ fn offer_all<'a>(mut conns: impl Iterator<Item = &'a Outbox>, payload: &Payload)
             conn.warm();
         }
         for conn in chunk {
-            match conn.offer(payload) {
+            match conn.offer(message) {
                 Offer::Queued => outcome.delivered += 1,
                 Offer::Dropped => outcome.dropped += 1,
                 Offer::Closed => {}
@@ -279,7 +314,7 @@ mod tests {
             max_len: 4,
             max_bytes: 1024,
         };
-        ConnectionMap::new(limits, 2, AnyBroker::Single(Single))
+        ConnectionMap::new(limits, 2, AnyBroker::Single(Single), None)
     }
 
     fn uid(s: &str) -> Uid {

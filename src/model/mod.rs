@@ -8,9 +8,11 @@
 
 mod line;
 mod rest;
+mod stream;
 
 pub use line::*;
 pub use rest::*;
+pub use stream::*;
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,40 +1,182 @@
-//! The message store: where history will live, beside the broker and behind
-//! the [`ConnectionMap`](crate::ConnectionMap).
+//! The message store: per-uid history, beside the broker and behind the
+//! [`ConnectionMap`](crate::ConnectionMap).
 //!
-//! Today pushgate keeps nothing: delivery is at most once, and a push to an
-//! offline uid answers `fail`. The next issue adds per-uid history with
-//! offsets and epochs, so a client that reconnects can ask for what it
-//! missed. That store goes here: an implementation of [`MessageStore`] (in
-//! memory, or in the broker's backend), one the map is built with, and the
-//! map appends each routed push to it. Until then the map holds
-//! [`NoHistory`], which stores nothing and costs nothing.
+//! With `--history`, every push to a uid is kept in that uid's stream at the
+//! next offset ([`crate::model::Position`]), bounded by `--history-size`
+//! messages per uid and `--history-ttl` of age (and, on a single node, by
+//! `--history-memory` in all). A single node keeps it in memory
+//! ([`memory`]); in cluster mode it is kept in Redis by the broker, so any
+//! node can replay it and it survives node restarts. Without the flag
+//! nothing is stored and nothing is paid.
+//!
+//! This module holds what the map, the broker and the front ends share:
+//! the query and page shapes, and the one rule deciding whether a resume
+//! can be served ([`recovery`]).
 
-use crate::model::{Payload, Uid};
+pub mod memory;
 
-/// What the map will ask of a history store. A sketch, for the shape only:
-/// the history issue settles offsets, epochs and retention.
-pub trait MessageStore: Send + Sync + 'static {
-    /// Records a push to `uid`. Never waits on the network (the push path
-    /// must not), so a remote store buffers.
-    fn append(&self, uid: &Uid, payload: &Payload);
+use std::time::{Duration, SystemTime};
+
+use crate::model::{Payload, Position};
+
+/// Bounds of the history, from the `history` configuration group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Messages kept per uid (the oldest go first).
+    pub size: usize,
+    /// Age after which a message is gone; a stream with no push for this
+    /// long is gone, and the uid's next push starts a new epoch.
+    pub ttl: Duration,
+    /// Single node: bytes all streams may hold together (payloads and
+    /// bookkeeping); the oldest messages across all uids go first.
+    pub memory: usize,
 }
 
-/// No history: every push is forgotten once routed (today's behaviour).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHistory;
+/// One stored message, as a resume replays it and `GET /history` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Its offset in the uid's stream (the epoch is the page's).
+    pub offset: u64,
+    /// Exactly what a legacy client received.
+    pub payload: Payload,
+    /// When it was stored.
+    pub time: SystemTime,
+}
 
-impl MessageStore for NoHistory {
-    fn append(&self, _: &Uid, _: &Payload) {}
+/// Which end of the stream a history page starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Ascending offsets (a resume's order).
+    #[default]
+    OldestFirst,
+    /// Descending offsets.
+    NewestFirst,
+}
+
+/// What to read of a uid's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only messages with a greater offset; `None`: from the oldest kept.
+    pub since: Option<u64>,
+    /// At most this many messages.
+    pub limit: usize,
+    /// Which end the page starts from: with `NewestFirst` and a limit, the
+    /// newest `limit` messages after `since`.
+    pub order: Order,
+}
+
+/// A read of a uid's stream: where it stands and the messages asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The stream's epoch and the offset of its newest message (0: none
+    /// yet in this epoch).
+    pub top: Position,
+    /// In the query's order.
+    pub messages: Vec<StoredMessage>,
+}
+
+/// Why a resume (`since`) cannot be served exactly. The client then starts
+/// from the current top and should reload its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrecoverable {
+    /// The gateway keeps no history (`--history` is off).
+    HistoryOff,
+    /// The stream's epoch is not the client's: its history was lost (node
+    /// restart, expiry, `DELETE /history/{uid}`).
+    EpochChanged,
+    /// Messages after the client's offset were already evicted (size, age
+    /// or memory bound).
+    Evicted,
+    /// The client claims an offset the stream never reached.
+    OffsetAhead,
+    /// The store (Redis) could not be read.
+    Unavailable,
+}
+
+impl Unrecoverable {
+    /// The `reason` of a `recovered: false` answer (and a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unrecoverable::HistoryOff => "history_off",
+            Unrecoverable::EpochChanged => "epoch_changed",
+            Unrecoverable::Evicted => "evicted",
+            Unrecoverable::OffsetAhead => "offset_ahead",
+            Unrecoverable::Unavailable => "store_unavailable",
+        }
+    }
+}
+
+/// Decides a resume from a read of the stream: `page` must hold the
+/// messages after `since.offset`, oldest first, and no limit below the
+/// history size. Recovered: exactly those messages, none missing.
+pub fn recovery(since: Position, page: HistoryPage) -> Result<Vec<StoredMessage>, Unrecoverable> {
+    let top = page.top;
+    if top.epoch != since.epoch {
+        return Err(Unrecoverable::EpochChanged);
+    }
+    if since.offset > top.offset {
+        return Err(Unrecoverable::OffsetAhead);
+    }
+    let expected = top.offset - since.offset;
+    let contiguous = page
+        .messages
+        .iter()
+        .zip(since.offset + 1..)
+        .all(|(m, want)| m.offset == want);
+    if page.messages.len() as u64 != expected || !contiguous {
+        return Err(Unrecoverable::Evicted);
+    }
+    Ok(page.messages)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Epoch;
+
+    fn page(epoch: u64, top: u64, offsets: &[u64]) -> HistoryPage {
+        HistoryPage {
+            top: Position {
+                offset: top,
+                epoch: Epoch(epoch),
+            },
+            messages: offsets
+                .iter()
+                .map(|&offset| StoredMessage {
+                    offset,
+                    payload: Payload::from("x"),
+                    time: SystemTime::UNIX_EPOCH,
+                })
+                .collect(),
+        }
+    }
+
+    fn since(epoch: u64, offset: u64) -> Position {
+        Position {
+            offset,
+            epoch: Epoch(epoch),
+        }
+    }
 
     #[test]
-    fn no_history_takes_any_push_and_keeps_nothing() {
-        let store = NoHistory;
-        store.append(&Uid::new("u").unwrap(), &Payload::from("x"));
-        assert_eq!(std::mem::size_of::<NoHistory>(), 0);
+    fn a_resume_is_recovered_only_with_every_message_after_the_offset() {
+        assert_eq!(recovery(since(1, 2), page(1, 4, &[3, 4])).unwrap().len(), 2);
+        assert_eq!(recovery(since(1, 4), page(1, 4, &[])), Ok(vec![]));
+        assert_eq!(
+            recovery(since(1, 2), page(2, 4, &[3, 4])),
+            Err(Unrecoverable::EpochChanged)
+        );
+        assert_eq!(
+            recovery(since(1, 5), page(1, 4, &[])),
+            Err(Unrecoverable::OffsetAhead)
+        );
+        assert_eq!(
+            recovery(since(1, 1), page(1, 4, &[3, 4])),
+            Err(Unrecoverable::Evicted)
+        );
+        assert_eq!(
+            recovery(since(1, 1), page(1, 4, &[2, 4, 4])),
+            Err(Unrecoverable::Evicted)
+        );
     }
 }

@@ -171,7 +171,7 @@ impl Session {
         match delivery {
             Delivery::Message(first) => {
                 let limit = self.app.config.websocket.write_timeout;
-                match write_batch(&mut self.socket, &mut self.conn, first, limit).await {
+                match write_batch(&mut self.socket, &mut self.conn, first.payload, limit).await {
                     Ok(()) => Ok(()),
                     Err(WriteError::Closing(reason)) => Err(End::Closed(reason)),
                     Err(WriteError::Failed) => Err(End::WriteFailed),
@@ -318,7 +318,9 @@ async fn write_batch(
 ) -> Result<(), WriteError> {
     // Further messages are taken from the queue as the batch is built: what
     // was queued when the write began goes in this write.
-    match socket.write_texts(first, |max, take| conn.take_queued(max, take)) {
+    match socket.write_texts(first, |max, take| {
+        conn.take_queued(max, |m| take(m.payload))
+    }) {
         Ok(true) => return Ok(()),
         Ok(false) => {}
         Err(_) => return Err(WriteError::Failed),

@@ -6,7 +6,7 @@ use redis::Msg;
 use super::RedisBroker;
 use super::wire::{self, DecodeError, Kind, Target};
 use crate::connections::broker::LocalNode;
-use crate::model::Payload;
+use crate::model::{Message, Payload};
 use crate::telemetry;
 
 /// The `reason` label of a bus message that could not be read.
@@ -52,7 +52,7 @@ pub(super) fn handle<L: LocalNode>(
         _ if own => false,
         (Target::Uid(uid), Kind::Push) => {
             match Payload::try_from(message.payload) {
-                Ok(payload) => local.deliver_local(&uid, &payload),
+                Ok(payload) => local.deliver_local(&uid, &Message::push(payload)),
                 Err(_) => telemetry::bus_dropped(MALFORMED),
             }
             false

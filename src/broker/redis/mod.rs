@@ -53,8 +53,9 @@ use super::BrokerConfigError;
 use crate::connections::broker::{
     Broker, BrokerError, ClusterStats, LocalNode, PresenceChange, Readiness,
 };
-use crate::model::{Payload, Uid};
+use crate::model::{Payload, Position, Uid};
 use crate::shutdown::Shutdown;
+use crate::store::{HistoryPage, HistoryQuery};
 
 /// Where the bus's Redis is.
 #[derive(Debug, Clone)]
@@ -227,6 +228,19 @@ impl Broker for RedisBroker {
 
     async fn publish_broadcast(&self, payload: &Payload) -> Result<usize, BrokerError> {
         self.broadcast_elsewhere(payload.as_bytes()).await
+    }
+
+    async fn await_subscribed(&self, _uid: &Uid) -> Result<(), BrokerError> {
+        // Filled by the history issue's cluster part.
+        Ok(())
+    }
+
+    async fn read_history(&self, _: &Uid, _: &HistoryQuery) -> Result<HistoryPage, BrokerError> {
+        Err(BrokerError::Unavailable)
+    }
+
+    async fn delete_history(&self, _: &Uid) -> Result<Position, BrokerError> {
+        Err(BrokerError::Unavailable)
     }
 
     async fn publish_disconnect(&self, uid: &Uid) -> Result<usize, BrokerError> {

@@ -1,0 +1,125 @@
+//! Positions in a uid's stream and the message a connection receives.
+//!
+//! With history on (`--history`), every push to a uid gets the next offset
+//! of that uid's stream (1, 2, 3, …). The stream also has an epoch, which
+//! changes whenever its history is lost (a single node restarted, the stream
+//! expired in Redis, `DELETE /history/{uid}`), so a client that kept
+//! `{offset, epoch}` can tell "nothing missed" from "history gone"
+//! (Centrifugo's offset + epoch recovery, same idea).
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::Payload;
+
+/// Identifies one life of a uid's stream: a new epoch means the offsets
+/// before it are gone. On the wire it is a string of 16 lowercase hex
+/// digits (the protocol promises only "an opaque string").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// A fresh epoch: random, so two processes (a node and its restart, or
+    /// two nodes creating the same uid's stream) practically never agree.
+    pub fn random() -> Epoch {
+        Epoch(fastrand::u64(..))
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Why an epoch string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an epoch is 1 to 16 hex digits")]
+pub struct EpochError;
+
+impl FromStr for Epoch {
+    type Err = EpochError;
+
+    /// Parses 1 to 16 hex digits (either case).
+    fn from_str(s: &str) -> Result<Epoch, EpochError> {
+        if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(EpochError);
+        }
+        u64::from_str_radix(s, 16)
+            .map(Epoch)
+            .map_err(|_| EpochError)
+    }
+}
+
+/// A place in a uid's stream: the offset of a message (or, for a stream's
+/// top, of its newest message; 0 when it has none yet) in one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// 1 for the first message of an epoch, then +1 per push.
+    pub offset: u64,
+    /// The stream's epoch.
+    pub epoch: Epoch,
+}
+
+/// Which stream a message belongs to, as a v2 client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// A push to the connection's uid; `Some` with its place in the uid's
+    /// history when it was stored (history on, and the store reachable).
+    Uid(Option<Position>),
+    /// A broadcast: part of no uid's history.
+    Broadcast,
+}
+
+/// One message as queued for a connection: the text a legacy client
+/// receives (encoded once, shared by every recipient) and the stream it
+/// belongs to, from which a v2 connection builds its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Exactly what a legacy (seed) client receives.
+    pub payload: Payload,
+    /// Its stream and, when stored, its position.
+    pub stream: Stream,
+}
+
+impl Message {
+    /// A push to a uid, not stored.
+    pub fn push(payload: Payload) -> Message {
+        Message {
+            payload,
+            stream: Stream::Uid(None),
+        }
+    }
+
+    /// A broadcast.
+    pub fn broadcast(payload: Payload) -> Message {
+        Message {
+            payload,
+            stream: Stream::Broadcast,
+        }
+    }
+
+    /// The offset of a stored push, if this is one.
+    pub fn position(&self) -> Option<Position> {
+        match self.stream {
+            Stream::Uid(p) => p,
+            Stream::Broadcast => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_is_sixteen_hex_digits_both_ways() {
+        let e = Epoch(0xab);
+        assert_eq!(e.to_string(), "00000000000000ab");
+        assert_eq!("00000000000000ab".parse::<Epoch>(), Ok(e));
+        assert_eq!("AB".parse::<Epoch>(), Ok(e));
+        for bad in ["", "x", "00000000000000000", "-1", "+1"] {
+            assert_eq!(bad.parse::<Epoch>(), Err(EpochError), "{bad:?}");
+        }
+    }
+}
