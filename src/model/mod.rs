@@ -6,6 +6,7 @@
 //! connection ids are here; the text port's push line is in `line.rs`, the REST
 //! bodies in `rest.rs`.
 
+pub mod envelope;
 mod line;
 mod rest;
 mod stream;
