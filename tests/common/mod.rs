@@ -8,6 +8,9 @@
 //! observable state, with one patience.
 #![allow(dead_code)]
 
+pub mod balancer;
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
