@@ -33,7 +33,7 @@ export class PushgateClient {
   #attempt = 0;
   /** Consecutive WebSocket transport failures; SSE once it reaches sseAfterFailures. */
   #wsFailures = 0;
-  /** When the client last fell back to SSE (ms since the epoch). */
+  /** When the client last fell back to SSE (ms since the epoch; 0: not on SSE yet). */
   #sseAt = 0;
   /** Whether the token was refreshed once since the last `bound` (4004 skips backoff once). */
   #refreshed = false;
@@ -198,8 +198,9 @@ export class PushgateClient {
     const ws = o.WebSocket && o.transports.includes("websocket");
     const sse = o.EventSource && o.transports.includes("sse");
     const n = o.sseAfterFailures;
-    if (ws && sse && this.#wsFailures >= n && Date.now() - this.#sseAt >= o.retryWebSocketAfter) {
-      this.#wsFailures = Math.max(0, n - 1);
+    if (ws && sse && this.#wsFailures >= n) {
+      if (!this.#sseAt) this.#sseAt = Date.now();
+      else if (Date.now() - this.#sseAt >= o.retryWebSocketAfter) this.#wsFailures = Math.max(0, n - 1);
     }
     return ws && !(sse && this.#wsFailures >= n) ? "websocket" : sse ? "sse" : null;
   }
@@ -280,7 +281,7 @@ export class PushgateClient {
     const was = this.#bound;
     this.#drop();
     if (this.#kind === "websocket" && !was && isTransportFailure(code)) {
-      if (++this.#wsFailures === o.sseAfterFailures) this.#sseAt = Date.now();
+      if (++this.#wsFailures >= o.sseAfterFailures) this.#sseAt = 0;
     }
     let action = decide(code);
     if (action === "refresh") {
