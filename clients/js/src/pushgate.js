@@ -154,6 +154,9 @@ export class PushgateClient {
     const gen = ++this.#gen;
     const o = this.#o;
     this.#kind = null;
+    // A token provider that never answers, or a bound frame that never comes (a proxy that
+    // accepts the upgrade and then holds frames), fails the attempt like a refused upgrade.
+    this.#timer = setTimeout(() => gen === this.#gen && this.#ended(1006, "timeout"), o.timeout);
     let token = o.token;
     if (o.getToken) {
       try {
@@ -180,9 +183,6 @@ export class PushgateClient {
       frame: (text) => gen === this.#gen && this.#frame(text),
       end: (code, reason) => gen === this.#gen && this.#ended(code, reason),
     };
-    // A bound frame that never comes (a proxy that accepts the upgrade and then holds frames)
-    // fails the attempt like a refused upgrade.
-    this.#timer = setTimeout(() => gen === this.#gen && this.#ended(1006, "timeout"), o.timeout);
     try {
       this.#stop = (kind === "sse" ? openEventSource : openWebSocket)(o[kind === "sse" ? "EventSource" : "WebSocket"], this.#url, bind, h);
     } catch (e) {

@@ -200,3 +200,17 @@ test("a connection that never gets its bound frame times out and is retried", as
   assert.deepEqual(ws.closed, { code: 1000 });
   assert.deepEqual(seen.of("reconnecting"), [{ attempt: 1, delay: 0 }]);
 });
+
+test("a token provider that never answers times out the attempt, which is retried", async () => {
+  let n = 0;
+  const { c, f, seen } = client({
+    uid: undefined,
+    timeout: 1,
+    getToken: () => (++n === 1 ? new Promise(() => {}) : "jwt"),
+  });
+  c.connect();
+  const ws = await f.nth(0);
+  ws.open();
+  assert.deepEqual(ws.bind, { token: "jwt" });
+  assert.deepEqual(seen.of("reconnecting"), [{ attempt: 1, delay: 0 }]);
+});
