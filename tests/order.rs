@@ -64,3 +64,14 @@ async fn a_push_answered_ok_through_one_node_is_delivered_before_a_later_push_th
         reversed.len()
     );
 }
+
+#[tokio::test]
+async fn with_history_on_a_push_answered_ok_through_one_node_is_delivered_before_a_later_push_through_the_holding_node()
+ {
+    let reversed = reversed_pairs(&["--history"]).await;
+    assert!(
+        reversed.is_empty(),
+        "{} of {PAIRS} pairs arrived reversed: {reversed:?}",
+        reversed.len()
+    );
+}
