@@ -381,3 +381,74 @@ async fn a_resume_across_a_node_restart_reports_the_epoch_changed() {
         (json!(1), bound["epoch"].clone())
     );
 }
+
+// ---- the replay/live race ----------------------------------------------
+
+/// Pushes in the race test.
+const STREAM: u64 = 3000;
+
+/// Reads the numbered stream, reconnecting with `since` after every burst
+/// of a random length, until the last number; returns every number read.
+async fn resuming_client(gw: &Gateway, mut ws: Ws, mut at: Value, seed: u64) -> (Vec<u64>, usize) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut got = Vec::new();
+    let mut reconnects = 0;
+    loop {
+        for _ in 0..rng.usize(1..40) {
+            let frame = next_frame(&mut ws).await;
+            assert_eq!(frame["type"], "message", "{frame}");
+            let n = frame["data"]["n"].as_u64().expect("a numbered push");
+            got.push(n);
+            at = position(&frame);
+            if n == STREAM - 1 {
+                return (got, reconnects);
+            }
+        }
+        // Gone without a close frame, as a network failure would.
+        drop(ws);
+        let (next, bound) = bind_uid(gw, "race", Some(&at)).await;
+        assert_eq!(bound["recovered"], true, "{bound} after {at}");
+        ws = next;
+        reconnects += 1;
+    }
+}
+
+#[tokio::test]
+async fn clients_reconnecting_during_a_continuous_stream_get_every_push_once_in_order() {
+    let gw = Gateway::start(&["--history", "--history-size", "5000"]);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(bind_uid(&gw, "race", None).await);
+    }
+    let pusher = async {
+        let mut text = TextClient::connect(&gw).await;
+        let http = reqwest::Client::new();
+        for n in 0..STREAM {
+            if n % 2 == 0 {
+                // `fail` when every client is between two connections.
+                let answer = text.send(&format!(r#"{{"uid":"race","n":{n}}}"#)).await;
+                assert!(answer == "ok" || answer == "fail", "{answer}");
+            } else {
+                let r = http
+                    .post(gw.url("/push"))
+                    .json(&json!({"uid": "race", "data": {"n": n}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }
+    };
+    let readers = futures_util::future::join_all(
+        clients
+            .into_iter()
+            .zip(1..)
+            .map(|((ws, bound), seed)| resuming_client(&gw, ws, position(&bound), seed)),
+    );
+    let ((), results) = tokio::join!(pusher, readers);
+    let expected: Vec<u64> = (0..STREAM).collect();
+    for (got, reconnects) in results {
+        assert!(got == expected, "a client missed, repeated or reordered pushes");
+        assert!(reconnects > 20, "only {reconnects} reconnects: no race exercised");
+    }
+}
