@@ -448,7 +448,13 @@ async fn clients_reconnecting_during_a_continuous_stream_get_every_push_once_in_
     let ((), results) = tokio::join!(pusher, readers);
     let expected: Vec<u64> = (0..STREAM).collect();
     for (got, reconnects) in results {
-        assert!(got == expected, "a client missed, repeated or reordered pushes");
-        assert!(reconnects > 20, "only {reconnects} reconnects: no race exercised");
+        assert!(
+            got == expected,
+            "a client missed, repeated or reordered pushes"
+        );
+        assert!(
+            reconnects > 20,
+            "only {reconnects} reconnects: no race exercised"
+        );
     }
 }
