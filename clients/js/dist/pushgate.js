@@ -1,0 +1,1 @@
+// pushgate JavaScript client (IIFE build): placeholder until the client is built into clients/js/dist.
