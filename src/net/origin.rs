@@ -49,7 +49,10 @@ mod tests {
             HeaderValue::from_static("https://app.example:443"),
         );
         assert!(origin_passes(&allowed, &h));
-        h.append(header::ORIGIN, HeaderValue::from_static("https://app.example"));
+        h.append(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example"),
+        );
         assert!(!origin_passes(&allowed, &h));
         assert!(!origin_allowed(&allowed, b"https://evil.example"));
         assert!(origin_allowed(&[], b"https://evil.example"));

@@ -59,7 +59,12 @@ pub(super) fn parse_position(s: &str) -> Option<Position> {
 /// Appends a push or broadcast: the v2 `message` or `broadcast` frame, with
 /// the push's position as the event's id when it was stored.
 pub(super) fn push_message(out: &mut String, message: &Message) {
-    push_event(out, None, message.position(), message_frame(message).as_str());
+    push_event(
+        out,
+        None,
+        message.position(),
+        message_frame(message).as_str(),
+    );
 }
 
 /// The stream's opening: `event: bound`, then the replay a recovered resume
@@ -176,7 +181,9 @@ mod tests {
     fn the_close_event_names_its_code_and_may_set_the_retry_delay() {
         assert_eq!(
             close(1001, "bye", Some(Duration::from_millis(1500))),
-            Bytes::from_static(b"retry: 1500\nevent: close\ndata: {\"code\":1001,\"reason\":\"bye\"}\n\n")
+            Bytes::from_static(
+                b"retry: 1500\nevent: close\ndata: {\"code\":1001,\"reason\":\"bye\"}\n\n"
+            )
         );
     }
 }

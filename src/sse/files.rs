@@ -35,17 +35,35 @@ const DEMO_TAG: u64 = fnv1a(DEMO.as_bytes());
 
 /// `GET /pushgate.js`.
 pub async fn script(headers: HeaderMap) -> Response {
-    file(&headers, SCRIPT, SCRIPT_TAG, "text/javascript; charset=utf-8", CACHE_CONTROL)
+    file(
+        &headers,
+        SCRIPT,
+        SCRIPT_TAG,
+        "text/javascript; charset=utf-8",
+        CACHE_CONTROL,
+    )
 }
 
 /// `GET /pushgate.mjs`.
 pub async fn module(headers: HeaderMap) -> Response {
-    file(&headers, MODULE, MODULE_TAG, "text/javascript; charset=utf-8", CACHE_CONTROL)
+    file(
+        &headers,
+        MODULE,
+        MODULE_TAG,
+        "text/javascript; charset=utf-8",
+        CACHE_CONTROL,
+    )
 }
 
 /// `GET /demo`: revalidated on every load, so a new binary shows its page.
 pub async fn demo(headers: HeaderMap) -> Response {
-    file(&headers, DEMO, DEMO_TAG, "text/html; charset=utf-8", "no-cache")
+    file(
+        &headers,
+        DEMO,
+        DEMO_TAG,
+        "text/html; charset=utf-8",
+        "no-cache",
+    )
 }
 
 /// `body` with its type, caching headers and a strong `ETag`; 304 when the

@@ -23,13 +23,13 @@ mod session;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use axum::Extension;
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -83,7 +83,10 @@ fn cors(allowed: &[String]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(origin)
         .allow_methods([Method::GET])
-        .allow_headers([header::AUTHORIZATION, HeaderName::from_static("last-event-id")])
+        .allow_headers([
+            header::AUTHORIZATION,
+            HeaderName::from_static("last-event-id"),
+        ])
         .max_age(PREFLIGHT_MAX_AGE)
 }
 
@@ -116,7 +119,9 @@ async fn open(
     if !request::accepts_event_stream(headers) {
         return Err(refuse(
             "not_acceptable",
-            ApiError::NotAcceptable("this is an event stream: send Accept: text/event-stream".into()),
+            ApiError::NotAcceptable(
+                "this is an event stream: send Accept: text/event-stream".into(),
+            ),
         ));
     }
     if app.shutdown.is_draining() {
@@ -135,7 +140,12 @@ async fn open(
         query.map_err(|e| refuse("bad_request", ApiError::BadRequest(e.body_text())))?;
     let since = request::since(&query, headers)?;
     let cfg = &app.config;
-    let client = client_ip(peer, headers, &cfg.http.trusted_proxies, cfg.http.client_ip_header);
+    let client = client_ip(
+        peer,
+        headers,
+        &cfg.http.trusted_proxies,
+        cfg.http.client_ip_header,
+    );
     // Before the token check: a flood of bad tokens costs no signature
     // checks past the caps.
     let permit = app.admission.admit(client).map_err(|refusal| {
@@ -149,9 +159,10 @@ async fn open(
     // Counted by the shutdown from now, so a drain never misses a stream.
     let tracked = app.shutdown.sessions().token();
     let mut conn = app.map.open();
-    let bound = conn.bind_stream(uid.clone(), since).await.map_err(|e| {
-        refuse("bad_request", ApiError::BadRequest(e.to_string()))
-    })?;
+    let bound = conn
+        .bind_stream(uid.clone(), since)
+        .await
+        .map_err(|e| refuse("bad_request", ApiError::BadRequest(e.to_string())))?;
     let opening = event::opening(
         &uid,
         app.map.history_enabled(),
@@ -180,7 +191,10 @@ async fn open(
     }));
     let mut response = Response::new(Body::new(EventBody(rx)));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx buffers proxied answers unless told not to.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));

@@ -37,7 +37,9 @@ pub(super) fn accepts_event_stream(headers: &HeaderMap) -> bool {
     headers.get_all(header::ACCEPT).iter().any(|value| {
         value.as_bytes().split(|&b| b == b',').any(|item| {
             let media = item.split(|&b| b == b';').next().unwrap_or_default();
-            media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+            media
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"text/event-stream")
         })
     })
 }
@@ -58,7 +60,9 @@ pub(super) fn since(query: &StreamQuery, headers: &HeaderMap) -> Result<Option<P
         let id = id.to_str().map_err(|_| bad("Last-Event-ID"))?;
         // An empty id is what `EventSource` sends after an event that reset it.
         if !id.trim().is_empty() {
-            return parse_position(id).map(Some).ok_or_else(|| bad("Last-Event-ID"));
+            return parse_position(id)
+                .map(Some)
+                .ok_or_else(|| bad("Last-Event-ID"));
         }
     }
     match query.since.as_deref() {
@@ -84,26 +88,35 @@ pub(super) fn identity(
                 ApiError::BadRequest("?uid= is required (the uid to bind)".into()),
             )
         })?;
-        let uid = Uid::new(uid)
-            .map_err(|e| refuse("bad_request", ApiError::BadRequest(format!("invalid uid: {e}"))))?;
+        let uid = Uid::new(uid).map_err(|e| {
+            refuse(
+                "bad_request",
+                ApiError::BadRequest(format!("invalid uid: {e}")),
+            )
+        })?;
         return Ok((uid, None));
     };
-    let token = query.token.as_deref().or_else(|| bearer(headers)).ok_or_else(|| {
-        refuse(
-            "no_token",
-            ApiError::Unauthorized(
-                "a token is required: ?token=<jwt> or Authorization: Bearer <jwt>".into(),
-            ),
-        )
-    })?;
+    let token = query
+        .token
+        .as_deref()
+        .or_else(|| bearer(headers))
+        .ok_or_else(|| {
+            refuse(
+                "no_token",
+                ApiError::Unauthorized(
+                    "a token is required: ?token=<jwt> or Authorization: Bearer <jwt>".into(),
+                ),
+            )
+        })?;
     match verifier.verify(token) {
         Ok(id) => Ok((id.uid.clone(), Some(id))),
         Err(e) => {
             verifier.log_refusal(&e, Some(client));
             Err(match e {
-                TokenError::Expired => {
-                    refuse("token_expired", ApiError::Unauthorized("token expired".into()))
-                }
+                TokenError::Expired => refuse(
+                    "token_expired",
+                    ApiError::Unauthorized("token expired".into()),
+                ),
                 _ => refuse("invalid_token", ApiError::Forbidden("invalid token".into())),
             })
         }
@@ -159,7 +172,10 @@ mod tests {
     #[test]
     fn a_bearer_token_is_read_whatever_the_schemes_case() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bEaReR abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bEaReR abc"),
+        );
         assert_eq!(bearer(&h), Some("abc"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&h), None);

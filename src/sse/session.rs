@@ -41,7 +41,9 @@ impl Body for EventBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 
@@ -82,6 +84,10 @@ pub(super) fn expiry(at: SystemTime) -> Instant {
 /// The session's future. A function returning an `async move` block
 /// rather than an `async fn`: an `async fn` would keep its argument twice
 /// in its state, which every idle stream holds.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its argument twice in every idle stream's state"
+)]
 pub(super) fn session(mut session: Session) -> impl Future<Output = ()> {
     async move {
         let end = session.run().await;
@@ -215,7 +221,8 @@ impl Session {
         };
         // A draining client reconnects after 0.5 to 2.5 s: EventSource's
         // own delay, spread so a drain's closes stay spread.
-        let retry = (end == End::Shutdown).then(|| Duration::from_millis(fastrand::u64(500..=2500)));
+        let retry =
+            (end == End::Shutdown).then(|| Duration::from_millis(fastrand::u64(500..=2500)));
         let close = event::close(code, reason, retry);
         let limit = app.config.websocket.write_timeout;
         let handed = match tx.try_send(close) {
