@@ -198,7 +198,6 @@ async fn a_resume_from_another_epoch_is_answered_not_recovered_with_the_current_
 }
 
 #[tokio::test]
-#[ignore = "needs the in-memory store (wip/mem)"]
 async fn stored_pushes_carry_their_position_as_id_and_a_resume_replays_what_was_missed() {
     let gw = Gateway::start(&["--history"]);
     let mut s = sse::bind(&gw, "h").await;
@@ -228,6 +227,14 @@ async fn stored_pushes_carry_their_position_as_id_and_a_resume_replays_what_was_
             assert_eq!(r.next_event().await.unwrap().json()["data"], want, "{how}");
         }
     }
+    // Then live pushes, each once, in order after the replay.
+    let mut live = sse::open(&gw, &format!("uid=h&since={}", ids[2]), &[]).await;
+    assert_eq!(live.next_event().await.unwrap().json()["recovered"], true);
+    assert_eq!(live.next_event().await.unwrap().json()["data"], 4);
+    post_json(&gw, "/push", &json!({"uid": "h", "data": 5})).await;
+    let five = live.next_event().await.unwrap();
+    assert_eq!(five.json()["data"], 5);
+    assert!(five.id().unwrap().ends_with(":5"), "{five:?}");
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ pub struct Route(pub &'static str);
 
 /// Every route template both routers register, for metrics exported at zero
 /// from the start (`telemetry::register_http_routes`), and `unmatched`.
-pub const ROUTES: [&str; 16] = [
+pub const ROUTES: [&str; 17] = [
     "/",
     "/ws",
     "/sse",
@@ -43,6 +43,7 @@ pub const ROUTES: [&str; 16] = [
     "/disconnect",
     "/users/{uid}",
     "/stats",
+    "/history/{uid}",
     UNMATCHED,
 ];
 
