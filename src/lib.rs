@@ -28,10 +28,13 @@
 //!   emits metrics), [`cli`], `reload`.
 //! - **Front ends** translate a wire format into calls on the one
 //!   [`ConnectionMap`] and hold no routing state: [`ws`] (upgrade, bind,
-//!   the per-connection loop), [`text`] (the legacy line port), [`http`]
+//!   the per-connection loop), [`sse`] (Server-Sent Events, protocol v2
+//!   only, and the JavaScript client's files), [`text`] (the legacy line
+//!   port), [`http`]
 //!   (REST, health, metrics). No front end imports another; what they share
 //!   is in [`net`] (accept back-off, client address, problem answers). The
-//!   WebSocket upgrade handler is handed to the public router by [`serve`].
+//!   WebSocket upgrade handler and the SSE routes are handed to the public
+//!   router by [`serve`].
 //! - **Policy**: [`auth`] (tokens, API keys), [`limits`] (admission caps).
 //! - **Routing**: [`connections`] is the map, the one door to routing;
 //!   [`model`] holds the ids and wire types every front end agrees on.
@@ -75,6 +78,7 @@ pub mod net;
 #[cfg(unix)]
 pub mod reload;
 pub mod shutdown;
+pub mod sse;
 pub mod store;
 pub mod telemetry;
 pub mod text;
@@ -125,6 +129,7 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
     );
     telemetry::set_max_connections(app.admission.max_connections());
     telemetry::register_label_values(app.map.node_id().is_some());
+    telemetry::register_sse_label_values();
     #[cfg(unix)]
     let reload = reload::spawn(app.clone());
     log_exposure(&app, &listeners);
@@ -142,7 +147,11 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
         .api
         .local_addr()
         .is_ok_and(|a| a.ip().to_canonical().is_loopback());
-    let public = http::public_router(app.clone(), axum::routing::get(ws::upgrade));
+    let public = http::public_router(
+        app.clone(),
+        axum::routing::get(ws::upgrade),
+        sse::routes(&app),
+    );
     let api = http::api_router(app.clone(), api_loopback);
     let tasks = app.shutdown.services();
     tasks.spawn(http::serve(listeners.http, public, app.clone()));
@@ -175,9 +184,9 @@ fn log_exposure(app: &App, listeners: &Listeners) {
     };
     let keyed = app.api_keys.is_enabled();
     let public = if keyed {
-        "WebSocket, health, REST (API key required)"
+        "WebSocket, SSE, client files, health, REST (API key required)"
     } else {
-        "WebSocket, health"
+        "WebSocket, SSE, client files, health"
     };
     tracing::info!("public listener {}: {public}", addr(&listeners.http));
     let api_loopback = listeners

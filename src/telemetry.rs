@@ -482,3 +482,84 @@ impl Default for HistoryMetrics {
         Self::new()
     }
 }
+
+// Server-Sent Events. Series of their own rather than a `transport` label
+// on the WebSocket ones: `pushgate_disconnects_total{reason="…"}` and
+// `pushgate_rejected_upgrades_total{reason="…"}` are matched label for label
+// by dashboards, alerts and tests, and a new label would rename every
+// series. An SSE stream holds a map connection like a WebSocket does, so
+// `pushgate_ws_connections` (and the `--max-connections` cap) count both;
+// [`SSE_CONNECTIONS`] is the SSE part.
+
+/// Open Server-Sent Events streams (also counted in [`WS_CONNECTIONS`]).
+pub const SSE_CONNECTIONS: &str = "pushgate_sse_connections";
+/// SSE streams ended by the gateway, by `reason` (the WebSocket
+/// [`DISCONNECTS`] labels that apply to SSE).
+pub const SSE_DISCONNECTS: &str = "pushgate_sse_disconnects_total";
+/// SSE requests refused before the stream started, by `reason`.
+pub const SSE_REFUSED: &str = "pushgate_sse_refused_total";
+
+/// [`LABEL_VALUES`] of the SSE series, exported at zero from the start
+/// ([`register_sse_label_values`]).
+pub const SSE_LABEL_VALUES: &[(&str, &str, &[&str])] = &[
+    (
+        SSE_DISCONNECTS,
+        "reason",
+        &[
+            "shutdown",
+            "slow_consumer",
+            "kicked",
+            "too_many_for_uid",
+            "token_expired",
+            "write_failed",
+        ],
+    ),
+    (
+        SSE_REFUSED,
+        "reason",
+        &[
+            "not_acceptable",
+            "shutting_down",
+            "origin",
+            "bad_request",
+            "connection_cap",
+            "per_ip_cap",
+            "per_ip_rate",
+            "no_token",
+            "invalid_token",
+            "token_expired",
+        ],
+    ),
+];
+
+/// Exports the SSE series at zero.
+pub fn register_sse_label_values() {
+    metrics::gauge!(SSE_CONNECTIONS).increment(0.0);
+    for (name, label, values) in SSE_LABEL_VALUES {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+}
+
+/// One more (`1.0`) or one less (`-1.0`) open SSE stream.
+pub fn sse_streams(change: f64) {
+    metrics::gauge!(SSE_CONNECTIONS).increment(change);
+}
+
+/// Counts an SSE stream ended by the gateway.
+pub fn sse_disconnect(reason: &'static str) {
+    metrics::counter!(SSE_DISCONNECTS, "reason" => reason).increment(1);
+}
+
+/// Counts a refused SSE request.
+pub fn sse_refused(reason: &'static str) {
+    metrics::counter!(SSE_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Whether `value` is a listed value of `label` on SSE counter `name`.
+pub fn is_listed_sse(name: &str, value: &str) -> bool {
+    SSE_LABEL_VALUES
+        .iter()
+        .any(|(n, _, values)| *n == name && values.contains(&value))
+}

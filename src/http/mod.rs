@@ -33,13 +33,22 @@ use observe::named;
 
 /// The public listener: WebSocket and health; REST too, every call keyed,
 /// when API keys are configured at start. `upgrade` is the WebSocket front
-/// end's handler, mounted on `/` and `/ws`; the wiring hands it in so that
-/// this front end never imports that one.
-pub fn public_router(app: App, upgrade: MethodRouter<App>) -> Router {
+/// end's handler, mounted on `/` and `/ws`; `more` are other front ends'
+/// routes (path, handler), e.g. the Server-Sent Events stream; each path
+/// must be in [`observe::ROUTES`]. The wiring hands them in so that this
+/// front end never imports those.
+pub fn public_router(
+    app: App,
+    upgrade: MethodRouter<App>,
+    more: Vec<(&'static str, MethodRouter<App>)>,
+) -> Router {
     let mut routes = Router::new()
         .route("/", named("/", upgrade.clone()))
         .route("/ws", named("/ws", upgrade))
         .merge(health_routes());
+    for (path, handler) in more {
+        routes = routes.route(path, named(path, handler));
+    }
     if app.api_keys.is_enabled() {
         routes = routes.merge(rest_routes(&app, access::Listener::Public));
     }

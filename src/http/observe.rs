@@ -27,9 +27,13 @@ pub struct Route(pub &'static str);
 
 /// Every route template both routers register, for metrics exported at zero
 /// from the start (`telemetry::register_http_routes`), and `unmatched`.
-pub const ROUTES: [&str; 13] = [
+pub const ROUTES: [&str; 17] = [
     "/",
     "/ws",
+    "/sse",
+    "/pushgate.js",
+    "/pushgate.mjs",
+    "/demo",
     "/healthz",
     "/readyz",
     "/metrics",

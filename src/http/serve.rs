@@ -7,7 +7,9 @@
 //! It also sees, after each answer, whether the request's body was read to
 //! its end: a refusal that left part of it unread says `Connection: close`
 //! and closes, since the rest of that body cannot be told from a next
-//! request (RFC 9112 §9.6).
+//! request (RFC 9112 §9.6). And each request carries a
+//! [`ConnectionAbort`], so a streamed answer can end a connection whose
+//! client stopped reading.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -26,6 +28,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::App;
+use crate::net::abort::ConnectionAbort;
 
 /// Serves HTTP on `listener` until the stop phase of shutdown, then lets each
 /// connection finish the request it is serving.
@@ -53,9 +56,12 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let abort = ConnectionAbort::new();
+        let handle = abort.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
+            parts.extensions.insert(handle.clone());
             let (body, read_to_end) = Tracked::new(body);
             let router = router.clone();
             async move {
@@ -84,11 +90,17 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                // A streamed answer whose client is stuck: drop it all.
+                _ = abort.ended() => {}
                 _ = shutdown.stopping() => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = abort.ended() => {}
+                    }
                 }
             }
+            abort.abort();
         };
         app.shutdown.services().spawn(served.instrument(span));
     }

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// The endpoint exists but not for this method.
     #[error("method not allowed for this endpoint")]
     MethodNotAllowed,
+    /// The request's `Accept` does not include the one media type the
+    /// endpoint answers with (RFC 9110 §15.5.7).
+    #[error("{0}")]
+    NotAcceptable(String),
     /// The body is larger than `--max-body-bytes`.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -75,6 +79,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::Disabled(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::Incomplete(..) => StatusCode::SERVICE_UNAVAILABLE,

@@ -763,4 +763,5 @@ pub async fn close_of(ws: &mut Ws) -> (u16, String) {
     let f = next_close(ws).await.expect("close frame");
     (u16::from(f.code), f.reason.to_string())
 }
+pub mod sse;
 pub mod v2;
