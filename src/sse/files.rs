@@ -10,7 +10,7 @@ const SCRIPT: &str = include_str!("../../clients/js/dist/pushgate.js");
 /// `GET /pushgate.mjs`: the client as an ES module.
 const MODULE: &str = include_str!("../../clients/js/dist/pushgate.mjs");
 /// `GET /demo`: a page that connects with the client and shows what comes.
-const DEMO: &str = include_str!("../../examples/index.html");
+const DEMO: &str = include_str!("../../clients/js/examples/index.html");
 
 /// How long a browser may use its copy without asking: the files change
 /// only with the binary, and the `ETag` makes asking cheap (304).
