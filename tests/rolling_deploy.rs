@@ -103,7 +103,7 @@ async fn pusher(book: Book, uid: String, stop: CancellationToken, out: Arc<Mutex
             continue;
         };
         let body = json!({"uid": uid, "seq": seq});
-        let required = if seq % 2 == 0 {
+        let required = if seq.is_multiple_of(2) {
             push_text(node.text, &body).await == Some("ok".to_owned())
         } else {
             let answer = http
@@ -168,7 +168,7 @@ struct Seen {
     /// Every problem found on the way (a gap, a duplicate offset, a resume
     /// that did not recover).
     faults: Vec<String>,
-    /// Connections made.
+    /// Binds answered (the first one before any push is sent).
     connects: usize,
 }
 
@@ -210,7 +210,6 @@ async fn client(
         if ws.send(Message::text(bind.to_string())).await.is_err() {
             continue;
         }
-        seen.lock().unwrap().connects += 1;
         loop {
             let frame = tokio::select! {
                 f = ws.next() => f,
@@ -225,6 +224,7 @@ async fn client(
             let mut seen = seen.lock().unwrap();
             match v["type"].as_str() {
                 Some("bound") => {
+                    seen.connects += 1;
                     if since.is_some() && v["recovered"] != json!(true) {
                         seen.faults.push(format!("resume not recovered: {v}"));
                     }
@@ -238,10 +238,11 @@ async fn client(
                 Some("message") => {
                     let offset = v["offset"].as_u64().unwrap_or(0);
                     let epoch = v["epoch"].as_str().unwrap_or("").to_owned();
-                    if let Some((last, last_epoch)) = &since {
-                        if *last_epoch == epoch && offset != last + 1 {
-                            seen.faults.push(format!("offset {offset} after {last}"));
-                        }
+                    if let Some((last, last_epoch)) = &since
+                        && *last_epoch == epoch
+                        && offset != last + 1
+                    {
+                        seen.faults.push(format!("offset {offset} after {last}"));
                     }
                     since = Some((offset, epoch));
                     seen.numbers.push(v["data"]["seq"].as_u64().unwrap());
@@ -315,15 +316,15 @@ async fn a_rolling_deploy_and_a_crash_lose_nothing_for_resuming_clients() {
     // The rolling deploy: each node in turn leaves rotation, drains, exits
     // cleanly and comes back (with new ports, as a new pod would).
     let drains = Arc::new(AtomicUsize::new(0));
-    for i in 0..nodes.len() {
+    for (i, node) in nodes.iter_mut().enumerate() {
         book.lock().unwrap()[i] = None;
-        nodes[i].signal("TERM");
-        let status = nodes[i].wait_exit(Duration::from_secs(20));
+        node.signal("TERM");
+        let status = node.wait_exit(Duration::from_secs(20));
         assert!(status.success(), "node {i} exited with {status:?}");
         drains.fetch_add(1, Ordering::Relaxed);
-        nodes[i] = start_node(&redis, &format!("n{i}"));
-        nodes[i].wait_redis_up().await;
-        book.lock().unwrap()[i] = Some(addrs(&nodes[i]));
+        *node = start_node(&redis, &format!("n{i}"));
+        node.wait_redis_up().await;
+        book.lock().unwrap()[i] = Some(addrs(node));
         wait_pushes(&pushed, 150).await;
     }
     // A crash: no drain, the clients' sockets just die.
