@@ -263,9 +263,11 @@ async fn with_websocket_blocked_the_client_falls_back_to_sse_and_receives() {
 #[tokio::test]
 async fn an_expiring_token_is_refreshed_through_the_provider_without_the_page_noticing() {
     let gw = Gateway::start(&["--jwt-secret", SECRET, "--jwt-leeway", "0s", "--history"]);
-    let short = jwt(json!({"sub": "tom", "exp": now() + 2}));
-    let long = jwt(json!({"sub": "tom", "exp": now() + 3600}));
     let mut pages = Pages::start().await;
+    // Made once the browser is up: the first token must outlive the first
+    // bind (a second or so) and then expire while the page is connected.
+    let short = jwt(json!({"sub": "tom", "exp": now() + 5}));
+    let long = jwt(json!({"sub": "tom", "exp": now() + 3600}));
     let tab = pages
         .open_with(&gw.public_url(""), json!({}), &[short, long], false)
         .await;
