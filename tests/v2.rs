@@ -275,6 +275,14 @@ async fn a_v2_client_that_does_not_read_is_closed_as_a_slow_consumer_with_4006()
     assert_eq!(close_code(&mut slow).await, 4006);
 }
 
+#[tokio::test]
+async fn a_drain_closes_a_v2_client_with_1001_as_in_v1() {
+    let gw = Gateway::start(&["--shutdown-timeout", "15s"]);
+    let (mut ws, _) = bind_uid(&gw, "drained", None).await;
+    gw.signal("TERM");
+    assert_eq!(close_code(&mut ws).await, 1001);
+}
+
 // ---- resume --------------------------------------------------------------
 
 /// Reads `n` message frames; returns their `data.n` and the last position.
