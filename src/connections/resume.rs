@@ -53,31 +53,65 @@ impl Connection {
     /// with `since`, also the messages the client missed (see the module
     /// docs for why nothing falls between them and the live stream).
     /// Errors: the connection is already bound.
+    ///
+    /// Cancel-safe: the connection is bound (and its uid recorded, so
+    /// dropping it unbinds) before the one wait, the cluster's read of
+    /// history; a front end may bound that wait with a deadline.
     pub async fn bind_stream(
         &mut self,
         uid: Uid,
         since: Option<Position>,
     ) -> Result<Bound, BindError> {
         let outbox = self.pending.take().ok_or(BindError::AlreadyBound)?;
-        let bound = self.map.bind_with_history(&uid, outbox, since).await;
-        self.uid = Some(uid);
-        Ok(bound)
+        let step = self.map.bind_with_history(&uid, outbox, since);
+        self.uid = Some(uid.clone());
+        Ok(match step {
+            BindStep::Done(bound) => bound,
+            BindStep::ReadRemote(query) => {
+                let page = self.map.read_remote(&uid, &query).await;
+                bound_from(since, page)
+            }
+        })
+    }
+}
+
+/// What is left of a bind with history once the connection is in the table.
+enum BindStep {
+    /// Nothing: history off, or read in the same step (single node).
+    Done(Bound),
+    /// Cluster mode: the broker's read of the stream.
+    ReadRemote(HistoryQuery),
+}
+
+/// The bind's answer from a read of the stream (or its failure).
+fn bound_from(since: Option<Position>, page: Result<HistoryPage, BrokerError>) -> Bound {
+    match page {
+        Ok(page) => Bound {
+            top: Some(page.top),
+            recovery: since.map(|since| store::recovery(since, page)),
+        },
+        Err(_) => Bound {
+            top: None,
+            recovery: since.map(|_| Err(Unrecoverable::Unavailable)),
+        },
     }
 }
 
 impl ConnectionMap {
-    async fn bind_with_history(
+    /// Binds `outbox` to `uid`; on a single node with history, reads the
+    /// stream in the same step under the table lock. Never waits.
+    fn bind_with_history(
         &self,
         uid: &Uid,
         outbox: mailbox::Outbox,
         since: Option<Position>,
-    ) -> Bound {
+    ) -> BindStep {
         let Some(limits) = self.shared.history else {
             self.bind(uid, outbox);
-            return Bound {
+            return BindStep::Done(Bound {
                 top: None,
                 recovery: since.map(|_| Err(Unrecoverable::HistoryOff)),
-            };
+            });
         };
         let query = HistoryQuery {
             since: since.map(|p| p.offset),
@@ -86,8 +120,6 @@ impl ConnectionMap {
             limit: if since.is_some() { limits.size } else { 0 },
             order: Order::OldestFirst,
         };
-        // A single node reads its history and binds in one step, under the
-        // table lock; in cluster mode the read waits on Redis, after the bind.
         let local = {
             let mut guard = self.lock();
             let table = &mut *guard;
@@ -99,25 +131,15 @@ impl ConnectionMap {
                 None => Err(outbox),
             }
         };
-        let page = match local {
+        match local {
             Ok((page, change)) => {
                 self.presence_changed(change.as_slice());
-                Ok(page)
+                BindStep::Done(bound_from(since, Ok(page)))
             }
             Err(outbox) => {
                 self.bind(uid, outbox);
-                self.read_remote(uid, &query).await
+                BindStep::ReadRemote(query)
             }
-        };
-        match page {
-            Ok(page) => Bound {
-                top: Some(page.top),
-                recovery: since.map(|since| store::recovery(since, page)),
-            },
-            Err(_) => Bound {
-                top: None,
-                recovery: since.map(|_| Err(Unrecoverable::Unavailable)),
-            },
         }
     }
 
