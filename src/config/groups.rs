@@ -39,9 +39,10 @@ pub struct WsConfig {
     #[arg(long, env = "PUSHGATE_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
-    /// Origins (`scheme://host[:port]`) allowed to open a WebSocket; others
-    /// get 403. Requests without `Origin` (non-browser clients) pass. Unset:
-    /// any origin.
+    /// Origins (`scheme://host[:port]`) allowed to open a WebSocket or an SSE
+    /// stream, and answered CORS for `/sse` and the client files; others get
+    /// 403. Requests without `Origin` (non-browser clients) pass. Unset: any
+    /// origin.
     #[arg(long, env = "PUSHGATE_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 }

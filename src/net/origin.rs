@@ -1,6 +1,6 @@
 //! Which browser origins may connect: the `--allowed-origins` rule, shared
-//! by the transports browsers open (the Server-Sent Events stream and its
-//! CORS answers). The WebSocket upgrade applies the same rule.
+//! by the transports browsers open (the WebSocket upgrade, the Server-Sent
+//! Events stream and its CORS answers).
 
 use axum::http::{HeaderMap, header};
 

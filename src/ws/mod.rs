@@ -24,14 +24,14 @@ mod v2;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use serde::Deserialize;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::App;
-use crate::config::normalize_origin;
+use crate::net::origin::origin_passes;
 use crate::net::client_ip::client_ip;
 use crate::net::problem::ApiError;
 use crate::telemetry;
@@ -169,31 +169,4 @@ fn start<P: Protocol>(
         // one would store the session's state twice.
         session::<P>(socket, conn, preauth, app).map(move |()| drop(held))
     })
-}
-
-/// Whether the request's `Origin` may open a WebSocket: no `Origin` (a
-/// non-browser client) always passes; with an allow list, exactly one
-/// `Origin` that is on it. A browser sends one `Origin` (RFC 6454 §7.2), so
-/// two are a forgery or a confused proxy and are refused rather than judged
-/// by whichever comes first.
-fn origin_passes(allowed: &[String], headers: &HeaderMap) -> bool {
-    let mut origins = headers.get_all(header::ORIGIN).iter();
-    match (origins.next(), origins.next()) {
-        (None, _) => true,
-        (Some(origin), None) => origin_allowed(allowed, origin.as_bytes()),
-        (Some(_), Some(_)) => allowed.is_empty(),
-    }
-}
-
-/// Whether `origin` is one of `allowed` (both in their normal form,
-/// [`normalize_origin`]: `https://app.example:443` is `https://app.example`);
-/// an empty list allows every origin.
-fn origin_allowed(allowed: &[String], origin: &[u8]) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
-    std::str::from_utf8(origin)
-        .ok()
-        .and_then(normalize_origin)
-        .is_some_and(|origin| allowed.contains(&origin))
 }
