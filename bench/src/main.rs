@@ -22,14 +22,20 @@
 #![deny(unsafe_code)]
 
 mod batch;
+mod deploy;
 mod floor;
+mod histmem;
+mod ledger;
+mod nodes;
 mod phase;
 mod push;
 mod report;
+mod resume;
 mod scenarios;
 mod spawn;
 mod sys;
 mod track;
+mod v2;
 mod worker;
 mod ws;
 
@@ -78,9 +84,10 @@ pub struct Args {
     /// Length of each measured phase.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// Pushes per second (latency, cluster).
-    #[arg(long, default_value_t = 10_000.0)]
-    pub rate: f64,
+    /// Pushes per second: latency and cluster (default 10000),
+    /// rolling-deploy (default 300).
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Pushing connections or tasks. Default depends on the scenario.
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -112,9 +119,30 @@ pub struct Args {
     /// The pushgate binary for --spawn (default: beside this executable).
     #[arg(long)]
     pub gateway_bin: Option<PathBuf>,
-    /// Extra flags for spawned gateways (repeat, e.g. --gateway-arg=--queue-len=4096).
+    /// Extra flags for spawned gateways, every node of every scenario
+    /// (repeat, e.g. --gateway-arg=--queue-len=4096; --gateway-arg=--history
+    /// measures any scenario with history on).
     #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,
+    /// resume: stop node B with SIGKILL (no drain) instead of SIGTERM.
+    #[arg(long)]
+    pub resume_kill: bool,
+    /// resume: pushes through node A while node B is down (default: one
+    /// per client).
+    #[arg(long)]
+    pub pushes: Option<usize>,
+    /// rolling-deploy: uids the clients bind (client i has uid i % uids).
+    #[arg(long, default_value_t = 50)]
+    pub uids: usize,
+    /// history-memory: messages stored.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: usize,
+    /// history-memory: bytes of each message's payload (the text-port line).
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+    /// history-memory: messages per uid (keep it within --history-size).
+    #[arg(long, default_value_t = 50)]
+    pub per_uid: usize,
     /// Print only the JSON lines.
     #[arg(long)]
     pub json: bool,
@@ -162,7 +190,16 @@ pub enum Scenario {
     Latency,
     Growth,
     Cluster,
-    /// Every scenario in turn.
+    /// Protocol v2 clients resume after their node restarts (two nodes,
+    /// Redis history; --spawn only).
+    Resume,
+    /// Three nodes restarted in turn under a push stream, v2 clients
+    /// resuming (Redis history; --spawn only).
+    RollingDeploy,
+    /// Memory per retained message on a single node with history.
+    HistoryMemory,
+    /// Every scenario in turn (not resume, rolling-deploy, history-memory:
+    /// they measure history, see BENCHMARKS.md).
     All,
     /// Internal: a worker process holding clients (see worker.rs).
     #[value(hide = true)]
@@ -193,6 +230,9 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Growth => "growth",
             Scenario::Cluster => "cluster",
+            Scenario::Resume => "resume",
+            Scenario::RollingDeploy => "rolling-deploy",
+            Scenario::HistoryMemory => "history-memory",
             Scenario::All => "all",
             Scenario::Worker => "worker",
             Scenario::FloorRelay => "floor-relay",
@@ -204,6 +244,7 @@ impl Scenario {
             Scenario::Idle => vec![1000, 10_000],
             Scenario::Broadcast => vec![10_000],
             Scenario::Growth => vec![1000, 2000, 5000, 10_000, 19_000],
+            Scenario::Resume => vec![10_000],
             _ => vec![1000],
         };
         let mut out: Vec<usize> = steps.into_iter().map(|n| n.min(max)).collect();
@@ -341,8 +382,28 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
     if args.per_process() > usize::try_from(files.saturating_sub(100)).unwrap_or(usize::MAX) {
         bail!("--clients-per-process exceeds this process's open-file limit ({files})");
     }
-    let target = target(sc, args).await?;
     let n = steps.first().copied().unwrap_or(1000);
+    if matches!(sc, Scenario::Resume | Scenario::RollingDeploy) {
+        if !args.spawn || args.floor {
+            bail!(
+                "{} restarts nodes: it needs --spawn (and no --floor)",
+                sc.name()
+            );
+        }
+        // Its v2 clients live in this process (no worker processes).
+        let room = usize::try_from(files.saturating_sub(200)).unwrap_or(usize::MAX);
+        if n > room {
+            bail!("{n} v2 clients exceed this process's open-file limit ({files})");
+        }
+        return match sc {
+            Scenario::Resume => resume::resume(args, n).await,
+            _ => deploy::rolling_deploy(args, n).await,
+        };
+    }
+    if args.floor && sc == Scenario::HistoryMemory {
+        bail!("history-memory measures pushgate's history: the floor relay has none");
+    }
+    let target = target(sc, args).await?;
     match sc {
         Scenario::Idle => scenarios::idle(&target, args, &steps).await,
         Scenario::PushText => scenarios::push_text(&target, args, n).await,
@@ -358,6 +419,8 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
         Scenario::Latency => scenarios::latency(&target, args, n).await,
         Scenario::Growth => scenarios::growth(&target, args, &steps).await,
         Scenario::Cluster => scenarios::cluster(&target, args, n).await,
+        Scenario::HistoryMemory => histmem::history_memory(&target, args).await,
+        Scenario::Resume | Scenario::RollingDeploy => unreachable!("run above"),
         Scenario::All | Scenario::Worker | Scenario::FloorRelay => {
             unreachable!("handled in main")
         }
@@ -399,7 +462,10 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
     }
     let bin = spawn::gateway_bin(args.gateway_bin.as_ref())?;
     let started = tokio::task::spawn_blocking({
-        let extra = args.gateway_args.clone();
+        let extra = match sc {
+            Scenario::HistoryMemory => nodes::with_history(&args.gateway_args),
+            _ => args.gateway_args.clone(),
+        };
         move || -> anyhow::Result<Target> {
             if sc != Scenario::Cluster {
                 return Ok(Target::single(spawn::gateway(&bin, &extra)?, generator));
