@@ -5,7 +5,7 @@
 //! N v2 clients (`--connections`) bind `--uids` uids (client `i` has uid
 //! `i % uids`), spread over the nodes (client `i` prefers node `i % 3` and
 //! falls back to any live node). Pushers send a steady stream (`--rate`,
-//! default 300 a second, over `--concurrency` pushers, each owning some
+//! default 300 a second, over `--concurrency` pushers (default 10), each owning some
 //! uids and sending each push after the previous one's answer), alternating
 //! between the text port and `POST /push` and round the live nodes. After
 //! `--duration`, each node in turn leaves the book, gets SIGTERM (paced
@@ -61,7 +61,7 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
 
     let ledger = Arc::new(Ledger::new(uids));
     let rate = args.rate.unwrap_or(300.0);
-    let pushers = args.concurrency.unwrap_or(6).clamp(1, uids);
+    let pushers = args.concurrency.unwrap_or(10).clamp(1, uids);
     let (stop, stopped) = watch::channel(false);
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -88,8 +88,9 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     }
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
-    let settled = wait_complete(&pool, &ledger, |i| i % uids, SETTLE).await;
+    // The row's rates are those of the push phase.
     let span = meter.stop();
+    let settled = wait_complete(&pool, &ledger, |i| i % uids, SETTLE).await;
 
     let mut total = Verdict::default();
     let mut gaps = Vec::with_capacity(n);

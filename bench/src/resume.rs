@@ -89,6 +89,9 @@ pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let mut total = Verdict::default();
     let mut times = Vec::with_capacity(n);
     let (mut recovered, mut not_recovered, mut reasons) = (0u64, 0u64, Vec::new());
+    // Clients that came back without a position to resume from (history
+    // off, or the store unreadable when they first bound).
+    let mut blind = 0u64;
     let (mut received, mut reconnects, mut offset_faults) = (0u64, 0u64, 0u64);
     for (uid, log) in pool.logs.iter().enumerate() {
         let log = lock(log);
@@ -96,6 +99,7 @@ pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
         total.add(&v);
         times.extend(v.resumed_after);
         recovered += u64::from(log.recovered);
+        blind += u64::from(log.recovered == 0 && log.not_recovered.is_empty());
         not_recovered += log.not_recovered.len() as u64;
         reasons.extend(log.not_recovered.iter().cloned());
         received += log.got.len() as u64;
@@ -116,7 +120,8 @@ pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     row.integrity.lost = total.lost;
     row.integrity.duplicates = total.duplicates;
     let row = row
-        .with("resumed", times.len())
+        .with("rebound_complete", times.len())
+        .with("without_since", blind)
         .with("recovered", recovered)
         .with("not_recovered", not_recovered)
         .with("not_recovered_reasons", reasons)
@@ -146,23 +151,23 @@ pub async fn wait_complete(
     limit: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
+    let mut pending: Vec<usize> = (0..pool.logs.len()).collect();
     loop {
-        let behind = pool
-            .logs
-            .iter()
-            .enumerate()
-            .filter(|(i, log)| {
-                let log = lock(log);
-                log.lost_at.is_some() || log.binds == 0 || !ledger.complete(uid_of(*i), &log)
-            })
-            .count();
+        // A client once complete stays so (pushes have stopped): only the
+        // others are checked again, and every client's binding at the end.
+        pending.retain(|&i| !ledger.complete(uid_of(i), &lock(&pool.logs[i])));
+        let behind = if pending.is_empty() {
+            pool.logs.len() - pool.bound_now()
+        } else {
+            pending.len()
+        };
         if behind == 0 {
             return Ok(());
         }
         if Instant::now() >= deadline {
             bail!("{behind} clients still unbound or missing pushes after {limit:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
