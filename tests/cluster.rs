@@ -457,7 +457,7 @@ async fn sentinel_mode_follows_a_failover() {
     a.wait_nodes("sent", 1).await;
     assert_eq!(text.send(r#"{"uid":"sent","n":2}"#).await, "ok");
     assert_eq!(next_text(&mut on_b).await, r#"{"uid":"sent","n":2}"#);
-    let numsub = replica.command("PUBSUB NUMSUB pushgate:v1:u:sent");
+    let numsub = replica.command("PUBSUB NUMSUB pushgate:v2:u:sent");
     assert!(
         numsub.ends_with(":1\r\n"),
         "the new master holds the subscription: {numsub:?}"
@@ -691,7 +691,7 @@ async fn a_dead_nodes_stats_entry_is_gone_within_three_probe_intervals() {
     let took = killed.elapsed();
     // Three probe intervals, plus room for a loaded machine.
     assert!(took < Duration::from_millis(900 + 1500), "{took:?}");
-    assert_eq!(redis.command("EXISTS pushgate:v1:stats:doomed-b"), ":0\r\n");
+    assert_eq!(redis.command("EXISTS pushgate:v2:stats:doomed-b"), ":0\r\n");
 }
 
 #[tokio::test]
@@ -701,12 +701,12 @@ async fn bus_messages_of_an_unknown_format_version_are_ignored_and_counted() {
     a.wait_redis_up().await;
     let mut on_a = ws_bind(&a, "v").await;
     a.wait_nodes("v", 1).await;
-    // A version 2 message, and one in the format before versions.
+    // A version 3 message, and one in the format before versions.
     assert_eq!(
-        redis.command("PUBLISH pushgate:v1:u:v \x02M\x01x12345678hi"),
+        redis.command("PUBLISH pushgate:v2:u:v \x03M\x01x12345678hi"),
         ":1\r\n"
     );
-    assert_eq!(redis.command("PUBLISH pushgate:v1:b M\x01xhello"), ":1\r\n");
+    assert_eq!(redis.command("PUBLISH pushgate:v2:b M\x01xhello"), ":1\r\n");
     a.wait_metric(
         r#"pushgate_dropped_messages_total{reason="bus_unknown_version"}"#,
         2.0,

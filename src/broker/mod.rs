@@ -16,7 +16,8 @@ pub use redis::wire::{NameError, check_node_id, check_prefix};
 
 use crate::config::Config;
 use crate::connections::broker::{
-    Broker, BrokerError, ClusterStats, LocalNode, PresenceChange, Readiness, Single,
+    Broker, BrokerError, ClusterStats, LocalNode, PresenceChange, Published, Readiness, Route,
+    Single,
 };
 use crate::model::{Payload, Position, Uid};
 use crate::shutdown::Shutdown;
@@ -59,6 +60,7 @@ pub fn from_config(config: &Config) -> Result<AnyBroker, BrokerConfigError> {
         node_id: config.node_id(),
         probe_interval: config.broker.redis_probe_interval,
         timeout: config.broker.redis_timeout,
+        history: config.history.limits(),
     })?;
     Ok(AnyBroker::Redis(broker))
 }
@@ -75,8 +77,16 @@ macro_rules! delegate {
 }
 
 impl Broker for AnyBroker {
-    async fn publish_pushes(&self, pushes: &[(Uid, Payload)]) -> Result<Vec<usize>, BrokerError> {
-        delegate!(self, b => b.publish_pushes(pushes).await)
+    fn route(&self, uid: &Uid) -> Route {
+        delegate!(self, b => b.route(uid))
+    }
+
+    async fn publish_pushes(
+        &self,
+        pushes: &[(Uid, Payload)],
+        routes: &[Route],
+    ) -> Result<Vec<Published>, BrokerError> {
+        delegate!(self, b => b.publish_pushes(pushes, routes).await)
     }
 
     async fn publish_broadcast(&self, payload: &Payload) -> Result<usize, BrokerError> {

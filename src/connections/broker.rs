@@ -18,6 +18,37 @@ use crate::model::{Message, Payload, Position, Uid};
 use crate::shutdown::Shutdown;
 use crate::store::{HistoryPage, HistoryQuery};
 
+/// How a push reaches this node's own connections of its uid.
+///
+/// The order guarantee (a push sent after another push's answer is
+/// delivered after it) needs every push to a uid to reach its connections in
+/// one order. The broker's publish order is that order, so a node delivers
+/// its own pushes for a uid it is subscribed to only when they come back on
+/// its subscription, exactly as another node's pushes do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Delivered here directly (or nobody here holds the uid): the node's
+    /// subscription to the uid is not confirmed (yet), or there is no bus
+    /// (a single node, or the broker is down). The bus message says so, and
+    /// this node skips its own copy if it comes back.
+    Here,
+    /// Delivered here when this node's own confirmed subscription brings it
+    /// back, in the broker's publish order.
+    Bus,
+}
+
+/// What the broker did with one push.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Other nodes' subscriptions that received it.
+    pub others: usize,
+    /// [`Route::Bus`] only: this node's own subscription received it, so its
+    /// connections of the uid get it when it comes back.
+    pub here: bool,
+    /// Its place in the uid's history (history on).
+    pub stored: Option<Position>,
+}
+
 /// A uid gained its first, or lost its last, connection on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceChange {
@@ -98,14 +129,24 @@ pub trait LocalNode: Clone + Send + Sync + 'static {
 /// The broker boundary. Every method that waits on the network is bounded by
 /// the broker's own timeout.
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes pushes in order (one round trip); returns, per push and in
-    /// order, how many *other* nodes received it. A shorter list (the single
-    /// node answers an empty one, so its push path allocates nothing) means
-    /// 0 for the pushes past its end.
+    /// How a push to `uid` taken now reaches this node's connections of
+    /// it. Decided before publishing, so the bus message can say whether
+    /// this node skips its own copy: there is no window in which a push is
+    /// delivered twice or not at all here.
+    fn route(&self, uid: &Uid) -> Route;
+
+    /// Publishes pushes in order (one round trip), each marked with its
+    /// `routes` entry (same length); with history on (cluster mode), each is
+    /// first stored at the next offset of its uid's stream, in the same
+    /// atomic step as its publication. Returns, per push and in order, what was done. A shorter
+    /// list (the single node answers an empty one, so its push path
+    /// allocates nothing) means [`Published::default`] for the pushes past
+    /// its end.
     fn publish_pushes(
         &self,
         pushes: &[(Uid, Payload)],
-    ) -> impl Future<Output = Result<Vec<usize>, BrokerError>> + Send;
+        routes: &[Route],
+    ) -> impl Future<Output = Result<Vec<Published>, BrokerError>> + Send;
 
     /// Publishes a broadcast; returns how many other nodes received it.
     fn publish_broadcast(
@@ -147,8 +188,9 @@ pub trait Broker: Send + Sync + 'static {
     fn await_subscribed(&self, uid: &Uid) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
     /// Reads `uid`'s stream kept in the broker's backend (cluster mode with
-    /// history on): its top, and the messages `query` asks for. A stream
-    /// that does not exist yet is created empty (its epoch holds from now).
+    /// history on): its top, and the messages `query` asks for, none older
+    /// than the history's TTL. A stream that does not exist yet is created
+    /// empty (its epoch holds from now). Errors: unavailable, or history off.
     fn read_history(
         &self,
         uid: &Uid,
@@ -175,7 +217,15 @@ pub trait Broker: Send + Sync + 'static {
 pub struct Single;
 
 impl Broker for Single {
-    async fn publish_pushes(&self, _: &[(Uid, Payload)]) -> Result<Vec<usize>, BrokerError> {
+    fn route(&self, _: &Uid) -> Route {
+        Route::Here
+    }
+
+    async fn publish_pushes(
+        &self,
+        _: &[(Uid, Payload)],
+        _: &[Route],
+    ) -> Result<Vec<Published>, BrokerError> {
         Ok(Vec::new())
     }
 
@@ -237,7 +287,12 @@ mod tests {
         let single = Single;
         let pushes = [(uid("u"), Payload::from("x"))];
         // Empty: 0 for every push, and nothing allocated on the push path.
-        assert_eq!(single.publish_pushes(&pushes).await, Ok(Vec::new()));
+        assert_eq!(single.route(&uid("u")), Route::Here);
+        let routes = [Route::Here];
+        assert_eq!(
+            single.publish_pushes(&pushes, &routes).await,
+            Ok(Vec::new())
+        );
         assert_eq!(single.publish_broadcast(&Payload::from("x")).await, Ok(0));
         assert_eq!(single.publish_disconnect(&uid("u")).await, Ok(0));
         assert_eq!(single.nodes_holding(&uid("u"), true).await, Ok(1));

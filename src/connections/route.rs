@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use super::broker::{Broker, LocalNode};
+use super::broker::{Broker, LocalNode, PresenceChange, Route};
 use super::{ConnectionMap, PushOutcome, RouteError};
-use crate::model::{Payload, Source, Uid};
+use crate::model::{Message, Payload, Source, Stream, Uid};
 use crate::telemetry;
 
 impl ConnectionMap {
@@ -32,48 +32,81 @@ impl ConnectionMap {
     /// Redis for all of them, whose PUBLISHes Redis applies in order. The
     /// outcomes come back in the same order. This is how pipelined text-port
     /// lines avoid paying one Redis round trip each.
+    ///
+    /// Cluster mode keeps every uid's pushes in the broker's publish order
+    /// (see [`Route`]): a push for a uid this node is subscribed to reaches
+    /// its connections here when it comes back from the broker, like
+    /// another node's push would; with history on, a push delivered here
+    /// directly waits for its position first. While the broker is down,
+    /// pushes are delivered here at once (README's promise: a node still
+    /// serves the uids it holds), without a position, and the order
+    /// guarantee is suspended for them.
     pub async fn push_batch(
         &self,
         source: Source,
         pushes: &[(Uid, Payload)],
     ) -> Vec<Result<PushOutcome, RouteError>> {
         let start = Instant::now();
+        let broker = &self.shared.broker;
+        // Empty (no allocation) on a single node: everything is delivered
+        // here at once, history kept in the table under the same lock.
+        let routes: Vec<Route> = match broker.node_id() {
+            Some(_) => pushes.iter().map(|(uid, _)| broker.route(uid)).collect(),
+            None => Vec::new(),
+        };
         let mut gone = Vec::new();
-        let mut outcomes = self.push_local_many(pushes, &mut gone);
+        let mut outcomes = self.deliver_now(pushes, &routes, &mut gone);
         self.presence_changed(&gone);
         // Shared counters are added to once per batch: each add is an atomic
         // on a cache line every pushing task writes.
-        self.count_deliveries(
-            outcomes
-                .iter()
-                .fold(PushOutcome::default(), |sum, o| PushOutcome {
-                    delivered: sum.delivered + o.delivered,
-                    dropped: sum.dropped + o.dropped,
-                    ..PushOutcome::default()
-                }),
-        );
+        self.count_deliveries(sum(&outcomes));
         let metrics = &self.shared.metrics;
         metrics
             .batch_enqueue_seconds
             .record(start.elapsed().as_secs_f64());
         metrics.batch_size.record(pushes.len() as f64);
-        let published = self.shared.broker.publish_pushes(pushes).await;
+        let published = broker.publish_pushes(pushes, &routes).await;
         let mut results = Vec::with_capacity(pushes.len());
+        let mut late = PushOutcome::default();
         let (mut ok, mut failed) = (0, 0);
         for (i, outcome) in outcomes.iter_mut().enumerate() {
+            let (uid, payload) = &pushes[i];
+            let deferred = routes.get(i).is_some_and(|r| self.deferred(*r));
             match &published {
-                Ok(nodes) => outcome.remote_nodes = nodes.get(i).copied().unwrap_or(0),
-                // Not delivered here, and whether another node holds the uid
-                // is unknown.
-                Err(e) if outcome.delivered == 0 => {
-                    failed += 1;
-                    telemetry::push_failed(e.reason());
-                    results.push(Err(RouteError::ClusterUnavailable(*outcome, *e)));
-                    continue;
+                Ok(list) => {
+                    let p = list.get(i).copied().unwrap_or_default();
+                    outcome.remote_nodes = p.others;
+                    outcome.stored = outcome.stored.or(p.stored);
+                    if routes.get(i) == Some(&Route::Bus) {
+                        // Queued when it comes back on this node's own
+                        // subscription, which Redis counted.
+                        if p.here {
+                            outcome.delivered = self.connections_of(uid);
+                        }
+                    } else if deferred {
+                        let message = Message {
+                            payload: payload.clone(),
+                            stream: Stream::Uid(p.stored),
+                        };
+                        *outcome = self.deliver_late(outcome, uid, &message, &mut gone, &mut late);
+                    }
                 }
-                // Delivered here; other nodes may have missed it, which
-                // at-most-once delivery across the bus allows.
-                _ => {}
+                Err(e) => {
+                    if deferred {
+                        let message = Message::push(payload.clone());
+                        *outcome = self.deliver_late(outcome, uid, &message, &mut gone, &mut late);
+                    }
+                    // Not delivered here, and whether another node holds
+                    // the uid is unknown.
+                    if outcome.delivered == 0 {
+                        failed += 1;
+                        telemetry::push_failed(e.reason());
+                        results.push(Err(RouteError::ClusterUnavailable(*outcome, *e)));
+                        continue;
+                    }
+                    // Delivered here; other nodes may have missed it, which
+                    // at-most-once delivery across the bus allows.
+                }
             }
             if outcome.is_ok() {
                 ok += 1;
@@ -83,8 +116,62 @@ impl ConnectionMap {
             }
             results.push(Ok(*outcome));
         }
+        self.presence_changed(&gone);
+        self.count_deliveries(late);
         self.shared.metrics.push_results(source, ok, failed);
         results
+    }
+
+    /// Delivers here, before publishing, the pushes that need nothing from
+    /// the broker: all of them on a single node (empty `routes`); in cluster
+    /// mode those routed [`Route::Here`] while history is off.
+    fn deliver_now(
+        &self,
+        pushes: &[(Uid, Payload)],
+        routes: &[Route],
+        gone: &mut Vec<PresenceChange>,
+    ) -> Vec<PushOutcome> {
+        if routes.is_empty() {
+            return self.push_local_many(pushes, gone);
+        }
+        pushes
+            .iter()
+            .zip(routes)
+            .map(|((uid, payload), route)| {
+                if self.deferred(*route) {
+                    PushOutcome::default()
+                } else {
+                    self.push_local(uid, &Message::push(payload.clone()), gone)
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a cluster-mode push is not delivered here before publishing:
+    /// it comes back through the bus, or (history on) it waits for its
+    /// position.
+    fn deferred(&self, route: Route) -> bool {
+        route == Route::Bus || self.shared.history.is_some()
+    }
+
+    /// Delivers a deferred push here after the broker answered (or failed);
+    /// adds what it did to `late` for the counters.
+    fn deliver_late(
+        &self,
+        outcome: &PushOutcome,
+        uid: &Uid,
+        message: &Message,
+        gone: &mut Vec<PresenceChange>,
+        late: &mut PushOutcome,
+    ) -> PushOutcome {
+        let here = self.push_local(uid, message, gone);
+        late.delivered += here.delivered;
+        late.dropped += here.dropped;
+        PushOutcome {
+            delivered: here.delivered,
+            dropped: here.dropped,
+            ..*outcome
+        }
     }
 
     /// Sends `payload` (encoded once, shared) to every bound connection, on
@@ -150,6 +237,17 @@ impl ConnectionMap {
             m.dropped_slow.increment(outcome.dropped as u64);
         }
     }
+}
+
+/// What several pushes did here, for the shared counters.
+fn sum(outcomes: &[PushOutcome]) -> PushOutcome {
+    outcomes
+        .iter()
+        .fold(PushOutcome::default(), |sum, o| PushOutcome {
+            delivered: sum.delivered + o.delivered,
+            dropped: sum.dropped + o.dropped,
+            ..PushOutcome::default()
+        })
 }
 
 #[cfg(test)]

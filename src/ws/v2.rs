@@ -154,3 +154,36 @@ async fn write_replay(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Epoch, Payload};
+
+    fn at(offset: u64, epoch: u64) -> Message {
+        Message {
+            payload: Payload::from("{}"),
+            stream: Stream::Uid(Some(Position {
+                offset,
+                epoch: Epoch(epoch),
+            })),
+        }
+    }
+
+    #[test]
+    fn a_live_message_the_bind_answer_or_replay_covered_is_dropped() {
+        let v2 = V2 {
+            floor: Some(Position {
+                offset: 5,
+                epoch: Epoch(1),
+            }),
+            preauth: None,
+        };
+        assert_eq!(v2.frame(at(4, 1)), None);
+        assert_eq!(v2.frame(at(5, 1)), None);
+        assert!(v2.frame(at(6, 1)).is_some());
+        assert!(v2.frame(at(2, 2)).is_some(), "another epoch is news");
+        assert!(v2.frame(Message::push(Payload::from("x"))).is_some());
+        assert!(v2.frame(Message::broadcast(Payload::from("x"))).is_some());
+    }
+}

@@ -6,7 +6,7 @@ use redis::Msg;
 use super::RedisBroker;
 use super::wire::{self, DecodeError, Kind, Target};
 use crate::connections::broker::LocalNode;
-use crate::model::{Message, Payload};
+use crate::model::{Message, Payload, Stream};
 use crate::telemetry;
 
 /// The `reason` label of a bus message that could not be read.
@@ -48,15 +48,24 @@ pub(super) fn handle<L: LocalNode>(
         (Target::Node, Kind::Probe) => {
             own && probe.is_some_and(|seq| message.payload == seq.to_string().as_bytes())
         }
-        // This node delivered its own pushes locally already.
-        _ if own => false,
+        // This node delivered it locally already (or never will: a push
+        // it took for a uid it did not hold when publishing).
+        _ if own && message.skip_origin => false,
         (Target::Uid(uid), Kind::Push) => {
             match Payload::try_from(message.payload) {
-                Ok(payload) => local.deliver_local(&uid, &Message::push(payload)),
+                Ok(payload) => local.deliver_local(
+                    &uid,
+                    &Message {
+                        payload,
+                        stream: Stream::Uid(message.position),
+                    },
+                ),
                 Err(_) => telemetry::bus_dropped(MALFORMED),
             }
             false
         }
+        // Only pushes are routed through this node's own subscription.
+        _ if own => false,
         (Target::Uid(uid), Kind::Disconnect) => {
             local.disconnect_local(&uid);
             false

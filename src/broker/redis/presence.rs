@@ -117,6 +117,7 @@ impl Subscriptions {
             self.subscribed.insert(uid);
         }
         drop(confirmed);
+        broker.inner.subscribed.notify_waiters();
         telemetry::redis_subscriptions(self.subscribed.len());
         Ok(())
     }

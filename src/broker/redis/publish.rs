@@ -8,8 +8,8 @@ use redis::aio::MultiplexedConnection;
 
 use super::wire::Kind;
 use super::{RedisBroker, lock};
-use crate::connections::broker::BrokerError;
-use crate::model::{Payload, Uid};
+use crate::connections::broker::{BrokerError, Published, Route};
+use crate::model::{Payload, Position, Uid};
 use crate::telemetry;
 
 impl RedisBroker {
@@ -29,16 +29,18 @@ impl RedisBroker {
         Ok(n.saturating_sub(usize::from(self.is_up())))
     }
 
-    /// Publishes several pushes in one pipelined round trip; returns, per
-    /// push and in order, how many *other* nodes got it.
+    /// Publishes several pushes in one pipelined round trip, each marked
+    /// with its route; returns, per push and in order, who got it.
     pub(super) async fn push_elsewhere(
         &self,
         pushes: &[(Uid, Payload)],
-    ) -> Result<Vec<usize>, BrokerError> {
+        routes: &[Route],
+    ) -> Result<Vec<Published>, BrokerError> {
         let mut conn = self.publishing()?;
         let mut pipe = redis::pipe();
-        for (uid, payload) in pushes {
-            let message = self.encode(Kind::Push, payload.as_bytes());
+        for ((uid, payload), route) in pushes.iter().zip(routes) {
+            let mut message = self.push_header(*route, 0, payload.len());
+            message.extend_from_slice(payload.as_bytes());
             pipe.publish(self.inner.channels.uid(uid), message);
         }
         let start = Instant::now();
@@ -52,14 +54,38 @@ impl RedisBroker {
                 return Err(BrokerError::Unavailable);
             }
         };
-        // As in `publish_uid`: subtracting this node's own confirmed
-        // subscription can only undercount.
+        Ok(self.receivers(pushes, routes, counts.into_iter().map(|n| (n, None))))
+    }
+
+    /// Turns Redis's receiver counts (and positions) into what each push
+    /// reached. A [`Route::Bus`] push was published while this node's
+    /// subscription was confirmed, so Redis counted it among the receivers.
+    /// For a [`Route::Here`] push, as in `publish_uid`: subtracting this
+    /// node's own confirmed subscription can only undercount.
+    pub(super) fn receivers(
+        &self,
+        pushes: &[(Uid, Payload)],
+        routes: &[Route],
+        counts: impl Iterator<Item = (usize, Option<Position>)>,
+    ) -> Vec<Published> {
         let confirmed = lock(&self.inner.confirmed);
-        Ok(pushes
+        pushes
             .iter()
+            .zip(routes)
             .zip(counts)
-            .map(|((uid, _), n)| n.saturating_sub(usize::from(confirmed.contains(uid))))
-            .collect())
+            .map(|(((uid, _), route), (n, stored))| match route {
+                Route::Bus => Published {
+                    others: n.saturating_sub(1),
+                    here: n > 0,
+                    stored,
+                },
+                Route::Here => Published {
+                    others: n.saturating_sub(usize::from(confirmed.contains(uid))),
+                    here: false,
+                    stored,
+                },
+            })
+            .collect()
     }
 
     async fn publish_uid(

@@ -1,13 +1,22 @@
-//! Channel names and message framing on the Redis bus, format version 1.
+//! Channel names and message framing on the Redis bus, format version 2.
 //!
 //! # Channel names
 //!
-//! Every key and channel is `{prefix}v1:` followed by a tag:
+//! Every key and channel is `{prefix}v2:` followed by a tag:
 //! `u:{uid}` (the nodes holding a uid), `b` (broadcast, every node),
-//! `n:{node id}` (a node's probe channel), and the keys `stats:{node id}` and
-//! `nodes` (the `/stats` reports). Within one deployment the tag decides the
-//! kind and the rest of the name, whatever it holds, is the uid or node id, so
-//! no two names collide whatever a uid contains.
+//! `n:{node id}` (a node's probe channel), the keys `stats:{node id}` and
+//! `nodes` (the `/stats` reports), and a uid's history `h:{<uid>}:m` (its
+//! meta hash: epoch and offset) and `h:{<uid>}:s` (its stream). Within one
+//! deployment the tag decides the kind and the rest of the name, whatever it
+//! holds, is the uid or node id, so no two names collide whatever a uid
+//! contains (the two history suffixes have one length and differ in their
+//! last byte, so no uid's meta name is another uid's stream name).
+//!
+//! The braces of the history keys are a Redis Cluster hash tag: both keys of
+//! one uid hash to one slot, which a script touching both requires. The tag
+//! is the text between the first `{` and the next `}`; the prefix holds no
+//! brace, and both names are identical up to the uid's end, so whatever the
+//! uid contains (braces included) its two keys share their tag.
 //!
 //! Across deployments sharing one Redis the prefix must keep them apart: a
 //! prefix is 1 to [`MAX_PREFIX_BYTES`] letters, digits, `.`, `_` or `-`
@@ -19,19 +28,41 @@
 //! # Messages
 //!
 //! `[version][kind][origin length][origin node id][nonce: 8 bytes, big
-//! endian][payload]`. The version ([`VERSION`], also in every channel name)
-//! lets a node ignore, and count, messages of a format it does not know. The
-//! origin and the per-process nonce let a node skip its own publications (it
-//! delivered locally already) and notice another process using its node id.
+//! endian][flags][position line, if flagged][payload]`. The version
+//! ([`VERSION`], also in every channel name) lets a node ignore, and count,
+//! messages of a format it does not know. The origin and the per-process
+//! nonce let a node tell its own publications and notice another process
+//! using its node id.
+//!
+//! Flags: [`SKIP_ORIGIN`] — the origin delivered this message locally
+//! already and skips its own copy; without it the origin delivers the copy
+//! its own subscription brings back, which is what keeps every push to a
+//! uid in Redis's publish order on every node (see the module docs of
+//! `super`). [`POSITIONED`] — a line `<offset> <epoch>\n` (decimal offset,
+//! 16 hex digits of epoch) follows: the push's place in the uid's history,
+//! written by the script that stored it (Lua appends text more simply than
+//! it packs 64-bit integers).
+//!
+//! Version 1 had neither flags nor position, and every node skipped all of
+//! its own messages. Version 2 changed the channel names too, so nodes of
+//! the two formats share no channel: during a rolling upgrade across the
+//! change, a push between an old and a new node answers `fail` (Redis counts
+//! no receiver) instead of a false `ok` for a message the other would drop.
 
 use bytes::Bytes;
 
-use crate::model::Uid;
+use crate::model::{Epoch, Position, Uid};
 
 /// The bus format this build speaks: the first byte of every message and the
-/// `v1:` after the prefix in every channel name, so nodes of another format
+/// `v2:` after the prefix in every channel name, so nodes of another format
 /// never even see these messages.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+
+/// Flag: the origin delivered the message locally and skips its own copy.
+pub const SKIP_ORIGIN: u8 = 1;
+
+/// Flag: a position line (`<offset> <epoch>\n`) precedes the payload.
+pub const POSITIONED: u8 = 2;
 
 /// Longest node id, in bytes (it travels in one length byte).
 pub const MAX_NODE_ID_BYTES: usize = 128;
@@ -169,6 +200,18 @@ impl Channels {
         format!("{}nodes", self.base)
     }
 
+    /// The hash of `uid`'s history: `e` its epoch (16 hex digits), `o` the
+    /// offset of its newest message.
+    pub fn history_meta(&self, uid: &Uid) -> String {
+        format!("{}h:{{{}}}:m", self.base, uid)
+    }
+
+    /// The stream of `uid`'s history: entry id `<offset>-0`, fields `p`
+    /// (the payload) and `t` (Unix milliseconds when stored).
+    pub fn history_stream(&self, uid: &Uid) -> String {
+        format!("{}h:{{{}}}:s", self.base, uid)
+    }
+
     /// Reads a channel name.
     pub fn target(&self, channel: &str) -> Target {
         let Some(rest) = channel.strip_prefix(&self.base) else {
@@ -187,16 +230,25 @@ impl Channels {
 }
 
 /// Frames a message. `origin` is a node id checked by [`check_node_id`], so
-/// it fits its length byte.
-pub fn encode(kind: Kind, origin: &str, nonce: u64, payload: &[u8]) -> Vec<u8> {
+/// it fits its length byte; `flags` are [`SKIP_ORIGIN`] (and
+/// [`POSITIONED`] only from [`header`], whose script writes the line).
+pub fn encode(kind: Kind, origin: &str, nonce: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = header(kind, origin, nonce, flags, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A message up to and including its flags byte, with room for `more`
+/// bytes after it.
+pub fn header(kind: Kind, origin: &str, nonce: u64, flags: u8, more: usize) -> Vec<u8> {
     let origin = &origin.as_bytes()[..origin.len().min(MAX_NODE_ID_BYTES)];
-    let mut out = Vec::with_capacity(11 + origin.len() + payload.len());
+    let mut out = Vec::with_capacity(12 + origin.len() + more);
     out.push(VERSION);
     out.push(kind.byte());
     out.push(origin.len() as u8);
     out.extend_from_slice(origin);
     out.extend_from_slice(&nonce.to_be_bytes());
-    out.extend_from_slice(payload);
+    out.push(flags);
     out
 }
 
@@ -210,6 +262,10 @@ pub struct Message {
     /// The publishing process's random nonce: two processes with one node id
     /// tell their messages apart by it.
     pub nonce: u64,
+    /// The origin delivered it locally and skips its own copy.
+    pub skip_origin: bool,
+    /// Its place in the uid's history, when stored.
+    pub position: Option<Position>,
     /// The payload.
     pub payload: Bytes,
 }
@@ -248,11 +304,35 @@ pub fn decode(raw: &[u8]) -> Result<Message, DecodeError> {
         .to_owned();
     let mut nonce = [0u8; 8];
     nonce.copy_from_slice(&rest[len..len + 8]);
+    let (&flags, mut rest) = rest[len + 8..]
+        .split_first()
+        .ok_or(DecodeError::Malformed)?;
+    let mut position = None;
+    if flags & POSITIONED != 0 {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(DecodeError::Malformed)?;
+        position = Some(read_position(&rest[..end]).ok_or(DecodeError::Malformed)?);
+        rest = &rest[end + 1..];
+    }
     Ok(Message {
         kind,
         origin,
         nonce: u64::from_be_bytes(nonce),
-        payload: Bytes::copy_from_slice(&rest[len + 8..]),
+        skip_origin: flags & SKIP_ORIGIN != 0,
+        position,
+        payload: Bytes::copy_from_slice(rest),
+    })
+}
+
+/// Reads `<offset> <epoch>` as the store script writes it.
+fn read_position(line: &[u8]) -> Option<Position> {
+    let line = std::str::from_utf8(line).ok()?;
+    let (offset, epoch) = line.split_once(' ')?;
+    Some(Position {
+        offset: offset.parse().ok()?,
+        epoch: epoch.parse::<Epoch>().ok()?,
     })
 }
 
@@ -262,16 +342,47 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let raw = encode(Kind::Push, "node-a", 7, "{\"uid\":1}".as_bytes());
+        let raw = encode(
+            Kind::Push,
+            "node-a",
+            7,
+            SKIP_ORIGIN,
+            "{\"uid\":1}".as_bytes(),
+        );
         let m = decode(&raw).unwrap();
         assert_eq!(
             (m.kind, m.origin.as_str(), m.nonce, &m.payload[..]),
             (Kind::Push, "node-a", 7, &b"{\"uid\":1}"[..])
         );
+        assert!(m.skip_origin);
+        assert_eq!(m.position, None);
         assert_eq!(decode(b""), Err(DecodeError::Malformed));
-        assert_eq!(decode(b"\x01M\x09ab"), Err(DecodeError::Malformed));
-        assert_eq!(decode(b"\x01M\x00abc"), Err(DecodeError::Malformed));
-        assert_eq!(decode(b"\x01Z\x00"), Err(DecodeError::Malformed));
+        assert_eq!(decode(b"\x02M\x09ab"), Err(DecodeError::Malformed));
+        assert_eq!(decode(b"\x02M\x00abc"), Err(DecodeError::Malformed));
+        assert_eq!(decode(b"\x02Z\x00"), Err(DecodeError::Malformed));
+        // No flags byte.
+        assert_eq!(decode(b"\x02M\x00abcdefgh"), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn a_stored_push_carries_the_position_line_the_script_writes() {
+        let mut raw = header(Kind::Push, "n", 1, POSITIONED, 0);
+        raw.extend_from_slice(b"42 00000000000000ab\n{\"a\":\"x\ny\"}");
+        let m = decode(&raw).unwrap();
+        assert!(!m.skip_origin);
+        assert_eq!(
+            m.position,
+            Some(Position {
+                offset: 42,
+                epoch: Epoch(0xab)
+            })
+        );
+        assert_eq!(&m.payload[..], b"{\"a\":\"x\ny\"}");
+        for bad in [&b"42\n"[..], b"x 00ab\n", b"1 zz\n", b"1 00ab"] {
+            let mut raw = header(Kind::Push, "n", 1, POSITIONED, 0);
+            raw.extend_from_slice(bad);
+            assert_eq!(decode(&raw), Err(DecodeError::Malformed), "{bad:?}");
+        }
     }
 
     #[test]
@@ -283,7 +394,7 @@ mod tests {
             (Kind::Disconnect, b'K'),
             (Kind::Probe, b'P'),
         ] {
-            let raw = encode(kind, "n", 0, b"");
+            let raw = encode(kind, "n", 0, 0, b"");
             assert_eq!(raw[1], byte, "{kind:?}");
             assert_eq!(decode(&raw).map(|m| m.kind), Ok(kind));
         }
@@ -291,9 +402,9 @@ mod tests {
 
     #[test]
     fn messages_of_another_format_version_are_told_apart() {
-        let mut raw = encode(Kind::Push, "n", 1, b"x");
-        raw[0] = 2;
-        assert_eq!(decode(&raw), Err(DecodeError::UnknownVersion(2)));
+        let mut raw = encode(Kind::Push, "n", 1, 0, b"x");
+        raw[0] = 1;
+        assert_eq!(decode(&raw), Err(DecodeError::UnknownVersion(1)));
         // The format before versions began with the kind byte.
         assert_eq!(decode(b"M\x01nx"), Err(DecodeError::UnknownVersion(b'M')));
     }
@@ -302,11 +413,14 @@ mod tests {
     fn channel_names_are_read_back() {
         let c = Channels::new("pg:");
         let uid = Uid::new("a:b").unwrap();
-        assert_eq!(c.uid(&uid), "pg:v1:u:a:b");
+        assert_eq!(c.uid(&uid), "pg:v2:u:a:b");
+        assert_eq!(c.history_meta(&uid), "pg:v2:h:{a:b}:m");
+        assert_eq!(c.history_stream(&uid), "pg:v2:h:{a:b}:s");
         assert_eq!(c.target(&c.uid(&uid)), Target::Uid(uid));
         assert_eq!(c.target(&c.broadcast()), Target::Broadcast);
         assert_eq!(c.target(&c.node("n1")), Target::Node);
-        assert_eq!(c.target("other:v1:u:x"), Target::Unknown);
+        assert_eq!(c.target("other:v2:u:x"), Target::Unknown);
+        assert_eq!(c.target("pg:v1:u:x"), Target::Unknown, "format 1's names");
         assert_eq!(c.target("pg:u:x"), Target::Unknown, "the unversioned names");
     }
 

@@ -6,7 +6,7 @@
 //! (random, drawn when the record is created), the offset of its newest
 //! message (the top; offsets start at 1 and are contiguous) and its
 //! messages, oldest first. The messages of all uids live in one slab
-//! ([`slots`]) threaded on a global list in push order, which is time
+//! (`slots.rs`) threaded on a global list in push order, which is time
 //! order: the oldest message of all is at its head, the first to go by age
 //! (`ttl`) or by the memory cap (`memory`), whatever its uid.
 //!
@@ -41,6 +41,9 @@ use crate::telemetry::{Eviction, HistoryMetrics};
 /// allocator's per-allocation header and rounding for the payload (glibc:
 /// 8-byte header, 16-byte granularity, so 8 to 23 bytes; 16 counted).
 pub const MESSAGE_OVERHEAD: usize = std::mem::size_of::<slots::Slot>() + 16;
+
+// The budget: a retained message costs at most its payload + 64 bytes.
+const _: () = assert!(MESSAGE_OVERHEAD <= 64);
 
 /// Bytes one stream record costs besides its uid's text: the record, its
 /// hash-map entry (with the map's control byte and slack), the uid's

@@ -85,6 +85,7 @@ impl Slots {
     }
 
     /// Slots the slab holds, in use or free (its high-water mark).
+    #[cfg(test)]
     pub fn allocated(&self) -> usize {
         self.slots.len()
     }

@@ -1,0 +1,253 @@
+//! History kept in Redis (cluster mode with `--history`), through the map
+//! and the broker seam: nodes are `ConnectionMap`s in this process, each
+//! with its own Redis broker and bus task, on a real redis-server started by
+//! the test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Redis, wait_until};
+use pushgate::ConnectionMap;
+use pushgate::broker::AnyBroker;
+use pushgate::broker::redis::{ClusterConfig, RedisBroker, RedisTarget};
+use pushgate::connections::broker::Readiness;
+use pushgate::connections::{Connection, Delivery, QueueLimits, RouteError};
+use pushgate::model::{Message, Payload, Position, Source, Uid};
+use pushgate::shutdown::Shutdown;
+use pushgate::store::{HistoryLimits, HistoryQuery, Order, Unrecoverable};
+use tokio::task::JoinHandle;
+
+/// A node: its map and its bus task (aborting it is a crash).
+struct Node {
+    map: ConnectionMap,
+    bus: JoinHandle<()>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.bus.abort();
+    }
+}
+
+fn limits(ttl: Duration) -> HistoryLimits {
+    HistoryLimits {
+        size: 100,
+        ttl,
+        memory: 1 << 20,
+    }
+}
+
+async fn node(redis: &Redis, id: &str, history: HistoryLimits) -> Node {
+    let broker = RedisBroker::new(ClusterConfig {
+        target: RedisTarget::Url(redis.url()),
+        prefix: "pushgate:".into(),
+        node_id: id.into(),
+        probe_interval: Duration::from_millis(300),
+        timeout: Duration::from_millis(500),
+        history: Some(history),
+    })
+    .unwrap();
+    let queues = QueueLimits {
+        max_len: 1000,
+        max_bytes: 1 << 20,
+    };
+    let map = ConnectionMap::new(queues, 0, AnyBroker::Redis(broker), Some(history));
+    let bus = tokio::spawn(map.clone().run_broker(Shutdown::new()));
+    wait_until(&format!("{id} up"), || async {
+        let r = map.readiness();
+        (r == Readiness::Up).then_some(()).ok_or(format!("{r:?}"))
+    })
+    .await;
+    Node { map, bus }
+}
+
+fn uid(s: &str) -> Uid {
+    Uid::new(s).unwrap()
+}
+
+/// The next message queued for `conn`, within a few seconds.
+async fn next(conn: &mut Connection) -> Message {
+    match tokio::time::timeout(Duration::from_secs(5), conn.next()).await {
+        Ok(Delivery::Message(m)) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+fn all_after(since: Option<u64>) -> HistoryQuery {
+    HistoryQuery {
+        since,
+        limit: 1000,
+        order: Order::OldestFirst,
+    }
+}
+
+#[tokio::test]
+async fn offsets_are_contiguous_and_in_delivery_order_across_pushes_taken_by_different_nodes() {
+    let redis = Redis::start();
+    let ttl = limits(Duration::from_secs(60));
+    let (a, b) = (node(&redis, "a", ttl).await, node(&redis, "b", ttl).await);
+    let mut conn = b.map.open();
+    let bound = conn.bind_stream(uid("h"), None).await.unwrap();
+    let top = bound.top.expect("a stream position once bound");
+    assert_eq!(top.offset, 0);
+    let mut answered = Vec::new();
+    for i in 1..=40u64 {
+        let taker = if i % 2 == 0 { &a } else { &b };
+        let payload = Payload::from(format!("{{\"n\":{i}}}"));
+        let out = taker
+            .map
+            .push(Source::Text, &uid("h"), &payload)
+            .await
+            .unwrap();
+        assert!(out.is_ok(), "push {i}: {out:?}");
+        answered.push(out.stored.expect("stored"));
+    }
+    let expected: Vec<Position> = (1..=40)
+        .map(|offset| Position {
+            offset,
+            epoch: top.epoch,
+        })
+        .collect();
+    assert_eq!(
+        answered, expected,
+        "the offsets the pushes were answered with"
+    );
+    for i in 1..=40u64 {
+        let m = next(&mut conn).await;
+        assert_eq!(m.payload.as_str(), format!("{{\"n\":{i}}}"));
+        assert_eq!(m.position(), Some(expected[i as usize - 1]), "message {i}");
+    }
+    // Any node reads the same history.
+    let page = a
+        .map
+        .history(&uid("h"), &all_after(Some(30)))
+        .await
+        .unwrap();
+    assert_eq!(page.top, expected[39]);
+    let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (31..=40).collect::<Vec<_>>());
+    assert_eq!(page.messages[0].payload.as_str(), "{\"n\":31}");
+}
+
+#[tokio::test]
+async fn a_push_stored_while_nobody_is_connected_survives_its_node_and_is_resumed_on_another() {
+    let redis = Redis::start();
+    let ttl = limits(Duration::from_secs(60));
+    let a = node(&redis, "a", ttl).await;
+    let mut first = a.map.open();
+    let bound = first.bind_stream(uid("away"), None).await.unwrap();
+    let since = bound.top.unwrap();
+    drop(first);
+    let out = a
+        .map
+        .push(Source::Http, &uid("away"), &Payload::from("missed"))
+        .await
+        .unwrap();
+    assert!(!out.is_ok(), "nobody online: the text port answers fail");
+    assert_eq!(out.stored.map(|p| p.offset), Some(1));
+    // The node that took it goes away without a word; another resumes.
+    drop(a);
+    let b = node(&redis, "b", ttl).await;
+    let mut back = b.map.open();
+    let bound = back.bind_stream(uid("away"), Some(since)).await.unwrap();
+    let replay = bound.recovery.unwrap().expect("recovered");
+    assert_eq!(replay.len(), 1);
+    assert_eq!(
+        (replay[0].offset, replay[0].payload.as_str()),
+        (1, "missed")
+    );
+    assert_eq!(bound.top, out.stored);
+}
+
+#[tokio::test]
+async fn the_epoch_changes_when_the_keys_expire_and_when_history_is_deleted() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", limits(Duration::from_millis(300))).await;
+    let u = uid("fleeting");
+    let out = a
+        .map
+        .push(Source::Text, &u, &Payload::from("x"))
+        .await
+        .unwrap();
+    let first = out.stored.unwrap();
+    assert_eq!(first.offset, 1);
+    // Expired with its keys: the next read starts a new epoch at 0.
+    wait_until("the stream expired", || async {
+        let exists = redis.command(&format!("EXISTS pushgate:v2:h:{{{u}}}:m"));
+        (exists == ":0\r\n").then_some(()).ok_or(exists)
+    })
+    .await;
+    let page = a.map.history(&u, &all_after(None)).await.unwrap();
+    assert_ne!(page.top.epoch, first.epoch);
+    assert_eq!((page.top.offset, page.messages.len()), (0, 0));
+    let next = a
+        .map
+        .push(Source::Text, &u, &Payload::from("y"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.stored,
+        Some(Position {
+            offset: 1,
+            epoch: page.top.epoch
+        })
+    );
+    // A resume from the old epoch learns it cannot recover.
+    let mut conn = a.map.open();
+    let bound = conn.bind_stream(u.clone(), Some(first)).await.unwrap();
+    assert_eq!(bound.recovery, Some(Err(Unrecoverable::EpochChanged)));
+    // Deleting starts yet another epoch.
+    let deleted = a.map.delete_history(&u).await.unwrap();
+    assert_eq!(deleted.offset, 0);
+    assert_ne!(deleted.epoch, page.top.epoch);
+    let after = a
+        .map
+        .push(Source::Text, &u, &Payload::from("z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.stored,
+        Some(Position {
+            offset: 1,
+            epoch: deleted.epoch
+        })
+    );
+    assert_eq!(next_message_position(&mut conn).await, after.stored);
+}
+
+async fn next_message_position(conn: &mut Connection) -> Option<Position> {
+    next(conn).await.position()
+}
+
+#[tokio::test]
+async fn with_redis_down_pushes_to_held_uids_are_delivered_without_an_offset_and_others_fail() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "a", limits(Duration::from_secs(60))).await;
+    let mut conn = a.map.open();
+    conn.bind_stream(uid("here"), None).await.unwrap();
+    let up = a
+        .map
+        .push(Source::Text, &uid("here"), &Payload::from("1"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut conn).await.position(), up.stored);
+    redis.kill();
+    // Whether or not the bus noticed yet, the push is delivered here.
+    let out = a
+        .map
+        .push(Source::Text, &uid("here"), &Payload::from("2"))
+        .await
+        .expect("a push to a held uid is delivered with Redis down");
+    assert_eq!((out.delivered, out.stored), (1, None));
+    let m = next(&mut conn).await;
+    assert_eq!((m.payload.as_str(), m.position()), ("2", None));
+    let elsewhere = a
+        .map
+        .push(Source::Text, &uid("elsewhere"), &Payload::from("3"))
+        .await;
+    assert!(
+        matches!(elsewhere, Err(RouteError::ClusterUnavailable(..))),
+        "{elsewhere:?}"
+    );
+}
