@@ -133,6 +133,10 @@ pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
         .with("down_ms", ms(down_after))
         .with("back_ms", ms(back_after))
         .with("all_resumed_ms", times.last().map(|d| ms(*d)))
+        .with(
+            "all_resumed_after_back_ms",
+            times.last().map(|d| ms(d.saturating_sub(back_after))),
+        )
         .with("resume_p50_ms", quantile(&times, 0.5).map(ms))
         .with("resume_p99_ms", quantile(&times, 0.99).map(ms))
         .with("settled", settled.is_ok());
