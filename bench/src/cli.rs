@@ -85,6 +85,10 @@ pub struct Args {
     /// resume: stop node B with SIGKILL (no drain) instead of SIGTERM.
     #[arg(long)]
     pub resume_kill: bool,
+    /// rolling-deploy: after the rolling deploy, also SIGKILL one node (no
+    /// drain), push on for --duration, and start it again.
+    #[arg(long)]
+    pub crash: bool,
     /// resume: pushes through node A while node B is down (default: one
     /// per client).
     #[arg(long)]

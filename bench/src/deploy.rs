@@ -10,7 +10,9 @@
 //! between the text port and `POST /push` and round the live nodes. After
 //! `--duration`, each node in turn leaves the book, gets SIGTERM (paced
 //! drain), exits, starts again on new ports and rejoins, followed by
-//! `--duration` more of pushing. Reported: lost (answered `ok` or stored
+//! `--duration` more of pushing; with `--crash`, then one node is killed
+//! (SIGKILL, no drain), pushing goes on for `--duration` without it, and it
+//! starts again. Reported: lost (answered `ok` or stored
 //! but never received: must be 0), duplicates (0), out of order (0),
 //! reconnects, resumes not recovered, and the longest time a client was
 //! without a bound connection.
@@ -86,6 +88,12 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
         cluster.start_node(i).await?;
         tokio::time::sleep(args.duration).await;
     }
+    if args.crash {
+        cluster.stop_node(0, Stop::Kill).await?;
+        tokio::time::sleep(args.duration).await;
+        cluster.start_node(0).await?;
+        tokio::time::sleep(args.duration).await;
+    }
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     // The row's rates are those of the push phase.
@@ -108,7 +116,8 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     }
     gaps.sort_unstable();
     let (pushed, required) = ledger.counts();
-    let variant = format!("{NODES} nodes {uids} uids {rate}/s");
+    let crash = if args.crash { " +crash" } else { "" };
+    let variant = format!("{NODES} nodes {uids} uids {rate}/s{crash}");
     let mut row = Row::new(
         "rolling-deploy",
         &variant,
@@ -130,7 +139,7 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
         .with("reconnects", reconnects)
         .with("failed_connects", failed_connects)
         .with("not_recovered", not_recovered)
-        .with("restarts", NODES)
+        .with("restarts", NODES + usize::from(args.crash))
         .with("clean_exits", clean_exits)
         .with("longest_disconnected_ms", gaps.last().map(|d| ms(*d)))
         .with("disconnected_p99_ms", quantile(&gaps, 0.99).map(ms))

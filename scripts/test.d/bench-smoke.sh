@@ -8,9 +8,10 @@
 # push-text once against the floor relay (`--floor`, the bench's reference
 # gateway), then the history scenarios, tiny: resume (50 v2 clients, node B
 # restarted, each must resume with `recovered: true`), rolling-deploy (50 v2
-# clients, three nodes restarted in turn under a push stream: nothing lost,
-# duplicated or out of order) and history-memory (5000 stored messages: the
-# history gauge must count them). Speed is never asserted: CI machines are shared and noisy. Run by
+# clients, three nodes restarted in turn under a push stream, then one killed
+# with SIGKILL and restarted: nothing lost, duplicated or out of order) and
+# history-memory (5000 stored messages: the history gauge must count them).
+# Speed is never asserted: CI machines are shared and noisy. Run by
 # scripts/test.sh; also runs alone: `bash scripts/test.d/bench-smoke.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -84,7 +85,7 @@ PY
 # History: each scenario bounded on its own (about 10 s each here).
 timeout 90 target/debug/pushgate-bench resume --spawn --json --connections 50 >"$hist" || status=$?
 timeout 90 target/debug/pushgate-bench rolling-deploy --spawn --json --connections 50 \
-  --uids 10 --duration 1s >>"$hist" || status=$?
+  --uids 10 --duration 1s --crash >>"$hist" || status=$?
 timeout 60 target/debug/pushgate-bench history-memory --spawn --json --messages 5000 >>"$hist" \
   || status=$?
 python3 - "$hist" <<'PY' || status=1
