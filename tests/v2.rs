@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -359,7 +359,17 @@ async fn a_resume_says_why_it_cannot_be_recovered() {
     // Nothing follows a refused resume but live pushes.
     let (mut ws, _) = bind_uid(&gw, "e", Some(&ahead)).await;
     assert_eq!(push_line(&gw, r#"{"uid":"e","n":6}"#).await, "ok");
-    assert_eq!(next_frame(&mut ws).await["offset"], 6);
+    let frame = next_frame(&mut ws).await;
+    assert_eq!(frame["offset"], 6);
+    // History deleted by the backend: a new epoch.
+    let r = reqwest::Client::new()
+        .delete(gw.url("/history/e"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (_ws, bound) = bind_uid(&gw, "e", Some(&position(&frame))).await;
+    assert_eq!(bound["reason"], "epoch_changed", "{bound}");
 }
 
 #[tokio::test]

@@ -38,9 +38,11 @@ cleanup() {
 trap cleanup EXIT
 
 # The API listener (where openapi.yaml's operations live) is read from the
-# gateway's ready line.
+# gateway's ready line. History is on, so /history/{uid} answers its pages
+# (with it off every call there is the documented 404) and push answers carry
+# their stored positions.
 RUST_LOG=info gateway_start "$log" 20 target/debug/pushgate --listen 127.0.0.1:0 \
-  --text-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --log-format json \
+  --text-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --log-format json --history \
   || { echo "pushgate did not start:"; cat "$log"; exit 1; }
 port=${READY_API##*:}
 

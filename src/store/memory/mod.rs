@@ -22,6 +22,7 @@
 //! glibc's malloc); a record costs its own size, its hash-map entry, the
 //! uid's text and its place in the idle queue.
 
+mod evict;
 mod slots;
 #[cfg(test)]
 mod tests;
@@ -256,65 +257,6 @@ impl MemoryHistory {
         Position { offset: 0, epoch }
     }
 
-    /// The sweep, at `now`: drops messages older than the time to live and
-    /// the records that stayed empty and untouched for as long, at most
-    /// `budget` of them (so the table lock is held briefly). Returns whether
-    /// more are due (call again).
-    pub fn expire(&mut self, now: Instant, budget: usize) -> bool {
-        let t = self.millis(now);
-        let mut work = 0;
-        while let Some((_, slot)) = self.slots.oldest() {
-            if !self.is_expired(slot.time, t) {
-                break;
-            }
-            if work == budget {
-                self.metrics.retained(self.slots.len(), self.bytes);
-                return true;
-            }
-            self.evict_oldest(Eviction::Ttl);
-            work += 1;
-        }
-        while let Some(&Reverse((due, r))) = self.idle.peek() {
-            if due > t {
-                break;
-            }
-            if work == budget {
-                self.metrics.retained(self.slots.len(), self.bytes);
-                return true;
-            }
-            self.idle.pop();
-            self.settle_idle(r, t);
-            work += 1;
-        }
-        self.metrics.retained(self.slots.len(), self.bytes);
-        false
-    }
-
-    /// An idle-queue entry for record `r` came due at `t`: drop the record
-    /// if it is still empty and untouched, queue it again if it was touched
-    /// since, forget it if it holds messages again.
-    fn settle_idle(&mut self, r: u32, t: u64) {
-        let ttl = self.ttl_ms;
-        let Some(record) = self.record_mut(r) else {
-            return;
-        };
-        record.idle_queued = false;
-        if record.chain.len > 0 {
-            return;
-        }
-        let due = record.active.saturating_add(ttl);
-        if due > t {
-            record.idle_queued = true;
-            self.idle.push(Reverse((due, r)));
-            return;
-        }
-        if let Some(record) = self.records.get_mut(r as usize).and_then(Option::take) {
-            self.by_uid.remove(&record.uid);
-            self.bytes -= RECORD_OVERHEAD + record.uid.as_str().len();
-            self.free_records.push(r);
-        }
-    }
-
     /// The messages of a stream (top `top`, list `chain`) that `query` asks
     /// for, in its order.
     fn collect(&self, top: u64, chain: Chain, query: &HistoryQuery, t: u64) -> Vec<StoredMessage> {
@@ -362,6 +304,11 @@ impl MemoryHistory {
 
     /// The record of `uid`, created (new epoch, offset 0) if it has none.
     fn record_for(&mut self, uid: &Uid, t: u64) -> u32 {
+        // The common case looks up without cloning the uid (two atomic
+        // operations on its count, on every push).
+        if let Some(&r) = self.by_uid.get(uid) {
+            return r;
+        }
         let free = &mut self.free_records;
         let records = &mut self.records;
         match self.by_uid.entry(uid.clone()) {
@@ -410,70 +357,6 @@ impl MemoryHistory {
             let due = record.active.max(t).saturating_add(ttl);
             self.idle.push(Reverse((due, r)));
         }
-    }
-
-    /// Drops record `r`'s messages older than the time to live (its oldest
-    /// first), so a read never returns one the sweep has not reached yet.
-    fn expire_stream(&mut self, r: u32, t: u64) {
-        let Some(mut chain) = self
-            .records
-            .get(r as usize)
-            .and_then(|o| o.as_ref())
-            .map(|x| x.chain)
-        else {
-            return;
-        };
-        let before = chain.len;
-        while let Some(slot) = self.slots.slot(chain.oldest) {
-            if !self.is_expired(slot.time, t) {
-                break;
-            }
-            self.remove_oldest(&mut chain);
-            self.metrics.evicted(Eviction::Ttl);
-        }
-        if chain.len != before {
-            self.set_chain(r, chain, t);
-        }
-    }
-
-    /// Drops the oldest message of all, for `reason`.
-    fn evict_oldest(&mut self, reason: Eviction) {
-        let Some((i, slot)) = self.slots.oldest() else {
-            return;
-        };
-        let r = slot.stream;
-        let Some(mut chain) = self
-            .records
-            .get(r as usize)
-            .and_then(|o| o.as_ref())
-            .map(|x| x.chain)
-        else {
-            return;
-        };
-        self.remove(&mut chain, i);
-        self.metrics.evicted(reason);
-        let t = self
-            .records
-            .get(r as usize)
-            .and_then(|o| o.as_ref())
-            .map_or(0, |x| x.active);
-        self.set_chain(r, chain, t);
-    }
-
-    /// Takes `chain`'s oldest message out of it and the accounting.
-    fn remove_oldest(&mut self, chain: &mut Chain) {
-        let oldest = chain.oldest;
-        self.remove(chain, oldest);
-    }
-
-    /// Takes message `i` out of `chain` and the accounting.
-    fn remove(&mut self, chain: &mut Chain, i: u32) {
-        let len = self.slots.remove(chain, i);
-        self.bytes -= len + MESSAGE_OVERHEAD;
-    }
-
-    fn is_expired(&self, time: u32, t: u64) -> bool {
-        u64::from((t as u32).wrapping_sub(time)) >= self.ttl_ms
     }
 
     fn millis(&self, now: Instant) -> u64 {
