@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Medians of A/B pairs from scripts/ab-bench.sh: per scenario and variant,
 gateway CPU per operation (µs), idle memory per connection (KiB) and p99
-latency (µs), A beside B, and the median of the per-pair ratios B/A; for the
+latency (µs), cluster pipelined deliveries per second, A beside B, and the median of the per-pair ratios B/A; for the
 history scenarios also bytes per retained message beyond its payload
 (history-memory), resume times (resume) and the longest time a client was
 without a connection (rolling-deploy). When the runs carried AB_ARGS_A /
@@ -39,6 +39,9 @@ for line in open(sys.argv[1]):
         lat = row.get("latency") or {}
         if lat.get("p99_us") is not None and v["scenario"] in ("latency", "cluster"):
             figures["p99_us"] = lat["p99_us"]
+        # Cluster throughput (budget: pipelined with history at least half of without).
+        if v["scenario"] == "cluster" and "pipelined" in row.get("variant", ""):
+            figures["deliv_per_s"] = row.get("deliveries_per_s")
         extra = row.get("extra") or {}
         for k, name in EXTRA.get(v["scenario"], []):
             if k in extra:
