@@ -39,6 +39,7 @@ const NODES: usize = 3;
 /// Longest wait for one push's answer.
 const ANSWER_LIMIT: Duration = Duration::from_secs(5);
 
+/// Runs the scenario (see the module) with `n` clients.
 pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let bin = crate::spawn::gateway_bin(args.gateway_bin.as_ref())?;
     let mut cluster = Cluster::start(bin, &args.gateway_args, NODES).await?;
@@ -68,11 +69,10 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..pushers {
-        let mine: Vec<usize> = (p..uids).step_by(pushers).collect();
         let pusher = Pusher {
             book: cluster.book(),
             prefix: prefix.clone(),
-            uids: mine,
+            uids: (p..uids).step_by(pushers).collect(),
             ledger: ledger.clone(),
             next: next.clone(),
             period: Duration::from_secs_f64(pushers as f64 / rate.max(1.0)),
@@ -80,6 +80,30 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
         tasks.spawn(pusher.run(stopped.clone()));
     }
     let meter = CpuMeter::start(&[], &Default::default());
+    let clean_exits = deploy(&mut cluster, args).await?;
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    // The row's rates are those of the push phase.
+    let span = meter.stop();
+    let settled = wait_complete(&pool, &ledger, |i| i % uids, SETTLE).await;
+    if let Err(e) = &settled {
+        eprintln!("bench: rolling-deploy: {e:#}");
+    }
+    let crash = if args.crash { " +crash" } else { "" };
+    let variant = format!("{NODES} nodes {uids} uids {rate}/s{crash}");
+    let row = Row::new("rolling-deploy", &variant, n, span, 0, 0, None, 0..0);
+    Ok(vec![
+        tally(row, &pool, &ledger, uids)
+            .with("restarts", NODES + usize::from(args.crash))
+            .with("clean_exits", clean_exits)
+            .with("settled", settled.is_ok()),
+    ])
+}
+
+/// The deploy itself, pushers running: `--duration`, then each node in
+/// turn drained, exited, restarted, and `--duration` more; with `--crash`
+/// one node killed as well. Returns how many drained nodes exited 0.
+async fn deploy(cluster: &mut Cluster, args: &Args) -> anyhow::Result<usize> {
     tokio::time::sleep(args.duration).await;
     let mut clean_exits = 0;
     for i in 0..NODES {
@@ -94,14 +118,14 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
         cluster.start_node(0).await?;
         tokio::time::sleep(args.duration).await;
     }
-    let _ = stop.send(true);
-    while tasks.join_next().await.is_some() {}
-    // The row's rates are those of the push phase.
-    let span = meter.stop();
-    let settled = wait_complete(&pool, &ledger, |i| i % uids, SETTLE).await;
+    Ok(clean_exits)
+}
 
+/// Fills `row` with what the clients' logs (client `i` of uid `i % uids`)
+/// say against the ledger.
+fn tally(row: Row, pool: &Pool, ledger: &Ledger, uids: usize) -> Row {
     let mut total = Verdict::default();
-    let mut gaps = Vec::with_capacity(n);
+    let mut gaps = Vec::with_capacity(pool.logs.len());
     let (mut received, mut reconnects, mut offset_faults) = (0u64, 0u64, 0u64);
     let (mut not_recovered, mut failed_connects) = (0u64, 0u64);
     for (i, log) in pool.logs.iter().enumerate() {
@@ -116,38 +140,19 @@ pub async fn rolling_deploy(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     }
     gaps.sort_unstable();
     let (pushed, required) = ledger.counts();
-    let crash = if args.crash { " +crash" } else { "" };
-    let variant = format!("{NODES} nodes {uids} uids {rate}/s{crash}");
-    let mut row = Row::new(
-        "rolling-deploy",
-        &variant,
-        n,
-        span,
-        required,
-        received,
-        None,
-        0..0,
-    );
+    let mut row = row.counted(required, received);
     row.integrity.issued = pushed;
     row.integrity.refused = pushed - required;
     row.integrity.lost = total.lost;
     row.integrity.duplicates = total.duplicates;
-    let row = row
-        .with("out_of_order", total.out_of_order)
+    row.with("out_of_order", total.out_of_order)
         .with("foreign", total.foreign)
         .with("offset_faults", offset_faults)
         .with("reconnects", reconnects)
         .with("failed_connects", failed_connects)
         .with("not_recovered", not_recovered)
-        .with("restarts", NODES + usize::from(args.crash))
-        .with("clean_exits", clean_exits)
         .with("longest_disconnected_ms", gaps.last().map(|d| ms(*d)))
         .with("disconnected_p99_ms", quantile(&gaps, 0.99).map(ms))
-        .with("settled", settled.is_ok());
-    if let Err(e) = settled {
-        eprintln!("bench: rolling-deploy: {e:#}");
-    }
-    Ok(vec![row])
 }
 
 /// One pusher: pushes to its uids in turn, each after the previous answer,

@@ -31,6 +31,7 @@ const BUDGET: f64 = 64.0;
 const BYTES: &str = "pushgate_history_bytes";
 const MESSAGES: &str = "pushgate_history_messages";
 
+/// Runs the scenario (see the module) on `target`, a single node.
 pub async fn history_memory(target: &Target, args: &Args) -> anyhow::Result<Vec<Row>> {
     let Some(&pid) = target.pids.first() else {
         bail!("history-memory needs --gateway-pid (or --spawn) to read the gateway's RSS");

@@ -43,6 +43,7 @@ const BATCH: usize = 100;
 const A: usize = 0;
 const B: usize = 1;
 
+/// Runs the scenario (see the module) with `n` clients.
 pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let bin = crate::spawn::gateway_bin(args.gateway_bin.as_ref())?;
     let mut cluster = Cluster::start(bin, &args.gateway_args, 2).await?;
@@ -82,12 +83,43 @@ pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let m = args.pushes.unwrap_or(n);
     batch_pushes(a.api, &prefix, n, n as u64..(n + m) as u64, &ledger).await?;
     cluster.start_node(B).await?;
-    let back_after = t0.elapsed();
+    let restart = Restart {
+        at: t0,
+        clean,
+        down_after,
+        back_after: t0.elapsed(),
+    };
     let settled = wait_complete(&pool, &ledger, |i| i, SETTLE).await;
     let span = meter.stop();
+    if let Err(e) = &settled {
+        eprintln!("bench: resume: {e:#}");
+    }
+    let variant = format!(
+        "{} +{m} while down",
+        if args.resume_kill { "kill" } else { "term" }
+    );
+    let row = Row::new("resume", &variant, n, span, 0, 0, None, 0..0);
+    Ok(vec![
+        tally(row, &pool, &ledger, &restart).with("settled", settled.is_ok()),
+    ])
+}
 
+/// Node B's restart, as the resume times count it.
+struct Restart {
+    /// When B was signalled: every client's resume time starts here.
+    at: Instant,
+    /// Whether B exited with status 0.
+    clean: bool,
+    /// From the signal until B had exited.
+    down_after: Duration,
+    /// From the signal until B served again.
+    back_after: Duration,
+}
+
+/// Fills `row` with what the clients' logs say against the ledger.
+fn tally(row: Row, pool: &Pool, ledger: &Ledger, restart: &Restart) -> Row {
     let mut total = Verdict::default();
-    let mut times = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(pool.logs.len());
     let (mut recovered, mut not_recovered, mut reasons) = (0u64, 0u64, Vec::new());
     // Clients that came back without a position to resume from (history
     // off, or the store unreadable when they first bound).
@@ -95,7 +127,7 @@ pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     let (mut received, mut reconnects, mut offset_faults) = (0u64, 0u64, 0u64);
     for (uid, log) in pool.logs.iter().enumerate() {
         let log = lock(log);
-        let v = ledger.judge(uid, &log, Some(t0));
+        let v = ledger.judge(uid, &log, Some(restart.at));
         total.add(&v);
         times.extend(v.resumed_after);
         recovered += u64::from(log.recovered);
@@ -110,17 +142,13 @@ pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
     reasons.sort_unstable();
     reasons.dedup();
     let (pushed, required) = ledger.counts();
-    let variant = format!(
-        "{} +{m} while down",
-        if args.resume_kill { "kill" } else { "term" }
-    );
-    let mut row = Row::new("resume", &variant, n, span, required, received, None, 0..0);
+    let mut row = row.counted(required, received);
     row.integrity.issued = pushed;
     row.integrity.refused = pushed - required;
     row.integrity.lost = total.lost;
     row.integrity.duplicates = total.duplicates;
-    let row = row
-        .with("rebound_complete", times.len())
+    let all = times.last().copied();
+    row.with("rebound_complete", times.len())
         .with("without_since", blind)
         .with("recovered", recovered)
         .with("not_recovered", not_recovered)
@@ -129,21 +157,16 @@ pub async fn resume(args: &Args, n: usize) -> anyhow::Result<Vec<Row>> {
         .with("foreign", total.foreign)
         .with("offset_faults", offset_faults)
         .with("reconnects", reconnects)
-        .with("exit_clean", clean)
-        .with("down_ms", ms(down_after))
-        .with("back_ms", ms(back_after))
-        .with("all_resumed_ms", times.last().map(|d| ms(*d)))
+        .with("exit_clean", restart.clean)
+        .with("down_ms", ms(restart.down_after))
+        .with("back_ms", ms(restart.back_after))
+        .with("all_resumed_ms", all.map(ms))
         .with(
             "all_resumed_after_back_ms",
-            times.last().map(|d| ms(d.saturating_sub(back_after))),
+            all.map(|d| ms(d.saturating_sub(restart.back_after))),
         )
         .with("resume_p50_ms", quantile(&times, 0.5).map(ms))
         .with("resume_p99_ms", quantile(&times, 0.99).map(ms))
-        .with("settled", settled.is_ok());
-    if let Err(e) = settled {
-        eprintln!("bench: resume: {e:#}");
-    }
-    Ok(vec![row])
 }
 
 /// Waits (at most `limit`) until every client is bound and holds every
