@@ -135,6 +135,9 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
             .services()
             .spawn(app.map.clone().run_broker(app.shutdown.clone()));
     }
+    app.shutdown
+        .services()
+        .spawn(app.map.clone().run_history_sweep(app.shutdown.clone()));
     let api_loopback = listeners
         .api
         .local_addr()

@@ -385,3 +385,100 @@ pub fn bus_dropped(reason: &'static str) {
 pub fn duplicate_node_id() {
     metrics::counter!(DUPLICATE_NODE_ID).increment(1);
 }
+
+// History (the message store, `--history`). Exported only while history is
+// on: the store registers every series at zero when it starts.
+
+/// Messages kept in history on this node (a single node's memory store).
+pub const HISTORY_MESSAGES: &str = "pushgate_history_messages";
+/// Bytes the history holds by its own accounting: each message's payload
+/// plus its bookkeeping, and each uid's stream record.
+pub const HISTORY_BYTES: &str = "pushgate_history_bytes";
+/// Pushes stored in history.
+pub const HISTORY_STORED: &str = "pushgate_history_stored_total";
+/// Messages dropped from history before anyone deleted them, by `reason`:
+/// `size` (`--history-size` per uid), `ttl` (`--history-ttl` of age),
+/// `memory` (`--history-memory` in all; the oldest of any uid go first).
+pub const HISTORY_EVICTIONS: &str = "pushgate_history_evictions_total";
+
+/// Why a message left history unasked: the `reason` of [`HISTORY_EVICTIONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Past `--history-size` messages of its uid.
+    Size,
+    /// Older than `--history-ttl`.
+    Ttl,
+    /// Past `--history-memory` in all.
+    Memory,
+}
+
+impl Eviction {
+    /// Every reason, in the order of [`HistoryMetrics`]' handles.
+    pub const ALL: [Eviction; 3] = [Eviction::Size, Eviction::Ttl, Eviction::Memory];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Size => "size",
+            Eviction::Ttl => "ttl",
+            Eviction::Memory => "memory",
+        }
+    }
+}
+
+/// The history's handles, resolved once (every series exported at zero).
+#[derive(Clone)]
+pub struct HistoryMetrics {
+    messages: Gauge,
+    bytes: Gauge,
+    stored: Counter,
+    evictions: [Counter; 3],
+}
+
+impl std::fmt::Debug for HistoryMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HistoryMetrics")
+    }
+}
+
+impl HistoryMetrics {
+    /// Resolves every handle and exports each series at zero.
+    pub fn new() -> HistoryMetrics {
+        let m = HistoryMetrics {
+            messages: metrics::gauge!(HISTORY_MESSAGES),
+            bytes: metrics::gauge!(HISTORY_BYTES),
+            stored: metrics::counter!(HISTORY_STORED),
+            evictions: Eviction::ALL
+                .map(|r| metrics::counter!(HISTORY_EVICTIONS, "reason" => r.as_str())),
+        };
+        m.messages.set(0.0);
+        m.bytes.set(0.0);
+        m.stored.increment(0);
+        for counter in &m.evictions {
+            counter.increment(0);
+        }
+        m
+    }
+
+    /// Sets what the history holds: `messages`, and `bytes` by its accounting.
+    pub fn retained(&self, messages: usize, bytes: usize) {
+        self.messages.set(messages as f64);
+        self.bytes.set(bytes as f64);
+    }
+
+    /// Counts one push stored.
+    pub fn stored(&self) {
+        self.stored.increment(1);
+    }
+
+    /// Counts one message evicted for `reason`.
+    pub fn evicted(&self, reason: Eviction) {
+        self.evictions[reason as usize].increment(1);
+    }
+}
+
+impl Default for HistoryMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

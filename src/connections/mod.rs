@@ -15,7 +15,8 @@
 //!
 //! Files: `table.rs` (the locked uid table, local operations), `route.rs`
 //! (push, broadcast, disconnect and their accounting), `resume.rs` (binds
-//! that resume, history reads), `mailbox.rs` (the bounded queue per
+//! that resume, history reads), `sweep.rs` (history's expiry without
+//! traffic), `mailbox.rs` (the bounded queue per
 //! connection), `connection.rs` (the drop guard), `broker.rs` (the seam).
 //!
 //! Like mini-redis' `Db`, it is a cheap `Clone` handle over shared state, and
@@ -27,6 +28,7 @@ mod connection;
 mod mailbox;
 mod resume;
 mod route;
+mod sweep;
 mod table;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

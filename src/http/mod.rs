@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod health;
+pub mod history;
 pub mod observe;
 pub mod push;
 pub mod query;
@@ -18,7 +19,7 @@ mod serve;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 
 pub use serve::serve;
 
@@ -68,6 +69,13 @@ fn rest_routes(app: &App, listener: access::Listener) -> Router<App> {
         .route("/disconnect", named("/disconnect", post(push::disconnect)))
         .route("/users/{uid}", named("/users/{uid}", get(query::user)))
         .route("/stats", named("/stats", get(query::stats)))
+        .route(
+            "/history/{uid}",
+            named(
+                "/history/{uid}",
+                get(history::read).merge(delete(history::delete)),
+            ),
+        )
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), listener),
             access::require_api_access,

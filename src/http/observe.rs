@@ -27,7 +27,7 @@ pub struct Route(pub &'static str);
 
 /// Every route template both routers register, for metrics exported at zero
 /// from the start (`telemetry::register_http_routes`), and `unmatched`.
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 13] = [
     "/",
     "/ws",
     "/healthz",
@@ -39,6 +39,7 @@ pub const ROUTES: [&str; 12] = [
     "/disconnect",
     "/users/{uid}",
     "/stats",
+    "/history/{uid}",
     UNMATCHED,
 ];
 

@@ -12,8 +12,8 @@ use crate::App;
 use crate::connections::{PushOutcome, RouteError};
 use crate::model::{
     BatchRequest, BatchResponse, BatchResult, BroadcastRequest, BroadcastResponse,
-    DisconnectRequest, DisconnectResponse, Payload, PushRequest, PushResponse, Source, Uid,
-    payload_from_data,
+    DisconnectRequest, DisconnectResponse, Payload, PushRequest, PushResponse, Source, StoredAt,
+    Uid, payload_from_data,
 };
 use crate::net::problem::ApiError;
 
@@ -171,22 +171,24 @@ async fn route(app: &App, reqs: Vec<PushRequest>) -> Result<Vec<Routed>, ApiErro
         ends.push(pairs.len());
     }
     let results = app.map.push_batch(Source::Http, &pairs).await;
+    let history = app.map.history_enabled();
     let mut answers = pairs.into_iter().map(|(uid, _)| uid).zip(results);
     let mut routed = Vec::with_capacity(ends.len());
     let mut start = 0;
     for end in ends {
         let mut one = Routed::default();
+        let mut stored = Vec::new();
         for (uid, result) in answers.by_ref().take(end - start) {
             let outcome = match result {
                 Ok(outcome) => {
                     if !outcome.is_ok() {
-                        one.answer.offline.push(uid);
+                        one.answer.offline.push(uid.clone());
                     }
                     outcome
                 }
                 // Not offline: unknown, since Redis could not be asked.
                 Err(RouteError::ClusterUnavailable(outcome, cause)) => {
-                    one.unrouted.push(uid);
+                    one.unrouted.push(uid.clone());
                     one.cause = Some(cause);
                     outcome
                 }
@@ -194,6 +196,20 @@ async fn route(app: &App, reqs: Vec<PushRequest>) -> Result<Vec<Routed>, ApiErro
             one.answer.delivered += outcome.delivered;
             one.answer.dropped += outcome.dropped;
             one.answer.remote_deliveries += outcome.remote_nodes;
+            if let Some(at) = outcome.stored {
+                stored.push(StoredAt {
+                    uid,
+                    offset: at.offset,
+                    epoch: at.epoch.to_string(),
+                });
+            }
+        }
+        if history {
+            if let ([at], 1) = (stored.as_slice(), end - start) {
+                one.answer.offset = Some(at.offset);
+                one.answer.epoch = Some(at.epoch.clone());
+            }
+            one.answer.stored = Some(stored);
         }
         start = end;
         routed.push(one);

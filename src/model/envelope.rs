@@ -42,6 +42,22 @@ pub fn message_frame(message: &Message) -> Payload {
     Payload::from(out)
 }
 
+/// A payload as the `data` member of a v2 frame, for serde (a history page
+/// of `GET /history/{uid}` carries it too): the same rule as the frames,
+/// the text embedded as JSON when it is a JSON value, else as a JSON string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data(pub Payload);
+
+impl Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = self.0.as_str();
+        match serde_json::from_str::<&RawValue>(text) {
+            Ok(raw) => raw.serialize(s),
+            Err(_) => s.serialize_str(text),
+        }
+    }
+}
+
 /// The answer to a v2 bind (docs/protocol-v2.md, "bound").
 #[derive(Debug, Serialize)]
 pub struct BoundFrame<'a> {
@@ -119,6 +135,16 @@ mod tests {
             message_frame(&b).as_str(),
             r#"{"type":"broadcast","data":[1,2]}"#
         );
+    }
+
+    #[test]
+    fn data_follows_the_frames_rule() {
+        for text in [r#"{"a": 1}"#, "[1,2]", "88% \"done\"", "7", " \"x\" ", ""] {
+            let frame = message_frame(&Message::push(Payload::from(text)));
+            let from_frame: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+            let data = serde_json::to_value(Data(Payload::from(text))).unwrap();
+            assert_eq!(data, from_frame["data"], "{text:?}");
+        }
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! connection ids are here; the text port's push line is in `line.rs`, the REST
 //! bodies in `rest.rs`.
 
+mod bind;
 pub mod envelope;
 mod line;
 mod rest;
 mod stream;
 
+pub use bind::*;
 pub use line::*;
 pub use rest::*;
 pub use stream::*;

@@ -175,6 +175,63 @@ pub struct PushResponse {
     pub remote_deliveries: usize,
     /// Requested uids no connection on any node took it for.
     pub offline: Vec<Uid>,
+    /// History on, a push to one uid, stored: its offset in the uid's stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// With `offset`: the stream's epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// History on: where each uid's copy was stored, in the order of the
+    /// request's uids (a uid whose store was unreachable is missing). Absent
+    /// while history is off, so the answer is then what it always was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<Vec<StoredAt>>,
+}
+
+/// Where a push was stored in one uid's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredAt {
+    /// The uid.
+    pub uid: Uid,
+    /// Its offset in the uid's stream.
+    pub offset: u64,
+    /// The stream's epoch.
+    pub epoch: String,
+}
+
+/// Answer of `GET /history/{uid}`.
+#[derive(Debug, Serialize)]
+pub struct HistoryResponse {
+    /// The uid asked about.
+    pub uid: Uid,
+    /// Its stream's epoch.
+    pub epoch: String,
+    /// The offset of its newest message (0: none yet in this epoch).
+    pub offset: u64,
+    /// The messages asked for, in the order asked for.
+    pub messages: Vec<HistoryMessage>,
+}
+
+/// One message of a history page.
+#[derive(Debug, Serialize)]
+pub struct HistoryMessage {
+    /// Its offset in the uid's stream.
+    pub offset: u64,
+    /// What a v2 client received for it (docs/protocol-v2.md, `data`).
+    pub data: super::envelope::Data,
+    /// When it was stored (RFC 3339, UTC, milliseconds).
+    pub time: String,
+}
+
+/// Answer of `DELETE /history/{uid}`: the new, empty stream.
+#[derive(Debug, Serialize)]
+pub struct HistoryDeleted {
+    /// The uid.
+    pub uid: Uid,
+    /// The new epoch.
+    pub epoch: String,
+    /// Always 0: nothing in the new epoch yet.
+    pub offset: u64,
 }
 
 /// Body of `POST /push/batch`.

@@ -31,6 +31,10 @@ pub enum ApiError {
     /// No such endpoint.
     #[error("no such endpoint")]
     NotFound,
+    /// The endpoint exists but what it serves is turned off (`--history`);
+    /// the detail says which flag turns it on.
+    #[error("{0}")]
+    Disabled(String),
     /// The endpoint exists but not for this method.
     #[error("method not allowed for this endpoint")]
     MethodNotAllowed,
@@ -69,7 +73,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Disabled(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

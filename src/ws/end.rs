@@ -1,12 +1,17 @@
 //! How a WebSocket session ends: one enum maps each way to its close frame
-//! and its metric label, in one `match` each.
+//! (protocol v1's codes, or v2's: docs/protocol-v2.md) and its metric label,
+//! in one `match` each.
 
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{CLOSE_KICKED, CLOSE_REPLACED};
+use super::{
+    CLOSE_BIND_TIMEOUT, CLOSE_INVALID_BIND, CLOSE_KICKED, CLOSE_REPLACED, CLOSE_SLOW_CONSUMER,
+    CLOSE_TOKEN_EXPIRED, CLOSE_TOKEN_REFUSED,
+};
 use crate::auth::TokenError;
 use crate::connections::CloseReason;
+use crate::model::BindFrameError;
 
 /// How a session ends; decides the close frame and the metrics label.
 #[derive(Debug)]
@@ -23,6 +28,8 @@ pub(super) enum End {
     BadUid(&'static str),
     /// The bind frame was binary.
     BinaryUid,
+    /// Protocol v2: the bind frame was not valid.
+    BadBind(BindFrameError),
     /// A message or frame over the size limit.
     TooBig,
     /// Text that is not UTF-8.
@@ -42,12 +49,27 @@ pub(super) enum End {
 }
 
 impl End {
-    /// The close frame to send, if any (a dead peer gets none).
-    pub(super) fn close_frame(&self) -> Option<(u16, &'static str)> {
+    /// The close frame to send, if any (a dead peer gets none): v1's codes
+    /// (the seed's, README), or with `v2` the codes of docs/protocol-v2.md,
+    /// one per thing a client can do about it.
+    pub(super) fn close_frame(&self, v2: bool) -> Option<(u16, &'static str)> {
         let code = |c: CloseCode| u16::from(c);
         Some(match self {
             End::Peer | End::PongTimeout | End::WriteFailed => return None,
             End::Shutdown => (code(CloseCode::Away), "server shutting down, reconnect"),
+            End::BindTimeout | End::TokenTimeout if v2 => (
+                CLOSE_BIND_TIMEOUT,
+                "bind timeout: send the bind frame first",
+            ),
+            End::BinaryUid if v2 => (CLOSE_INVALID_BIND, "the bind frame must be a text frame"),
+            End::BadBind(e) => (CLOSE_INVALID_BIND, e.as_str()),
+            End::Closed(CloseReason::SlowConsumer) if v2 => {
+                (CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
+            }
+            End::Token(TokenError::Expired) | End::TokenExpired if v2 => {
+                (CLOSE_TOKEN_EXPIRED, "token expired")
+            }
+            End::Token(e) if v2 => (CLOSE_TOKEN_REFUSED, e.close_reason()),
             End::BindTimeout => (code(CloseCode::Policy), "bind timeout: send the uid first"),
             End::TokenTimeout => (
                 code(CloseCode::Policy),
@@ -76,7 +98,7 @@ impl End {
             End::Peer => "peer_closed",
             End::Shutdown => "shutdown",
             End::BindTimeout | End::TokenTimeout => "bind_timeout",
-            End::BadUid(_) => "invalid_uid",
+            End::BadUid(_) | End::BadBind(_) => "invalid_uid",
             End::BinaryUid => "binary_uid",
             End::TooBig => "message_too_big",
             End::BadUtf8 => "invalid_utf8",
@@ -122,6 +144,7 @@ mod tests {
             End::TokenTimeout,
             End::BadUid("x"),
             End::BinaryUid,
+            End::BadBind(BindFrameError::Malformed),
             End::TooBig,
             End::BadUtf8,
             End::Protocol,
@@ -140,5 +163,33 @@ mod tests {
                 "{end:?}"
             );
         }
+    }
+
+    #[test]
+    fn v2_gives_each_end_its_own_code_and_v1_keeps_the_seeds() {
+        use crate::auth::TokenError;
+        let cases = [
+            (End::Shutdown, 1001, 1001),
+            (End::BindTimeout, 1008, 4005),
+            (End::TokenTimeout, 1008, 4005),
+            (End::BinaryUid, 1003, 4007),
+            (End::Closed(CloseReason::Disconnected), 4001, 4001),
+            (End::Closed(CloseReason::Replaced), 4002, 4002),
+            (End::Closed(CloseReason::SlowConsumer), 1008, 4006),
+            (End::Token(TokenError::BadSignature), 1008, 4003),
+            (End::Token(TokenError::Expired), 1008, 4004),
+            (End::TokenExpired, 1008, 4004),
+            (End::TooBig, 1009, 1009),
+        ];
+        for (end, v1, v2) in cases {
+            assert_eq!(end.close_frame(false).map(|f| f.0), Some(v1), "{end:?}");
+            assert_eq!(end.close_frame(true).map(|f| f.0), Some(v2), "{end:?}");
+        }
+        assert_eq!(
+            End::BadBind(BindFrameError::MissingUid)
+                .close_frame(true)
+                .map(|f| f.0),
+            Some(4007)
+        );
     }
 }

@@ -24,6 +24,8 @@ use crate::net::problem::ApiError;
 pub struct Handshake {
     accept: HeaderValue,
     on_upgrade: OnUpgrade,
+    /// The request's `Sec-WebSocket-Protocol` lines, if any.
+    subprotocols: Vec<HeaderValue>,
 }
 
 /// Why an upgrade request is refused.
@@ -90,19 +92,46 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or(ApiError::UpgradeRequired)?;
-        Ok(Handshake { accept, on_upgrade })
+        let subprotocols = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .cloned()
+            .collect();
+        Ok(Handshake {
+            accept,
+            on_upgrade,
+            subprotocols,
+        })
     }
 }
 
 impl Handshake {
-    /// Answers 101 and runs `session` on the socket once hyper hands the
+    /// Whether the client offered subprotocol `name` in
+    /// `Sec-WebSocket-Protocol` (a comma-separated list, possibly over
+    /// several header lines; names compared exactly, RFC 6455 §4.1).
+    pub fn offers_subprotocol(&self, name: &str) -> bool {
+        self.subprotocols.iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|item| item.trim_ascii() == name.as_bytes())
+        })
+    }
+
+    /// Answers 101 (naming `subprotocol`, which must be one the client
+    /// offered) and runs `session` on the socket once hyper hands the
     /// connection over. A client that leaves first never gets a session.
     ///
     /// The session is a task of its own, spawned by the short task that
     /// waits for the upgrade: what only the upgrade needs (the config, hyper's
     /// upgrade future) then takes no room in the long-lived task, whose
     /// allocation every idle connection pays.
-    pub fn accept<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
+    pub fn accept<F, Fut>(
+        self,
+        config: WebSocketConfig,
+        subprotocol: Option<&'static str>,
+        session: F,
+    ) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -128,6 +157,12 @@ impl Handshake {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
+        if let Some(name) = subprotocol {
+            headers.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(name),
+            );
+        }
         response
     }
 }

@@ -11,8 +11,10 @@
 mod deadline;
 mod end;
 mod handshake;
+mod protocol;
 mod session;
 mod socket;
+mod v2;
 
 use std::net::SocketAddr;
 
@@ -29,12 +31,28 @@ use crate::net::client_ip::client_ip;
 use crate::net::problem::ApiError;
 use crate::telemetry;
 use handshake::Handshake;
+use protocol::{Protocol, V1};
 use session::session;
+use v2::V2;
 
 /// Close code for a connection closed by `POST /disconnect`.
 pub const CLOSE_KICKED: u16 = 4001;
 /// Close code for the oldest connection of a uid past `--max-conns-per-uid`.
 pub const CLOSE_REPLACED: u16 = 4002;
+/// Protocol v2: the token was refused (bad signature, issuer, audience, not
+/// yet valid, missing).
+pub const CLOSE_TOKEN_REFUSED: u16 = 4003;
+/// Protocol v2: the token expired, at bind or while connected.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4004;
+/// Protocol v2: no bind frame within `--bind-timeout`.
+pub const CLOSE_BIND_TIMEOUT: u16 = 4005;
+/// Protocol v2: the outbound queue overflowed (slow consumer).
+pub const CLOSE_SLOW_CONSUMER: u16 = 4006;
+/// Protocol v2: the bind frame was not valid.
+pub const CLOSE_INVALID_BIND: u16 = 4007;
+
+/// The subprotocol (and `protocol=` query value) that opts into protocol v2.
+pub const V2_SUBPROTOCOL: &str = "pushgate.v2";
 
 /// tungstenite's per-connection read buffer: touched in full on the first
 /// read, so it is resident memory for every idle connection.
@@ -50,6 +68,9 @@ const CONTROL_BUFFER: usize = 4096;
 pub struct UpgradeQuery {
     /// A JWT, in secure mode (instead of sending it as the first frame).
     token: Option<String>,
+    /// `pushgate.v2` opts into protocol v2, for clients that cannot set a
+    /// subprotocol; any other value is ignored (v1).
+    protocol: Option<String>,
 }
 
 /// `GET /` and `GET /ws`: the WebSocket upgrade.
@@ -115,14 +136,33 @@ pub async fn upgrade(
         .max_write_buffer_size(CONTROL_BUFFER)
         .max_message_size(Some(cfg.websocket.max_message_bytes))
         .max_frame_size(Some(cfg.websocket.max_message_bytes));
-    ws.accept(config, move |socket| {
+    // v2 by subprotocol is answered with it (RFC 6455 §4.2.2: the server
+    // picks one the client offered); by query, the client offered none.
+    let offered = ws.offers_subprotocol(V2_SUBPROTOCOL);
+    if offered || query.protocol.as_deref() == Some(V2_SUBPROTOCOL) {
+        let answer = offered.then_some(V2_SUBPROTOCOL);
+        start::<V2>(ws, config, answer, app, preauth, (permit, token))
+    } else {
+        start::<V1>(ws, config, None, app, preauth, (permit, token))
+    }
+}
+
+/// Answers the upgrade and runs a session of protocol `P`; `held` (the
+/// admission permit, the shutdown tracker's token) is released when the
+/// session ends.
+fn start<P: Protocol>(
+    ws: Handshake,
+    config: WebSocketConfig,
+    subprotocol: Option<&'static str>,
+    app: App,
+    preauth: Option<Result<crate::auth::Identity, crate::auth::TokenError>>,
+    held: impl Send + 'static,
+) -> Response {
+    ws.accept(config, subprotocol, move |socket| {
         let conn = app.map.open();
         // A combinator, not an `async` block: awaiting the session inside
         // one would store the session's state twice.
-        session(socket, conn, preauth, app).map(move |()| {
-            drop(permit);
-            drop(token);
-        })
+        session::<P>(socket, conn, preauth, app).map(move |()| drop(held))
     })
 }
 

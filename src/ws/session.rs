@@ -4,20 +4,25 @@
 //! one timer (bind deadline, next ping or pong deadline, token expiry, paced
 //! drain) and the shutdown signal. Queued messages are written together, in
 //! one system call (see `socket.rs`).
+//!
+//! The session is generic over its [`Protocol`] (v1 or v2): what differs —
+//! the bind, how a queued message is framed, the close codes — is compiled
+//! into each, so a v1 connection pays nothing for v2.
 
 use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, timeout};
 use tracing::{Instrument, Span};
-use tungstenite::Message;
+use tungstenite::{Message, Utf8Bytes};
 
 use super::deadline::{after, next_wake};
 use super::end::{End, classify_read_error, uid_error_reason};
+use super::protocol::{Protocol, Start};
 use super::socket::Socket;
 use crate::App;
 use crate::auth::{Identity, TokenError};
 use crate::connections::{CloseReason, Connection, Delivery};
-use crate::model::Uid;
+use crate::model::{Payload, Uid};
 use crate::telemetry;
 
 /// How long a slow consumer gets to take its close frame.
@@ -25,11 +30,17 @@ const SLOW_CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Binds `conn` to a verified identity and names its uid on `span`; returns
 /// when the token expires.
-fn bind_identity(conn: &mut Connection, id: Identity, span: &Span) -> Instant {
+pub(super) fn bind_identity(conn: &mut Connection, id: Identity, span: &Span) -> Instant {
     tracing::debug!(conn = conn.id().0, uid = %id.uid, "bound (token)");
     span.record("uid", tracing::field::display(&id.uid));
+    let expires = expiry(&id);
     // A fresh connection's first bind cannot fail.
     let _ = conn.bind(id.uid);
+    expires
+}
+
+/// When a verified token stops being valid, on the session's clock.
+pub(super) fn expiry(id: &Identity) -> Instant {
     let left = id
         .expires_at
         .duration_since(SystemTime::now())
@@ -47,7 +58,7 @@ fn bind_identity(conn: &mut Connection, id: Identity, span: &Span) -> Instant {
 /// and (once bound) uid. At the default `info` level the span is disabled and
 /// costs only its handle in the future; with `debug` on, every line of the
 /// connection carries those fields.
-pub(super) fn session(
+pub(super) fn session<P: Protocol>(
     socket: Socket,
     mut conn: Connection,
     preauth: Option<Result<Identity, TokenError>>,
@@ -63,15 +74,13 @@ pub(super) fn session(
         ),
         uid = tracing::field::Empty,
     );
-    // The query-string token is applied here, before the future exists: a
+    // The query-string token is taken here, before the future exists: a
     // captured `preauth` would stay in every session's state for its life.
-    let mut expires: Option<Instant> = None;
-    let mut early_end = None;
-    match preauth {
-        Some(Ok(id)) => expires = Some(bind_identity(&mut conn, id, &span)),
-        Some(Err(e)) => early_end = Some(End::Token(e)),
-        None => {}
-    }
+    let Start {
+        protocol,
+        expires,
+        end: early_end,
+    } = P::start(&mut conn, preauth, &span);
     let ws = &app.config.websocket;
     let now = Instant::now();
     // Built before the future exists and moved in whole: locals made from
@@ -85,6 +94,7 @@ pub(super) fn session(
         socket,
         conn,
         app,
+        protocol,
     };
     async move {
         let end = match early_end {
@@ -99,10 +109,10 @@ pub(super) fn session(
 }
 
 /// What a session holds between two turns of its loop.
-struct Session {
-    socket: Socket,
-    conn: Connection,
-    app: App,
+pub(super) struct Session<P> {
+    pub(super) socket: Socket,
+    pub(super) conn: Connection,
+    pub(super) app: App,
     /// When an unbound connection is closed (`--bind-timeout`).
     bind_deadline: Instant,
     /// When the next ping is due.
@@ -112,10 +122,12 @@ struct Session {
     /// Set once the drain begins: when this session's paced close is due.
     close_at: Option<Instant>,
     /// Secure mode: when the token expires.
-    expires: Option<Instant>,
+    pub(super) expires: Option<Instant>,
+    /// The protocol's own state (v1: none).
+    pub(super) protocol: P,
 }
 
-impl Session {
+impl<P: Protocol> Session<P> {
     /// Serves the connection until it must end: one `select!` over the
     /// drain, the outbound queue, inbound frames and the one timer, each
     /// handled by a named step that says whether the session goes on.
@@ -140,7 +152,11 @@ impl Session {
                 }
                 delivery = self.conn.next(), if bound => self.on_delivery(delivery).await,
                 ready = self.socket.readable() => match ready {
-                    Ok(()) => self.on_readable(bound),
+                    Ok(()) => match self.on_readable(bound) {
+                        Ok(Some(text)) => P::bind(self, text).await,
+                        Ok(None) => Ok(()),
+                        Err(end) => Err(end),
+                    },
                     Err(_) => Err(End::Peer),
                 },
                 _ = &mut timer => self.on_timer(bound).await,
@@ -170,11 +186,22 @@ impl Session {
     async fn on_delivery(&mut self, delivery: Delivery) -> Result<(), End> {
         match delivery {
             Delivery::Message(first) => {
+                let Some(first) = self.protocol.frame(first) else {
+                    return Ok(());
+                };
                 let limit = self.app.config.websocket.write_timeout;
-                match write_batch(&mut self.socket, &mut self.conn, first.payload, limit).await {
-                    Ok(()) => Ok(()),
-                    Err(WriteError::Closing(reason)) => Err(End::Closed(reason)),
-                    Err(WriteError::Failed) => Err(End::WriteFailed),
+                let protocol = &self.protocol;
+                let frames = |max, take: &mut dyn FnMut(Payload)| {
+                    self.conn.take_queued(max, |m| {
+                        if let Some(frame) = protocol.frame(m) {
+                            take(frame);
+                        }
+                    });
+                };
+                match self.socket.write_texts(first, frames) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => finish_batch(&mut self.socket, &self.conn, limit).await,
+                    Err(_) => Err(End::WriteFailed),
                 }
             }
             Delivery::Close(reason) => Err(End::Closed(reason)),
@@ -182,12 +209,13 @@ impl Session {
     }
 
     /// The socket is readable: take a frame if a whole one has arrived.
-    /// Any frame answers a pending ping; the first text frame binds.
-    fn on_readable(&mut self, bound: bool) -> Result<(), End> {
+    /// Any frame answers a pending ping; the first text frame is returned,
+    /// for the protocol to bind with.
+    fn on_readable(&mut self, bound: bool) -> Result<Option<Utf8Bytes>, End> {
         let message = match self.socket.try_read() {
             Ok(Some(message)) => message,
             // Readiness without a whole frame yet.
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(e) => return Err(classify_read_error(e)),
         };
         self.pong_due = None;
@@ -197,15 +225,15 @@ impl Session {
                 self.socket.flush_now();
                 Err(End::Peer)
             }
-            Message::Text(text) if !bound => self.on_bind(text.as_str()),
+            Message::Text(text) if !bound => Ok(Some(text)),
             Message::Binary(_) if !bound => Err(End::BinaryUid),
-            _ => Ok(()),
+            _ => Ok(None),
         }
     }
 
-    /// The first text frame: the uid itself in legacy mode (trusted as the
-    /// seed trusted it), a token in secure mode.
-    fn on_bind(&mut self, text: &str) -> Result<(), End> {
+    /// Protocol v1's bind, the first text frame: the uid itself in legacy
+    /// mode (trusted as the seed trusted it), a token in secure mode.
+    pub(super) fn bind_v1(&mut self, text: &str) -> Result<(), End> {
         match &self.app.verifier {
             None => {
                 let uid = Uid::new(text).map_err(|e| End::BadUid(uid_error_reason(e)))?;
@@ -283,7 +311,7 @@ impl Session {
         );
         // Unbind before the close handshake: a closing connection takes no pushes.
         drop(conn);
-        if let Some((code, reason)) = end.close_frame() {
+        if let Some((code, reason)) = end.close_frame(P::V2) {
             let write_timeout = app.config.websocket.write_timeout;
             // A slow consumer's socket is likely stuck: try briefly, then drop it.
             let limit = match end {
@@ -296,37 +324,19 @@ impl Session {
     }
 }
 
-/// Why a batch write did not complete.
-enum WriteError {
-    /// The gateway asked the connection to close meanwhile (its queue
-    /// overflowed while the socket was stuck, or it was kicked).
-    Closing(CloseReason),
-    /// The write failed or took longer than `--write-timeout`.
-    Failed,
-}
-
-/// Writes `first` and whatever else is already queued, in one system call.
+/// Finishes a batch the socket did not take at once (`write_texts` kept the
+/// rest), within `limit` (`--write-timeout`).
 ///
-/// The common case — the socket takes everything at once — arms no timer;
-/// only a write that has to wait gets the `--write-timeout` deadline and the
-/// watch for a close request.
-async fn write_batch(
+/// The common case — the socket takes everything at once — never gets here,
+/// so it arms no timer. A close request (the queue overflowed while the
+/// socket was stuck, or the uid was kicked) wins over the rest of the batch,
+/// which the socket keeps: its close handshake finishes it before the close
+/// frame.
+pub(super) async fn finish_batch(
     socket: &mut Socket,
-    conn: &mut Connection,
-    first: crate::model::Payload,
+    conn: &Connection,
     limit: Duration,
-) -> Result<(), WriteError> {
-    // Further messages are taken from the queue as the batch is built: what
-    // was queued when the write began goes in this write.
-    match socket.write_texts(first, |max, take| {
-        conn.take_queued(max, |m| take(m.payload))
-    }) {
-        Ok(true) => return Ok(()),
-        Ok(false) => {}
-        Err(_) => return Err(WriteError::Failed),
-    }
-    // A close request wins over the rest of the batch, which the socket
-    // keeps: its close handshake finishes it before the close frame.
+) -> Result<(), End> {
     // Boxed: this wait (a timer, the socket's readiness, the close watch)
     // happens only when a socket is full, and unboxed it would be the
     // largest part of every idle session's state.
@@ -334,9 +344,9 @@ async fn write_batch(
         tokio::select! {
             written = timeout(limit, socket.finish_writes()) => match written {
                 Ok(Ok(())) => Ok(()),
-                _ => Err(WriteError::Failed),
+                _ => Err(End::WriteFailed),
             },
-            reason = conn.close_requested() => Err(WriteError::Closing(reason)),
+            reason = conn.close_requested() => Err(End::Closed(reason)),
         }
     })
     .await
@@ -360,15 +370,26 @@ mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let (server, _) = accepted.unwrap();
+        let client_v2 = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client_v2, accepted) = tokio::join!(client_v2, listener.accept());
+        let (server_v2, _) = accepted.unwrap();
         let app = crate::AppState::new(crate::Config::parse_from(["pushgate"])).unwrap();
         let socket = Socket::new(server, bytes::Bytes::new(), Default::default());
         let conn = app.map.open();
-        let future = session(socket, conn, None, app.clone());
+        let future = session::<super::super::protocol::V1>(socket, conn, None, app.clone());
         let size = std::mem::size_of_val(&future);
         assert!(
             size <= BUDGET,
             "session future is {size} bytes, budget {BUDGET}"
         );
-        drop((future, client));
+        drop(future);
+        let socket = Socket::new(server_v2, bytes::Bytes::new(), Default::default());
+        let future = session::<super::super::v2::V2>(socket, app.map.open(), None, app.clone());
+        let size_v2 = std::mem::size_of_val(&future);
+        assert!(
+            size_v2 <= BUDGET,
+            "a v2 session future is {size_v2} bytes, budget {BUDGET}"
+        );
+        drop((future, client, client_v2));
     }
 }

@@ -760,3 +760,4 @@ pub async fn close_of(ws: &mut Ws) -> (u16, String) {
     let f = next_close(ws).await.expect("close frame");
     (u16::from(f.code), f.reason.to_string())
 }
+pub mod v2;
