@@ -106,3 +106,42 @@ async fn with_history_on_and_redis_killed_a_held_uid_still_receives_without_an_o
     );
     assert_eq!(push_line(&a, r#"{"uid":"elsewhere","n":3}"#).await, "fail");
 }
+
+#[tokio::test]
+async fn pipelined_lines_through_two_nodes_reach_a_v2_client_at_contiguous_offsets_in_order() {
+    let redis = Redis::start();
+    let (a, b) = (up(&redis).await, up(&redis).await);
+    let (mut ws, bound) = bind_uid(&b, "piped", None).await;
+    a.wait_nodes("piped", 1).await;
+    let mut via_a = TextClient::connect(&a).await;
+    let mut via_b = TextClient::connect(&b).await;
+    // Each round: 50 lines written at once through one node (one batch),
+    // answered, then 50 through the other.
+    let mut sent = 0;
+    for round in 0..4 {
+        let text = if round % 2 == 0 {
+            &mut via_a
+        } else {
+            &mut via_b
+        };
+        let lines: String = (sent + 1..=sent + 50)
+            .map(|n| format!("{{\"uid\":\"piped\",\"n\":{n}}}\n"))
+            .collect();
+        text.write(lines.as_bytes()).await;
+        for _ in 0..50 {
+            assert_eq!(text.answer().await, "ok");
+        }
+        sent += 50;
+    }
+    for n in 1..=sent {
+        let frame = next_frame(&mut ws).await;
+        assert_eq!(
+            (
+                frame["offset"].clone(),
+                frame["epoch"].clone(),
+                frame["data"]["n"].clone()
+            ),
+            (json!(n), bound["epoch"].clone(), json!(n)),
+        );
+    }
+}
