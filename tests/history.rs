@@ -346,3 +346,12 @@ async fn memory_stays_flat_when_one_uid_is_pushed_far_past_its_size() {
     let grown = rss_kib(gw.pid()).saturating_sub(rss);
     assert!(grown < 8 * 1024, "RSS grew {grown} KiB");
 }
+
+#[tokio::test]
+async fn the_sweep_ends_with_the_gateway_on_sigterm() {
+    let mut gw = Gateway::start(&["--history", "--shutdown-timeout", "5s"]);
+    push(&gw, "u", json!(1)).await;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(PATIENCE).success());
+    gw.wait_logged("shutdown complete");
+}

@@ -275,6 +275,14 @@ async fn a_v2_client_that_does_not_read_is_closed_as_a_slow_consumer_with_4006()
     assert_eq!(close_code(&mut slow).await, 4006);
 }
 
+#[tokio::test]
+async fn a_drain_closes_a_v2_client_with_1001_as_in_v1() {
+    let gw = Gateway::start(&["--shutdown-timeout", "15s"]);
+    let (mut ws, _) = bind_uid(&gw, "drained", None).await;
+    gw.signal("TERM");
+    assert_eq!(close_code(&mut ws).await, 1001);
+}
+
 // ---- resume --------------------------------------------------------------
 
 /// Reads `n` message frames; returns their `data.n` and the last position.
@@ -390,6 +398,46 @@ async fn a_resume_across_a_node_restart_reports_the_epoch_changed() {
         (frame["offset"].clone(), frame["epoch"].clone()),
         (json!(1), bound["epoch"].clone())
     );
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_its_replay_is_dropped_after_the_write_timeout() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let gw = Gateway::start(&[
+        "--history",
+        "--history-size",
+        "5000",
+        "--write-timeout",
+        "1s",
+    ]);
+    let (ws, bound) = bind_uid(&gw, "stuck", None).await;
+    let start = position(&bound);
+    drop(ws);
+    gw.wait_bound("stuck", 0).await;
+    // 10 MB of history: more than the kernel holds for a client that does
+    // not read (its receive buffer is kept small).
+    let pad = "x".repeat(2000);
+    let mut text = TextClient::connect(&gw).await;
+    for n in 0..5000 {
+        let line = format!(r#"{{"uid":"stuck","n":{n},"pad":"{pad}"}}"#);
+        assert_eq!(text.send(&line).await, "fail");
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(gw.http).await.unwrap();
+    let mut request = gw.ws_url("/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", V2.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    let frame = json!({"uid": "stuck", "since": start}).to_string();
+    ws.send(Message::text(frame)).await.unwrap();
+    // The replay stalls; the session ends within the write timeout instead
+    // of holding the rest.
+    gw.wait_metric(r#"pushgate_disconnects_total{reason="write_failed"}"#, 1.0)
+        .await;
+    gw.wait_bound("stuck", 0).await;
+    drop(ws);
 }
 
 // ---- the replay/live race ----------------------------------------------

@@ -24,23 +24,20 @@ pub struct BindFrame<'a> {
     pub since: Option<Position>,
 }
 
-/// Why a bind frame was refused (closes a v2 connection with 4007); the
+/// Why a bind frame was refused (closes a v2 connection with 4007); its
 /// text is the close frame's reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindFrameError {
     /// Not a JSON object of the expected members.
-    #[error("invalid bind frame: expected {{\"uid\"|\"token\", \"since\"?}}")]
     Malformed,
     /// Legacy mode and no `uid` member.
-    #[error("invalid bind frame: uid is missing")]
     MissingUid,
     /// The `uid` is not a string of 1 to 256 bytes or an integer.
-    #[error("invalid bind frame: uid is not 1 to 256 bytes or an integer")]
     InvalidUid,
 }
 
 impl BindFrameError {
-    /// The close frame's reason text.
+    /// The close frame's reason text (at most 123 bytes, RFC 6455 §5.5).
     pub fn as_str(self) -> &'static str {
         match self {
             BindFrameError::Malformed => {
@@ -53,6 +50,14 @@ impl BindFrameError {
         }
     }
 }
+
+impl std::fmt::Display for BindFrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for BindFrameError {}
 
 impl<'a> BindFrame<'a> {
     /// Parses the frame's text. Errors: not a JSON object, or a member of

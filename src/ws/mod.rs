@@ -1,12 +1,17 @@
 //! The WebSocket front end: upgrade, bind, and one task per connection.
 //!
 //! A client binds by sending its uid as the first text frame (the seed's
-//! contract), or its token in secure mode. After that, frames from the client
-//! are read (so pings, pongs and close frames work) and otherwise ignored,
-//! bounded by `--max-message-bytes`.
+//! contract, protocol v1), or its token in secure mode. A client that opts
+//! into protocol v2 (subprotocol or query `pushgate.v2`, docs/protocol-v2.md)
+//! sends a JSON bind frame instead, may resume from a stream position, and
+//! receives JSON frames and distinct close codes. After the bind, frames from
+//! the client are read (so pings, pongs and close frames work) and otherwise
+//! ignored, bounded by `--max-message-bytes`.
 //!
-//! This module admits connections (drain, origin, caps, query token) and
-//! configures the WebSocket; `session` runs each connection's life.
+//! This module admits connections (drain, origin, caps, query token), picks
+//! the protocol and configures the WebSocket; `session` runs each
+//! connection's life, `protocol` and `v2` hold what differs between v1 and
+//! v2.
 
 mod deadline;
 mod end;
