@@ -251,3 +251,36 @@ async fn with_redis_down_pushes_to_held_uids_are_delivered_without_an_offset_and
         "{elsewhere:?}"
     );
 }
+
+#[tokio::test]
+async fn a_flushed_script_cache_is_refilled_without_losing_or_repeating_a_push() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", limits(Duration::from_secs(60))).await;
+    let u = uid("flushed");
+    let first = a
+        .map
+        .push(Source::Text, &u, &Payload::from("1"))
+        .await
+        .unwrap();
+    assert_eq!(redis.command("SCRIPT FLUSH"), "+OK\r\n");
+    let batch: Vec<(Uid, Payload)> = (2..=4)
+        .map(|n| (u.clone(), Payload::from(n.to_string())))
+        .collect();
+    let stored: Vec<Option<u64>> = a
+        .map
+        .push_batch(Source::Text, &batch)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().stored.map(|p| p.offset))
+        .collect();
+    assert_eq!(stored, [Some(2), Some(3), Some(4)]);
+    assert_eq!(redis.command("SCRIPT FLUSH"), "+OK\r\n");
+    let page = a.map.history(&u, &all_after(None)).await.unwrap();
+    let got: Vec<(u64, &str)> = page
+        .messages
+        .iter()
+        .map(|m| (m.offset, m.payload.as_str()))
+        .collect();
+    assert_eq!(got, [(1, "1"), (2, "2"), (3, "3"), (4, "4")]);
+    assert_eq!(page.top.epoch, first.stored.unwrap().epoch);
+}

@@ -13,6 +13,12 @@
 //! user-space work, whose figures show what the kernel work of each traffic
 //! pattern allows on this machine (floor.rs says what they do not show).
 //!
+//! History (issue 15): any scenario runs with history on through
+//! `--gateway-arg=--history` (it reaches every node the bench spawns);
+//! `history-memory` measures memory per retained message; `resume` and
+//! `rolling-deploy` restart nodes of a cluster under protocol v2 clients
+//! that resume (`v2.rs`, judged by `ledger.rs`, nodes in `nodes.rs`).
+//!
 //! No process-wide state: what a run shares (how clients connect, the worker
 //! processes) travels in [`ws::Generator`], the floor relay's map in its
 //! leaked `Relay`. `unsafe` is denied but in two scoped places: viewing the
@@ -22,195 +28,32 @@
 #![deny(unsafe_code)]
 
 mod batch;
+mod cli;
+mod deploy;
 mod floor;
+mod histmem;
+mod ledger;
+mod nodes;
 mod phase;
 mod push;
 mod report;
+mod resume;
 mod scenarios;
 mod spawn;
 mod sys;
 mod track;
+mod v2;
 mod worker;
 mod ws;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
-use pushgate::config;
+use clap::Parser;
 
+pub use cli::{ALL, Args, Scenario};
 use phase::Target;
-
-/// Load generator and benchmark for pushgate.
-#[derive(Debug, Parser)]
-#[command(name = "pushgate-bench", version, about)]
-pub struct Args {
-    /// What to measure.
-    #[arg(value_enum)]
-    pub scenario: Scenario,
-    /// The gateway's public address (WebSocket).
-    #[arg(long, default_value_t = loopback(config::DEFAULT_WS_PORT))]
-    pub http: SocketAddr,
-    /// The gateway's API listener (REST, `/stats`, `/metrics`; its
-    /// `--api-listen`). For the floor relay, give its `--http` address.
-    #[arg(long, default_value_t = loopback(config::DEFAULT_API_PORT))]
-    pub api: SocketAddr,
-    /// The gateway's text port.
-    #[arg(long, default_value_t = loopback(config::DEFAULT_TEXT_PORT))]
-    pub text: SocketAddr,
-    /// Gateway process id(s), for CPU and RSS (node A then node B in cluster).
-    #[arg(long = "gateway-pid")]
-    pub gateway_pid: Vec<u32>,
-    /// Cluster scenario: HTTP address of node B, where the clients connect
-    /// (pushes go to node A at --text).
-    #[arg(long = "node-b-http", alias = "redis-http")]
-    pub node_b_http: Option<SocketAddr>,
-    /// Cluster scenario: API listener of node B (its `/stats` counts the
-    /// clients).
-    #[arg(long = "node-b-api")]
-    pub node_b_api: Option<SocketAddr>,
-    /// WebSocket connections (a comma-separated list of steps for idle and
-    /// growth). Default depends on the scenario.
-    #[arg(long, value_delimiter = ',')]
-    pub connections: Vec<usize>,
-    /// Length of each measured phase.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// Pushes per second (latency, cluster).
-    #[arg(long, default_value_t = 10_000.0)]
-    pub rate: f64,
-    /// Pushing connections or tasks. Default depends on the scenario.
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// push-http: also measure `POST /push/batch` with this many pushes per
-    /// request (to distinct receivers while ≤ --connections); 0: not.
-    /// Default: 0 for push-http alone, 100 with `all`.
-    #[arg(long)]
-    pub batch: Option<usize>,
-    /// Pushing connections of the batch variant of push-http.
-    #[arg(long, default_value_t = 4)]
-    pub batch_concurrency: usize,
-    /// Lines in flight per pipelined text connection; broadcasts not yet
-    /// fully delivered (at most 64).
-    #[arg(long, default_value_t = 256)]
-    pub window: usize,
-    /// WebSocket handshakes in flight while connecting clients.
-    #[arg(long, default_value_t = 128)]
-    pub parallel_connects: usize,
-    /// Start the gateway (and for cluster, redis-server and two nodes) on
-    /// free loopback ports; a fresh gateway per scenario. Killed on exit.
-    #[arg(long)]
-    pub spawn: bool,
-    /// With --spawn: start the floor relay (a hidden mode of this binary,
-    /// see floor.rs) instead of pushgate — a relay of the same wire
-    /// contract with next to no user-space work, the reference for what
-    /// the machine allows for each traffic pattern. Not for cluster.
-    #[arg(long)]
-    pub floor: bool,
-    /// The pushgate binary for --spawn (default: beside this executable).
-    #[arg(long)]
-    pub gateway_bin: Option<PathBuf>,
-    /// Extra flags for spawned gateways (repeat, e.g. --gateway-arg=--queue-len=4096).
-    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
-    pub gateway_args: Vec<String>,
-    /// Print only the JSON lines.
-    #[arg(long)]
-    pub json: bool,
-    /// WebSocket clients one bench process holds; more are spread over
-    /// worker processes. Default: this process's open-file limit less 300.
-    #[arg(long)]
-    pub clients_per_process: Option<usize>,
-    /// WebSocket clients per loopback source address (127.0.0.1, then
-    /// 127.0.0.2, …). Past ~10k on one address the kernel's search for a
-    /// free ephemeral port makes each connect several times dearer.
-    #[arg(long, default_value_t = 10_000)]
-    pub clients_per_source: usize,
-    /// Worker mode: the inherited memfd of the shared tracker.
-    #[arg(long, hide = true, default_value_t = -1)]
-    pub shm_fd: i32,
-    /// Worker mode: the uid prefix of its clients.
-    #[arg(long, hide = true, default_value = "")]
-    pub worker_prefix: String,
-}
-
-/// `127.0.0.1:port`: a gateway on this host at one of its default ports.
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-impl Args {
-    /// WebSocket clients this process holds before starting workers.
-    pub fn per_process(&self) -> usize {
-        self.clients_per_process.unwrap_or_else(|| {
-            let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
-            usize::try_from(files.saturating_sub(300))
-                .unwrap_or(usize::MAX)
-                .max(1)
-        })
-    }
-}
-
-/// A benchmark scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
-    Idle,
-    PushText,
-    PushHttp,
-    Broadcast,
-    Latency,
-    Growth,
-    Cluster,
-    /// Every scenario in turn.
-    All,
-    /// Internal: a worker process holding clients (see worker.rs).
-    #[value(hide = true)]
-    Worker,
-    /// Internal: the floor relay, the reference gateway of `--floor` (see
-    /// floor.rs).
-    #[value(hide = true)]
-    FloorRelay,
-}
-
-const ALL: [Scenario; 7] = [
-    Scenario::Idle,
-    Scenario::PushText,
-    Scenario::PushHttp,
-    Scenario::Broadcast,
-    Scenario::Latency,
-    Scenario::Growth,
-    Scenario::Cluster,
-];
-
-impl Scenario {
-    fn name(self) -> &'static str {
-        match self {
-            Scenario::Idle => "idle",
-            Scenario::PushText => "push-text",
-            Scenario::PushHttp => "push-http",
-            Scenario::Broadcast => "broadcast",
-            Scenario::Latency => "latency",
-            Scenario::Growth => "growth",
-            Scenario::Cluster => "cluster",
-            Scenario::All => "all",
-            Scenario::Worker => "worker",
-            Scenario::FloorRelay => "floor-relay",
-        }
-    }
-
-    fn default_connections(self, max: usize) -> Vec<usize> {
-        let steps = match self {
-            Scenario::Idle => vec![1000, 10_000],
-            Scenario::Broadcast => vec![10_000],
-            Scenario::Growth => vec![1000, 2000, 5000, 10_000, 19_000],
-            _ => vec![1000],
-        };
-        let mut out: Vec<usize> = steps.into_iter().map(|n| n.min(max)).collect();
-        out.dedup();
-        out
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -341,8 +184,28 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
     if args.per_process() > usize::try_from(files.saturating_sub(100)).unwrap_or(usize::MAX) {
         bail!("--clients-per-process exceeds this process's open-file limit ({files})");
     }
-    let target = target(sc, args).await?;
     let n = steps.first().copied().unwrap_or(1000);
+    if matches!(sc, Scenario::Resume | Scenario::RollingDeploy) {
+        if !args.spawn || args.floor {
+            bail!(
+                "{} restarts nodes: it needs --spawn (and no --floor)",
+                sc.name()
+            );
+        }
+        // Its v2 clients live in this process (no worker processes).
+        let room = usize::try_from(files.saturating_sub(200)).unwrap_or(usize::MAX);
+        if n > room {
+            bail!("{n} v2 clients exceed this process's open-file limit ({files})");
+        }
+        return match sc {
+            Scenario::Resume => resume::resume(args, n).await,
+            _ => deploy::rolling_deploy(args, n).await,
+        };
+    }
+    if args.floor && sc == Scenario::HistoryMemory {
+        bail!("history-memory measures pushgate's history: the floor relay has none");
+    }
+    let target = target(sc, args).await?;
     match sc {
         Scenario::Idle => scenarios::idle(&target, args, &steps).await,
         Scenario::PushText => scenarios::push_text(&target, args, n).await,
@@ -358,6 +221,8 @@ async fn run(sc: Scenario, args: &Args, files: u64) -> anyhow::Result<Vec<report
         Scenario::Latency => scenarios::latency(&target, args, n).await,
         Scenario::Growth => scenarios::growth(&target, args, &steps).await,
         Scenario::Cluster => scenarios::cluster(&target, args, n).await,
+        Scenario::HistoryMemory => histmem::history_memory(&target, args).await,
+        Scenario::Resume | Scenario::RollingDeploy => unreachable!("run above"),
         Scenario::All | Scenario::Worker | Scenario::FloorRelay => {
             unreachable!("handled in main")
         }
@@ -399,7 +264,10 @@ async fn target(sc: Scenario, args: &Args) -> anyhow::Result<Target> {
     }
     let bin = spawn::gateway_bin(args.gateway_bin.as_ref())?;
     let started = tokio::task::spawn_blocking({
-        let extra = args.gateway_args.clone();
+        let extra = match sc {
+            Scenario::HistoryMemory => nodes::with_history(&args.gateway_args),
+            _ => args.gateway_args.clone(),
+        };
         move || -> anyhow::Result<Target> {
             if sc != Scenario::Cluster {
                 return Ok(Target::single(spawn::gateway(&bin, &extra)?, generator));

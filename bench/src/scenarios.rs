@@ -163,7 +163,7 @@ pub async fn latency(target: &Target, args: &Args, n: usize) -> anyhow::Result<V
     let _pool = receivers(target, args, &tracker, &prefix, n).await?;
     let conns = args.concurrency.unwrap_or(1);
     let plan = Plan::new(&prefix, n, tracker.clone(), run, 0..u64::MAX);
-    let rate = args.rate;
+    let rate = args.rate.unwrap_or(10_000.0);
     let v = format!("text {rate}/s c={conns}");
     let row = measure(
         "latency",
@@ -253,7 +253,7 @@ pub async fn cluster(target: &Target, args: &Args, n: usize) -> anyhow::Result<V
     let _pool = receivers(target, args, &tracker, &prefix, n).await?;
     warm_up(target, &prefix, n).await?;
     let conns = args.concurrency.unwrap_or(1);
-    let rate = args.rate;
+    let rate = args.rate.unwrap_or(10_000.0);
     let plan = Plan::new(&prefix, n, tracker.clone(), run, 0..u64::MAX);
     let v = format!("A->redis->B {rate}/s");
     let a = measure(

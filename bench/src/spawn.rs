@@ -23,6 +23,29 @@ impl Owned {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// Sends `signal` (a graceful `TERM`, or `KILL`).
+    pub fn signal(&self, signal: rustix::process::Signal) -> anyhow::Result<()> {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.pid())?)
+            .context("a child with pid 0")?;
+        rustix::process::kill_process(pid, signal).context("kill")?;
+        Ok(())
+    }
+
+    /// Waits (polling, at most `limit`) until the process has exited;
+    /// whether it exited with status 0.
+    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status.success());
+            }
+            if Instant::now() >= deadline {
+                bail!("process {} still running after {limit:?}", self.pid());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl Drop for Owned {

@@ -70,7 +70,7 @@ fn bind_address_no_port(socket: &TcpSocket) {
 
 /// A client frame: FIN, `opcode`, masked with a zero key (valid, and the
 /// payload goes as is).
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x80 | opcode];
     match payload.len() {
         n if n < 126 => f.push(0x80 | n as u8),
@@ -97,10 +97,27 @@ pub async fn open(
     per_source: usize,
     uid: &str,
 ) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+    let (mut s, buf) = handshake(target, index, per_source, None).await?;
+    s.write_all(&client_frame(0x1, uid.as_bytes())).await?;
+    Ok((s, buf))
+}
+
+/// The upgrade alone, offering `subprotocol` when given (`pushgate.v2`:
+/// protocol v2, which the answer must confirm); returns the stream and any
+/// bytes that arrived after the handshake answer.
+pub async fn handshake(
+    target: SocketAddr,
+    index: usize,
+    per_source: usize,
+    subprotocol: Option<&str>,
+) -> anyhow::Result<(TcpStream, Vec<u8>)> {
     let mut s = connect_from(target, index, per_source).await?;
+    let offer = subprotocol.map_or(String::new(), |p| {
+        format!("Sec-WebSocket-Protocol: {p}\r\n")
+    });
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     );
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::with_capacity(2048);
@@ -115,12 +132,21 @@ pub async fn open(
             bail!("closed during handshake");
         }
     };
-    if !buf.starts_with(b"HTTP/1.1 101") {
-        let line = String::from_utf8_lossy(&buf[..end]);
-        bail!("upgrade refused: {}", line.lines().next().unwrap_or(""));
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    if !head.starts_with("HTTP/1.1 101") {
+        bail!("upgrade refused: {}", head.lines().next().unwrap_or(""));
+    }
+    if let Some(p) = subprotocol {
+        let agreed = head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.eq_ignore_ascii_case("sec-websocket-protocol") && v.trim() == p
+            })
+        });
+        if !agreed {
+            bail!("the gateway did not accept the subprotocol {p}");
+        }
     }
     buf.drain(..end);
-    s.write_all(&client_frame(0x1, uid.as_bytes())).await?;
     Ok((s, buf))
 }
 

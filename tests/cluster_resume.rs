@@ -1,0 +1,147 @@
+//! History in Redis end to end: real pushgate nodes with `--history`, a real
+//! redis-server, protocol v2 clients resuming on another node after the one
+//! that took the pushes was killed.
+
+mod common;
+
+use serde_json::{Value, json};
+
+use common::v2::*;
+use common::*;
+
+fn node(redis: &Redis) -> Gateway {
+    let url = redis.url();
+    Gateway::start(&[
+        "--redis-url",
+        url.as_str(),
+        "--redis-probe-interval",
+        "300ms",
+        "--redis-timeout",
+        "500ms",
+        "--history",
+    ])
+}
+
+async fn up(redis: &Redis) -> Gateway {
+    let gw = node(redis);
+    gw.wait_redis_up().await;
+    gw
+}
+
+async fn push_line(gw: &Gateway, line: &str) -> String {
+    TextClient::connect(gw).await.send(line).await
+}
+
+#[tokio::test]
+async fn pushes_stored_while_a_client_was_away_are_resumed_on_another_node_after_a_kill() {
+    let redis = Redis::start();
+    let (a, mut b) = (up(&redis).await, up(&redis).await);
+    let (ws, bound) = bind_uid(&b, "roam", None).await;
+    let since = position(&bound);
+    assert_eq!(since["offset"], 0);
+    drop(ws);
+    b.wait_bound("roam", 0).await;
+    a.wait_nodes("roam", 0).await;
+    // Taken by both nodes while nobody is online: `fail`, but stored.
+    assert_eq!(push_line(&a, r#"{"uid":"roam","n":1}"#).await, "fail");
+    assert_eq!(push_line(&b, r#"{"uid":"roam","n":2}"#).await, "fail");
+    b.signal("KILL");
+    b.wait_exit(PATIENCE);
+    let c = up(&redis).await;
+    let (mut ws, bound) = bind_uid(&c, "roam", Some(&since)).await;
+    assert_eq!(
+        bound,
+        json!({"type": "bound", "uid": "roam", "history": true, "offset": 2,
+               "epoch": since["epoch"], "recovered": true})
+    );
+    for n in 1..=2 {
+        assert_eq!(
+            next_frame(&mut ws).await,
+            json!({"type": "message", "offset": n, "epoch": since["epoch"],
+                   "data": {"uid": "roam", "n": n}})
+        );
+    }
+    // Then live pushes, from any node, at the next offsets.
+    a.wait_nodes("roam", 1).await;
+    assert_eq!(push_line(&a, r#"{"uid":"roam","n":3}"#).await, "ok");
+    assert_eq!(push_line(&c, r#"{"uid":"roam","n":4}"#).await, "ok");
+    for n in 3..=4 {
+        let frame = next_frame(&mut ws).await;
+        assert_eq!(
+            (frame["offset"].clone(), frame["data"]["n"].clone()),
+            (json!(n), json!(n))
+        );
+    }
+    // Any node reads the same history over REST.
+    let page: Value = reqwest::get(a.url("/history/roam"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [1, 2, 3, 4], "{page}");
+}
+
+#[tokio::test]
+async fn with_history_on_and_redis_killed_a_held_uid_still_receives_without_an_offset_and_others_fail()
+ {
+    let mut redis = Redis::start();
+    let a = up(&redis).await;
+    let (mut ws, _) = bind_uid(&a, "held", None).await;
+    a.wait_nodes("held", 1).await;
+    assert_eq!(push_line(&a, r#"{"uid":"held","n":1}"#).await, "ok");
+    assert_eq!(next_frame(&mut ws).await["offset"], 1);
+    redis.kill();
+    assert_eq!(push_line(&a, r#"{"uid":"held","n":2}"#).await, "ok");
+    assert_eq!(
+        next_frame(&mut ws).await,
+        json!({"type": "message", "data": {"uid": "held", "n": 2}}),
+        "delivered, without an offset"
+    );
+    assert_eq!(push_line(&a, r#"{"uid":"elsewhere","n":3}"#).await, "fail");
+}
+
+#[tokio::test]
+async fn pipelined_lines_through_two_nodes_reach_a_v2_client_at_contiguous_offsets_in_order() {
+    let redis = Redis::start();
+    let (a, b) = (up(&redis).await, up(&redis).await);
+    let (mut ws, bound) = bind_uid(&b, "piped", None).await;
+    a.wait_nodes("piped", 1).await;
+    let mut via_a = TextClient::connect(&a).await;
+    let mut via_b = TextClient::connect(&b).await;
+    // Each round: 50 lines written at once through one node (one batch),
+    // answered, then 50 through the other.
+    let mut sent = 0;
+    for round in 0..4 {
+        let text = if round % 2 == 0 {
+            &mut via_a
+        } else {
+            &mut via_b
+        };
+        let lines: String = (sent + 1..=sent + 50)
+            .map(|n| format!("{{\"uid\":\"piped\",\"n\":{n}}}\n"))
+            .collect();
+        text.write(lines.as_bytes()).await;
+        for _ in 0..50 {
+            assert_eq!(text.answer().await, "ok");
+        }
+        sent += 50;
+    }
+    for n in 1..=sent {
+        let frame = next_frame(&mut ws).await;
+        assert_eq!(
+            (
+                frame["offset"].clone(),
+                frame["epoch"].clone(),
+                frame["data"]["n"].clone()
+            ),
+            (json!(n), bound["epoch"].clone(), json!(n)),
+        );
+    }
+}
