@@ -4,8 +4,10 @@
 # valid and invalid inputs) and checks every answer of the live server: never
 # a 5xx, only documented status codes, the documented content type, and a body
 # matching the documented schema; schema-invalid requests and undocumented
-# methods must be refused. The WebSocket operation (/ws, operationId
-# websocket) is not plain HTTP and is left out.
+# methods must be refused. The operations of the public listener (the
+# WebSocket upgrade, the SSE stream, the client files and the demo page)
+# are not on the API listener it tests, and are left out (tests/sse.rs and
+# tests/v2.rs cover them).
 #
 # positive_data_acceptance is not run: JSON Schema cannot say what the server
 # rightly refuses among schema-valid uids (`42.0` is an "integer"; maxLength
@@ -56,6 +58,10 @@ cd target/schemathesis
 timeout 180 "../py-tools/bin/schemathesis" run "$spec" \
   --url "http://127.0.0.1:$port" \
   --exclude-operation-id websocket \
+  --exclude-operation-id eventStream \
+  --exclude-operation-id clientScript \
+  --exclude-operation-id clientModule \
+  --exclude-operation-id demoPage \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,unsupported_method \
   --phases examples,coverage,fuzzing \
   --max-examples 50 \
