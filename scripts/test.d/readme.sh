@@ -14,7 +14,10 @@
 #   ```js   (the seed's page)                      run in node as the WebSocket
 #                                                  clients: once as written (uid1),
 #                                                  once bound as u1 (the REST examples);
-#   ```php  (the seed's backend)                   run with php-cli.
+#   ```php  (the seed's backend)                   run with php-cli;
+#   ```javascript, ```html                         browser snippets (the client, SSE),
+#                                                  not run here: tests/client_browser.rs
+#                                                  runs the client in chromium.
 # Then it checks that README's clients received README's pushes, SIGTERMs the
 # server and checks it exits 0. The server is waited for on its ready line
 # (scripts/lib/gateway.sh); every other wait polls with a deadline.
