@@ -691,7 +691,7 @@ async fn a_dead_nodes_stats_entry_is_gone_within_three_probe_intervals() {
     let took = killed.elapsed();
     // Three probe intervals, plus room for a loaded machine.
     assert!(took < Duration::from_millis(900 + 1500), "{took:?}");
-    assert_eq!(redis.command("EXISTS pushgate:v2:stats:doomed-b"), ":0\r\n");
+    assert_eq!(redis.command("EXISTS pushgate:v1:stats:doomed-b"), ":0\r\n");
 }
 
 #[tokio::test]

@@ -174,7 +174,7 @@ async fn the_epoch_changes_when_the_keys_expire_and_when_history_is_deleted() {
     assert_eq!(first.offset, 1);
     // Expired with its keys: the next read starts a new epoch at 0.
     wait_until("the stream expired", || async {
-        let exists = redis.command(&format!("EXISTS pushgate:v2:h:{{{u}}}:m"));
+        let exists = redis.command(&format!("EXISTS pushgate:v1:h:{{{u}}}:m"));
         (exists == ":0\r\n").then_some(()).ok_or(exists)
     })
     .await;

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::broker::{Broker, LocalNode, PresenceChange, Route};
+use super::broker::{Broker, BrokerError, LocalNode, PresenceChange, Published, Route};
 use super::{ConnectionMap, PushOutcome, RouteError};
 use crate::model::{Message, Payload, Source, Stream, Uid};
 use crate::telemetry;
@@ -55,7 +55,7 @@ impl ConnectionMap {
             None => Vec::new(),
         };
         let mut gone = Vec::new();
-        let mut outcomes = self.deliver_now(pushes, &routes, &mut gone);
+        let outcomes = self.deliver_now(pushes, &routes, &mut gone);
         self.presence_changed(&gone);
         // Shared counters are added to once per batch: each add is an atomic
         // on a cache line every pushing task writes.
@@ -67,59 +67,86 @@ impl ConnectionMap {
         metrics.batch_size.record(pushes.len() as f64);
         let published = broker.publish_pushes(pushes, &routes).await;
         let mut results = Vec::with_capacity(pushes.len());
-        let mut late = PushOutcome::default();
+        let mut late = Late::default();
         let (mut ok, mut failed) = (0, 0);
-        for (i, outcome) in outcomes.iter_mut().enumerate() {
-            let (uid, payload) = &pushes[i];
-            let deferred = routes.get(i).is_some_and(|r| self.deferred(*r));
-            match &published {
-                Ok(list) => {
-                    let p = list.get(i).copied().unwrap_or_default();
-                    outcome.remote_nodes = p.others;
-                    outcome.stored = outcome.stored.or(p.stored);
-                    if routes.get(i) == Some(&Route::Bus) {
-                        // Queued when it comes back on this node's own
-                        // subscription, which Redis counted.
-                        if p.here {
-                            outcome.delivered = self.connections_of(uid);
-                        }
-                    } else if deferred {
-                        let message = Message {
-                            payload: payload.clone(),
-                            stream: Stream::Uid(p.stored),
-                        };
-                        *outcome = self.deliver_late(outcome, uid, &message, &mut gone, &mut late);
-                    }
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let answer = published
+                .as_ref()
+                .map(|list| list.get(i).copied().unwrap_or_default())
+                .map_err(|e| *e);
+            let result = self.settle(
+                &pushes[i],
+                routes.get(i).copied(),
+                outcome,
+                answer,
+                &mut late,
+            );
+            match &result {
+                Ok(outcome) if outcome.is_ok() => ok += 1,
+                Ok(_) => {
+                    failed += 1;
+                    telemetry::push_failed("offline");
                 }
-                Err(e) => {
-                    if deferred {
-                        let message = Message::push(payload.clone());
-                        *outcome = self.deliver_late(outcome, uid, &message, &mut gone, &mut late);
-                    }
-                    // Not delivered here, and whether another node holds
-                    // the uid is unknown.
-                    if outcome.delivered == 0 {
-                        failed += 1;
-                        telemetry::push_failed(e.reason());
-                        results.push(Err(RouteError::ClusterUnavailable(*outcome, *e)));
-                        continue;
-                    }
-                    // Delivered here; other nodes may have missed it, which
-                    // at-most-once delivery across the bus allows.
+                Err(RouteError::ClusterUnavailable(_, e)) => {
+                    failed += 1;
+                    telemetry::push_failed(e.reason());
                 }
             }
-            if outcome.is_ok() {
-                ok += 1;
-            } else {
-                failed += 1;
-                telemetry::push_failed("offline");
-            }
-            results.push(Ok(*outcome));
+            results.push(result);
         }
-        self.presence_changed(&gone);
-        self.count_deliveries(late);
+        self.presence_changed(&late.gone);
+        self.count_deliveries(late.outcome);
         self.shared.metrics.push_results(source, ok, failed);
         results
+    }
+
+    /// One push's outcome once the broker answered (or failed): what Redis
+    /// counted, and the deliveries here that waited for it (`route`: `None`
+    /// on a single node).
+    fn settle(
+        &self,
+        (uid, payload): &(Uid, Payload),
+        route: Option<Route>,
+        mut outcome: PushOutcome,
+        published: Result<Published, BrokerError>,
+        late: &mut Late,
+    ) -> Result<PushOutcome, RouteError> {
+        let deferred = route.is_some_and(|r| self.deferred(r));
+        match published {
+            Ok(p) => {
+                outcome.remote_nodes = p.others;
+                outcome.stored = outcome.stored.or(p.stored);
+                if route == Some(Route::Bus) {
+                    // Queued when it comes back on this node's own
+                    // subscription, which Redis counted.
+                    if p.here {
+                        outcome.delivered = self.connections_of(uid);
+                    }
+                } else if deferred {
+                    let message = Message {
+                        payload: payload.clone(),
+                        stream: Stream::Uid(p.stored),
+                    };
+                    outcome = self.deliver_late(&outcome, uid, &message, late);
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                if deferred {
+                    let message = Message::push(payload.clone());
+                    outcome = self.deliver_late(&outcome, uid, &message, late);
+                }
+                if outcome.delivered == 0 {
+                    // Not delivered here, and whether another node holds
+                    // the uid is unknown.
+                    Err(RouteError::ClusterUnavailable(outcome, e))
+                } else {
+                    // Delivered here; other nodes may have missed it, which
+                    // at-most-once delivery across the bus allows.
+                    Ok(outcome)
+                }
+            }
+        }
     }
 
     /// Delivers here, before publishing, the pushes that need nothing from
@@ -161,12 +188,11 @@ impl ConnectionMap {
         outcome: &PushOutcome,
         uid: &Uid,
         message: &Message,
-        gone: &mut Vec<PresenceChange>,
-        late: &mut PushOutcome,
+        late: &mut Late,
     ) -> PushOutcome {
-        let here = self.push_local(uid, message, gone);
-        late.delivered += here.delivered;
-        late.dropped += here.dropped;
+        let here = self.push_local(uid, message, &mut late.gone);
+        late.outcome.delivered += here.delivered;
+        late.outcome.dropped += here.dropped;
         PushOutcome {
             delivered: here.delivered,
             dropped: here.dropped,
@@ -237,6 +263,14 @@ impl ConnectionMap {
             m.dropped_slow.increment(outcome.dropped as u64);
         }
     }
+}
+
+/// What deliveries after the broker's answer did here: counted, and
+/// presence changes handed over, once per batch.
+#[derive(Default)]
+struct Late {
+    outcome: PushOutcome,
+    gone: Vec<PresenceChange>,
 }
 
 /// What several pushes did here, for the shared counters.

@@ -24,6 +24,13 @@
 //! push answers `ok` once Redis counted a receiving subscription (this
 //! node's included) or a local delivery happened.
 //!
+//! Two limits. Between Redis applying a node's SUBSCRIBE and the node
+//! reading the confirmation (microseconds), another node's push can already
+//! be counted for it while this node still delivers its own pushes at once,
+//! so one of those could overtake it. And when Redis does not answer within
+//! `--redis-timeout`, a push routed through the bus is delivered here
+//! anyway (Redis may still have published it: then it arrives twice).
+//!
 //! Delivery across the bus is at most once: pub/sub keeps nothing for a node
 //! that is disconnected, and pushgate never queues a push to send later.
 //! While Redis is unreachable, pushes for uids held locally still succeed

@@ -2,11 +2,15 @@
 //!
 //! # Channel names
 //!
-//! Every key and channel is `{prefix}v2:` followed by a tag:
-//! `u:{uid}` (the nodes holding a uid), `b` (broadcast, every node),
-//! `n:{node id}` (a node's probe channel), the keys `stats:{node id}` and
-//! `nodes` (the `/stats` reports), and a uid's history `h:{<uid>}:m` (its
-//! meta hash: epoch and offset) and `h:{<uid>}:s` (its stream). Within one
+//! Every channel is `{prefix}v2:` followed by a tag: `u:{uid}` (the nodes
+//! holding a uid), `b` (broadcast, every node), `n:{node id}` (a node's
+//! probe channel). Every key is `{prefix}v1:` followed by a tag: `stats:{node
+//! id}` and `nodes` (the `/stats` reports), and a uid's history `h:{<uid>}:m`
+//! (its meta hash: epoch and offset) and `h:{<uid>}:s` (its stream). The two
+//! versions move apart: the channel version is the message format's
+//! ([`VERSION`]), the key version ([`KEYS_VERSION`]) changes only when a
+//! key's layout does (nodes of bus formats 1 and 2 still count each other in
+//! `/stats`, whose reports did not change). Within one
 //! deployment the tag decides the kind and the rest of the name, whatever it
 //! holds, is the uid or node id, so no two names collide whatever a uid
 //! contains (the two history suffixes have one length and differ in their
@@ -57,6 +61,10 @@ use crate::model::{Epoch, Position, Uid};
 /// `v2:` after the prefix in every channel name, so nodes of another format
 /// never even see these messages.
 pub const VERSION: u8 = 2;
+
+/// The layout of the keys (`/stats` reports, history): the `v1:` after the
+/// prefix in every key name.
+pub const KEYS_VERSION: u8 = 1;
 
 /// Flag: the origin delivered the message locally and skips its own copy.
 pub const SKIP_ORIGIN: u8 = 1;
@@ -148,8 +156,10 @@ impl Kind {
 /// Channel and key names for one deployment (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Channels {
-    /// `{prefix}v1:`.
+    /// `{prefix}v2:`: channels.
     base: String,
+    /// `{prefix}v1:`: keys.
+    keys: String,
 }
 
 /// What a received channel name stands for.
@@ -170,6 +180,7 @@ impl Channels {
     pub fn new(prefix: &str) -> Channels {
         Channels {
             base: format!("{prefix}v{VERSION}:"),
+            keys: format!("{prefix}v{KEYS_VERSION}:"),
         }
     }
 
@@ -191,25 +202,25 @@ impl Channels {
     /// The key holding `node_id`'s counts for `/stats`; it expires unless the
     /// node renews it.
     pub fn stats_key(&self, node_id: &str) -> String {
-        format!("{}stats:{}", self.base, node_id)
+        format!("{}stats:{}", self.keys, node_id)
     }
 
     /// The sorted set of node ids that reported counts (score: report time in
     /// Unix milliseconds), so `/stats` reads the reports without a SCAN.
     pub fn nodes_key(&self) -> String {
-        format!("{}nodes", self.base)
+        format!("{}nodes", self.keys)
     }
 
     /// The hash of `uid`'s history: `e` its epoch (16 hex digits), `o` the
     /// offset of its newest message.
     pub fn history_meta(&self, uid: &Uid) -> String {
-        format!("{}h:{{{}}}:m", self.base, uid)
+        format!("{}h:{{{}}}:m", self.keys, uid)
     }
 
     /// The stream of `uid`'s history: entry id `<offset>-0`, fields `p`
     /// (the payload) and `t` (Unix milliseconds when stored).
     pub fn history_stream(&self, uid: &Uid) -> String {
-        format!("{}h:{{{}}}:s", self.base, uid)
+        format!("{}h:{{{}}}:s", self.keys, uid)
     }
 
     /// Reads a channel name.
@@ -414,8 +425,9 @@ mod tests {
         let c = Channels::new("pg:");
         let uid = Uid::new("a:b").unwrap();
         assert_eq!(c.uid(&uid), "pg:v2:u:a:b");
-        assert_eq!(c.history_meta(&uid), "pg:v2:h:{a:b}:m");
-        assert_eq!(c.history_stream(&uid), "pg:v2:h:{a:b}:s");
+        assert_eq!(c.history_meta(&uid), "pg:v1:h:{a:b}:m");
+        assert_eq!(c.history_stream(&uid), "pg:v1:h:{a:b}:s");
+        assert_eq!(c.stats_key("n1"), "pg:v1:stats:n1");
         assert_eq!(c.target(&c.uid(&uid)), Target::Uid(uid));
         assert_eq!(c.target(&c.broadcast()), Target::Broadcast);
         assert_eq!(c.target(&c.node("n1")), Target::Node);
