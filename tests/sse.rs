@@ -386,7 +386,11 @@ async fn the_client_files_and_the_demo_page_are_served_with_their_types_and_vali
             "clients/js/dist/pushgate.mjs",
             "text/javascript; charset=utf-8",
         ),
-        ("/demo", "clients/js/examples/index.html", "text/html; charset=utf-8"),
+        (
+            "/demo",
+            "clients/js/examples/index.html",
+            "text/html; charset=utf-8",
+        ),
     ] {
         let r = client.get(gw.public_url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");

@@ -31,8 +31,8 @@ use serde::Deserialize;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::App;
-use crate::net::origin::origin_passes;
 use crate::net::client_ip::client_ip;
+use crate::net::origin::origin_passes;
 use crate::net::problem::ApiError;
 use crate::telemetry;
 use handshake::Handshake;

@@ -93,6 +93,46 @@ impl MemoryHistory {
         }
     }
 
+    /// Brings the byte total back under `--history-memory`: empty streams go
+    /// first, the longest idle first (they hold no message, only an epoch a
+    /// client may come back to, and any client can make them by binding or
+    /// reading a new uid), then the oldest messages of any uid. Record
+    /// `keep`, the one being written, is never dropped. Without the first
+    /// step, empty streams made by public binds would push every real
+    /// message out the moment it is stored.
+    pub(super) fn shed(&mut self, keep: u32) {
+        let mut kept = None;
+        while self.bytes > self.limits.memory {
+            if let Some(Reverse((due, r))) = self.idle.pop() {
+                if r == keep {
+                    kept = Some(due);
+                    continue;
+                }
+                let Some(record) = self.record_mut(r) else {
+                    continue;
+                };
+                record.idle_queued = false;
+                if record.chain.len > 0 {
+                    continue;
+                }
+                if let Some(record) = self.records.get_mut(r as usize).and_then(Option::take) {
+                    self.by_uid.remove(&record.uid);
+                    self.bytes -= RECORD_OVERHEAD + record.uid.as_str().len();
+                    self.free_records.push(r);
+                    self.metrics.evicted(Eviction::Memory);
+                }
+                continue;
+            }
+            if self.slots.len() == 0 {
+                break;
+            }
+            self.evict_oldest(Eviction::Memory);
+        }
+        if let Some(due) = kept {
+            self.idle.push(Reverse((due, keep)));
+        }
+    }
+
     /// Drops the oldest message of all, for `reason`.
     pub(super) fn evict_oldest(&mut self, reason: Eviction) {
         let Some((i, slot)) = self.slots.oldest() else {

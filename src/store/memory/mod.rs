@@ -185,9 +185,7 @@ impl MemoryHistory {
             self.metrics.evicted(Eviction::Size);
         }
         self.set_chain(r, chain, t);
-        while self.bytes > self.limits.memory && self.slots.len() > 0 {
-            self.evict_oldest(Eviction::Memory);
-        }
+        self.shed(r);
         self.metrics.stored();
         self.metrics.retained(self.slots.len(), self.bytes);
         position
@@ -201,6 +199,7 @@ impl MemoryHistory {
         let t = self.millis(now);
         let r = self.record_for(uid, t);
         self.expire_stream(r, t);
+        self.shed(r);
         let Some(record) = self.record_mut(r) else {
             return HistoryPage {
                 top: Position {

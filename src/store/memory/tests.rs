@@ -231,3 +231,21 @@ fn the_sweep_does_at_most_its_budget_per_call() {
     assert_eq!(calls, 5);
     assert_eq!((h.messages(), h.streams(), h.bytes()), (0, 0, 0));
 }
+
+#[test]
+fn empty_streams_made_by_binds_give_way_before_any_message_under_the_memory_cap() {
+    // Any client can make an empty stream (a v2 bind or an SSE stream on a
+    // new uid, a read of a new uid): they must never push real messages
+    // out of a full store, nor grow it past its cap.
+    let cap = 64 * 1024;
+    let (mut h, t0) = history(100, 60 * SECOND, cap);
+    push(&mut h, "victim", "kept", t0);
+    for i in 0..10_000 {
+        h.read(&uid(&format!("drive-by-{i}")), &all(), t0);
+        assert!(h.bytes() <= cap, "{} bytes after {i} reads", h.bytes());
+    }
+    push(&mut h, "victim2", "kept too", t0);
+    assert!(h.bytes() <= cap);
+    assert_eq!(read(&mut h, "victim", all(), t0), [(1, "kept".into())]);
+    assert_eq!(read(&mut h, "victim2", all(), t0), [(1, "kept too".into())]);
+}
