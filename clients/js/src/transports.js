@@ -38,11 +38,22 @@ export function endpoint(base, path) {
  */
 export function openWebSocket(Ctor, base, bind, h) {
   const ws = new Ctor(endpoint(base, "ws").href, SUBPROTOCOL);
+  let ended = false;
+  const end = (code, reason) => {
+    if (!ended) {
+      ended = true;
+      h.end(code, reason);
+    }
+  };
   ws.onopen = () => ws.send(JSON.stringify(bind));
   ws.onmessage = (e) => h.frame(e.data);
-  ws.onclose = (e) => h.end(e.code, e.reason);
+  ws.onclose = (e) => end(e.code, e.reason);
+  // Browsers follow an error with a close event (1006); Node's WebSocket fires only the error
+  // for a refused connection, which would leave the attempt to its timeout.
+  ws.onerror = () => setTimeout(() => end(1006, "connection failed"), 0);
   return () => {
-    ws.onopen = ws.onmessage = ws.onclose = null;
+    ended = true;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     ws.close(1000);
   };
 }

@@ -214,3 +214,21 @@ test("a token provider that never answers times out the attempt, which is retrie
   assert.deepEqual(ws.bind, { token: "jwt" });
   assert.deepEqual(seen.of("reconnecting"), [{ attempt: 1, delay: 0 }]);
 });
+
+test("a connection that fails with an error event alone (Node's WebSocket) is retried without waiting for the timeout", async () => {
+  // The attempt's own deadline is a minute: only the error event can bring the retry within
+  // the second this test allows.
+  const { c, f, seen } = client({ backoff: { base: 1, cap: 1 }, timeout: 60000 });
+  c.connect();
+  const first = await f.nth(0);
+  first.fail();
+  let deadline;
+  const late = new Promise((_, reject) => {
+    deadline = setTimeout(() => reject(new Error("no retry within a second of the error")), 1000);
+  });
+  const second = await Promise.race([f.nth(1), late]);
+  clearTimeout(deadline);
+  assert.equal(second.kind, "websocket");
+  assert.equal(seen.of("reconnecting").length, 1);
+  c.close();
+});

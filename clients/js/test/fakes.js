@@ -44,6 +44,10 @@ export function fakes() {
     end(code, reason = "") {
       this.onclose?.({ code, reason });
     }
+    /** A failure reported only as an error event, as Node's WebSocket does for a refused connection. */
+    fail() {
+      this.onerror?.({});
+    }
   }
 
   class EventSource {
