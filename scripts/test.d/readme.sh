@@ -145,6 +145,7 @@ expect() { # $1: output file, $2: exact line
 }
 expect "$WORK/uid1.out" '{"uid":"uid1","percent":"88%"}'
 expect "$WORK/uid1.out" 'hello all'
+expect "$WORK/uid1.out" '{"hello":"browser"}'
 expect "$WORK/u1.out" '{"percent":"88%"}'
 expect "$WORK/u1.out" '1'
 expect "$WORK/u1.out" 'hello all'
