@@ -9,7 +9,7 @@
 #   4. our own checks: CRD shapes (ServiceMonitor, PrometheusRule), namespaces,
 #      references, and the invariants deploy/README.md promises
 #   5. promtool check rules on the PrometheusRule       (Debian's prometheus)
-#   6. promtool check metrics on a live /metrics of target/debug/pushgate
+#   6. promtool check metrics on a live /metrics of target/debug/pushgate (history on, so its series are checked too)
 #
 # No container engine or registry is reachable here, so the image is linted,
 # not built. Tools go to target/deploy-tools (gitignored); nothing is installed
@@ -116,7 +116,7 @@ LOG="$OUT/pushgate.log"
 GATEWAY_PID=""
 trap '[ -z "$GATEWAY_PID" ] || kill "$GATEWAY_PID" 2>/dev/null || true' EXIT
 gateway_start "$LOG" 20 "$BIN" --listen 127.0.0.1:0 --text-listen 127.0.0.1:0 \
-  --api-listen 127.0.0.1:0 --log-format json || { cat "$LOG" >&2; fail "pushgate did not start"; }
+  --api-listen 127.0.0.1:0 --log-format json --history || { cat "$LOG" >&2; fail "pushgate did not start"; }
 HTTP=$READY_HTTP TEXT=$READY_TEXT API=$READY_API
 
 # Traffic: a bound WebSocket client, a text-port push to it and one to nobody.

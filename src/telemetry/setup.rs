@@ -152,6 +152,32 @@ fn describe() {
         DUPLICATE_NODE_ID,
         "Times another process using this node's id was detected on the bus."
     );
+    describe_gauge!(
+        SSE_CONNECTIONS,
+        "Open Server-Sent Events streams (also counted in pushgate_ws_connections)."
+    );
+    describe_counter!(
+        SSE_DISCONNECTS,
+        "SSE streams the gateway ended, by reason (a client that leaves is not counted)."
+    );
+    describe_counter!(
+        SSE_REFUSED,
+        "SSE requests refused before the stream started, by reason."
+    );
+    describe_gauge!(
+        HISTORY_MESSAGES,
+        "Messages kept in history on this node (single node, --history)."
+    );
+    describe_gauge!(
+        HISTORY_BYTES,
+        Unit::Bytes,
+        "Bytes history holds on this node: payloads and bookkeeping (single node, --history)."
+    );
+    describe_counter!(HISTORY_STORED, "Pushes stored in history on this node.");
+    describe_counter!(
+        HISTORY_EVICTIONS,
+        "Messages that left history before being asked to, by reason (size, ttl, memory)."
+    );
 }
 
 /// The process metrics (`process_resident_memory_bytes`,
