@@ -62,22 +62,25 @@ impl MemoryHistory {
             self.idle.push(Reverse((due, r)));
             return;
         }
-        if let Some(record) = self.records.get_mut(r as usize).and_then(Option::take) {
-            self.by_uid.remove(&record.uid);
-            self.bytes -= RECORD_OVERHEAD + record.uid.as_str().len();
-            self.free_records.push(r);
-        }
+        self.drop_record(r);
+    }
+
+    /// Forgets record `r` (its uid's next push or read starts a new epoch);
+    /// returns whether there was one.
+    fn drop_record(&mut self, r: u32) -> bool {
+        let Some(record) = self.records.get_mut(r as usize).and_then(Option::take) else {
+            return false;
+        };
+        self.by_uid.remove(&record.uid);
+        self.bytes -= RECORD_OVERHEAD + record.uid.as_str().len();
+        self.free_records.push(r);
+        true
     }
 
     /// Drops record `r`'s messages older than the time to live (its oldest
     /// first), so a read never returns one the sweep has not reached yet.
     pub(super) fn expire_stream(&mut self, r: u32, t: u64) {
-        let Some(mut chain) = self
-            .records
-            .get(r as usize)
-            .and_then(|o| o.as_ref())
-            .map(|x| x.chain)
-        else {
+        let Some(mut chain) = self.record(r).map(|x| x.chain) else {
             return;
         };
         let before = chain.len;
@@ -115,10 +118,7 @@ impl MemoryHistory {
                 if record.chain.len > 0 {
                     continue;
                 }
-                if let Some(record) = self.records.get_mut(r as usize).and_then(Option::take) {
-                    self.by_uid.remove(&record.uid);
-                    self.bytes -= RECORD_OVERHEAD + record.uid.as_str().len();
-                    self.free_records.push(r);
+                if self.drop_record(r) {
                     self.metrics.evicted(Eviction::Memory);
                 }
                 continue;
@@ -139,21 +139,12 @@ impl MemoryHistory {
             return;
         };
         let r = slot.stream;
-        let Some(mut chain) = self
-            .records
-            .get(r as usize)
-            .and_then(|o| o.as_ref())
-            .map(|x| x.chain)
-        else {
+        let Some(mut chain) = self.record(r).map(|x| x.chain) else {
             return;
         };
         self.remove(&mut chain, i);
         self.metrics.evicted(reason);
-        let t = self
-            .records
-            .get(r as usize)
-            .and_then(|o| o.as_ref())
-            .map_or(0, |x| x.active);
+        let t = self.record(r).map_or(0, |x| x.active);
         self.set_chain(r, chain, t);
     }
 

@@ -340,6 +340,10 @@ impl MemoryHistory {
         }
     }
 
+    fn record(&self, r: u32) -> Option<&Record> {
+        self.records.get(r as usize).and_then(Option::as_ref)
+    }
+
     fn record_mut(&mut self, r: u32) -> Option<&mut Record> {
         self.records.get_mut(r as usize).and_then(Option::as_mut)
     }
