@@ -99,6 +99,17 @@ impl Message {
         }
     }
 
+    /// Whether a client holding everything up to `held` already has this
+    /// message: a stored push of `held`'s epoch at or below its offset.
+    /// After a resume, a live message the replay covered is such a
+    /// duplicate, and every v2 transport drops it.
+    pub fn covered_by(&self, held: Option<Position>) -> bool {
+        matches!(
+            (held, self.position()),
+            (Some(held), Some(at)) if at.epoch == held.epoch && at.offset <= held.offset
+        )
+    }
+
     /// The offset of a stored push, if this is one.
     pub fn position(&self) -> Option<Position> {
         match self.stream {
@@ -121,5 +132,24 @@ mod tests {
         for bad in ["", "x", "00000000000000000", "-1", "+1"] {
             assert_eq!(bad.parse::<Epoch>(), Err(EpochError), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_message_is_covered_only_by_a_position_of_its_epoch_at_or_past_it() {
+        let at = |offset, epoch| Position {
+            offset,
+            epoch: Epoch(epoch),
+        };
+        let m = Message {
+            payload: Payload::from("x"),
+            stream: Stream::Uid(Some(at(5, 1))),
+        };
+        assert!(m.covered_by(Some(at(5, 1))));
+        assert!(m.covered_by(Some(at(9, 1))));
+        assert!(!m.covered_by(Some(at(4, 1))));
+        assert!(!m.covered_by(Some(at(9, 2))));
+        assert!(!m.covered_by(None));
+        assert!(!Message::push(Payload::from("x")).covered_by(Some(at(9, 1))));
+        assert!(!Message::broadcast(Payload::from("x")).covered_by(Some(at(9, 1))));
     }
 }

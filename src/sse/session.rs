@@ -241,10 +241,7 @@ impl Session {
 
 /// Appends `message`'s event to `out` unless the replay already sent it.
 fn encode(out: &mut String, replayed: Option<Position>, message: &Message) {
-    if let (Some(top), Some(at)) = (replayed, message.position())
-        && at.epoch == top.epoch
-        && at.offset <= top.offset
-    {
+    if message.covered_by(replayed) {
         return;
     }
     event::push_message(out, message);

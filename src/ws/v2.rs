@@ -53,10 +53,7 @@ impl Protocol for V2 {
     }
 
     fn frame(&self, message: Message) -> Option<Payload> {
-        if let (Some(floor), Some(at)) = (self.floor, message.position())
-            && at.epoch == floor.epoch
-            && at.offset <= floor.offset
-        {
+        if message.covered_by(self.floor) {
             return None;
         }
         Some(message_frame(&message))
