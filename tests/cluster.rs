@@ -14,22 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::tungstenite::Message;
 
-fn node(redis: &Redis, extra: &[&str]) -> Gateway {
-    let url = redis.url();
-    let mut args = vec![
-        "--redis-url",
-        url.as_str(),
-        "--redis-probe-interval",
-        "300ms",
-        "--redis-timeout",
-        "500ms",
-    ];
-    args.extend_from_slice(extra);
-    Gateway::start(&args)
-}
-
 async fn three_nodes(redis: &Redis) -> (Gateway, Gateway, Gateway) {
-    let (a, b, c) = (node(redis, &[]), node(redis, &[]), node(redis, &[]));
+    let (a, b, c) = (redis.node(&[]), redis.node(&[]), redis.node(&[]));
     for n in [&a, &b, &c] {
         n.wait_redis_up().await;
     }
@@ -142,8 +128,8 @@ async fn disconnect_closes_the_uid_on_every_node() {
 #[tokio::test]
 async fn redis_down_keeps_local_pushes_and_fails_remote_ones_then_recovers() {
     let mut redis = Redis::start();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &["--require-redis"]);
+    let a = redis.node(&[]);
+    let b = redis.node(&["--require-redis"]);
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     let mut on_a = ws_bind(&a, "local").await;
@@ -212,8 +198,8 @@ async fn redis_down_keeps_local_pushes_and_fails_remote_ones_then_recovers() {
 #[tokio::test]
 async fn a_dead_nodes_uids_stop_answering_ok() {
     let redis = Redis::start();
-    let a = node(&redis, &[]);
-    let mut b = node(&redis, &[]);
+    let a = redis.node(&[]);
+    let mut b = redis.node(&[]);
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     let _on_b = ws_bind(&b, "doomed").await;
@@ -228,7 +214,7 @@ async fn a_dead_nodes_uids_stop_answering_ok() {
 #[tokio::test]
 async fn subscription_churn_is_batched() {
     let redis = Redis::start();
-    let a = node(&redis, &[]);
+    let a = redis.node(&[]);
     a.wait_redis_up().await;
     assert!(redis.command("CONFIG RESETSTAT").starts_with("+OK"));
     const N: usize = 300;
@@ -343,7 +329,7 @@ async fn a_starved_subscription_is_caught_by_the_probe_and_reestablished() {
         "--redis-timeout",
         "500ms",
     ]);
-    let b = node(&redis, &[]);
+    let b = redis.node(&[]);
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     let mut on_a = ws_bind(&a, "starved").await;
@@ -468,7 +454,7 @@ async fn sentinel_mode_follows_a_failover() {
 async fn a_redis_that_turns_replica_is_left_rather_than_published_to() {
     let other = Redis::start();
     let redis = Redis::start();
-    let a = node(&redis, &[]);
+    let a = redis.node(&[]);
     a.wait_redis_up().await;
     // A replica accepts PUBLISH but its subscribers are not the cluster's.
     let answer = redis.command(&format!("REPLICAOF 127.0.0.1 {}", other.port));
@@ -613,8 +599,8 @@ async fn deployments_sharing_a_redis_never_read_each_others_pushes_or_broadcasts
     // channel of `b:u:victim`.
     let err = refused_at_start(&redis.url(), &["--redis-prefix", "pg:u:b:"]);
     assert!(err.contains("--redis-prefix"), "{err}");
-    let a = node(&redis, &["--redis-prefix", "pg:"]);
-    let b = node(&redis, &["--redis-prefix", "pgu:"]);
+    let a = redis.node(&["--redis-prefix", "pg:"]);
+    let b = redis.node(&["--redis-prefix", "pgu:"]);
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     let mut on_a = ws_bind(&a, "b:u:victim").await;
@@ -633,8 +619,8 @@ async fn deployments_sharing_a_redis_never_read_each_others_pushes_or_broadcasts
 #[tokio::test]
 async fn two_nodes_with_one_node_id_turn_unready_and_never_answer_ok_for_a_cross_node_push() {
     let redis = Redis::start();
-    let a = node(&redis, &["--node-id", "twin"]);
-    let b = node(&redis, &["--node-id", "twin"]);
+    let a = redis.node(&["--node-id", "twin"]);
+    let b = redis.node(&["--node-id", "twin"]);
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     let _on_b = ws_bind(&b, "far").await;
@@ -671,8 +657,8 @@ async fn two_nodes_with_one_node_id_turn_unready_and_never_answer_ok_for_a_cross
 async fn a_dead_nodes_stats_entry_is_gone_within_three_probe_intervals() {
     let redis = Redis::start();
     // `node` probes every 300 ms: a report lives 900 ms.
-    let a = node(&redis, &[]);
-    let mut b = node(&redis, &["--node-id", "doomed-b"]);
+    let a = redis.node(&[]);
+    let mut b = redis.node(&["--node-id", "doomed-b"]);
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     wait_until("two nodes in /stats", || async {
@@ -697,7 +683,7 @@ async fn a_dead_nodes_stats_entry_is_gone_within_three_probe_intervals() {
 #[tokio::test]
 async fn bus_messages_of_an_unknown_format_version_are_ignored_and_counted() {
     let redis = Redis::start();
-    let a = node(&redis, &[]);
+    let a = redis.node(&[]);
     a.wait_redis_up().await;
     let mut on_a = ws_bind(&a, "v").await;
     a.wait_nodes("v", 1).await;
@@ -718,8 +704,8 @@ async fn bus_messages_of_an_unknown_format_version_are_ignored_and_counted() {
 #[tokio::test]
 async fn answers_count_remote_deliveries_per_uid_and_nodes_in_all_where_they_say_nodes() {
     let redis = Redis::start();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let a = redis.node(&[]);
+    let b = redis.node(&[]);
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     let mut on_b = Vec::new();
@@ -764,8 +750,8 @@ async fn answers_count_remote_deliveries_per_uid_and_nodes_in_all_where_they_say
 #[tokio::test]
 async fn with_redis_down_a_failed_answer_says_what_was_delivered_anyway() {
     let mut redis = Redis::start();
-    let a = node(&redis, &[]);
-    let b = node(&redis, &[]);
+    let a = redis.node(&[]);
+    let b = redis.node(&[]);
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     let mut on_a = ws_bind(&a, "here").await;

@@ -10,16 +10,7 @@ use common::v2::*;
 use common::*;
 
 fn node(redis: &Redis) -> Gateway {
-    let url = redis.url();
-    Gateway::start(&[
-        "--redis-url",
-        url.as_str(),
-        "--redis-probe-interval",
-        "300ms",
-        "--redis-timeout",
-        "500ms",
-        "--history",
-    ])
+    redis.node(&["--history"])
 }
 
 async fn up(redis: &Redis) -> Gateway {

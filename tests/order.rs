@@ -11,26 +11,12 @@ use common::*;
 /// Redis) showed up in 44–60 of 300 pairs before it was closed.
 const PAIRS: usize = 300;
 
-fn node(redis: &Redis, extra: &[&str]) -> Gateway {
-    let url = redis.url();
-    let mut args = vec![
-        "--redis-url",
-        url.as_str(),
-        "--redis-probe-interval",
-        "300ms",
-        "--redis-timeout",
-        "500ms",
-    ];
-    args.extend_from_slice(extra);
-    Gateway::start(&args)
-}
-
 /// Sends `PAIRS` pairs — the first through `a`'s text port, the second
 /// through `b`'s once the first was answered `ok` — to a client on `b`, and
 /// returns the pairs that arrived reversed.
 async fn reversed_pairs(extra: &[&str]) -> Vec<usize> {
     let redis = Redis::start();
-    let (a, b) = (node(&redis, extra), node(&redis, extra));
+    let (a, b) = (redis.node(extra), redis.node(extra));
     a.wait_redis_up().await;
     b.wait_redis_up().await;
     let mut client = ws_bind(&b, "ordered").await;

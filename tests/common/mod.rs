@@ -598,6 +598,22 @@ pub fn free_port() -> u16 {
 }
 
 impl Redis {
+    /// Starts a gateway node in cluster mode on this Redis, with the short
+    /// probe interval and Redis timeout the cluster tests use, plus `extra`.
+    pub fn node(&self, extra: &[&str]) -> Gateway {
+        let url = self.url();
+        let mut args = vec![
+            "--redis-url",
+            url.as_str(),
+            "--redis-probe-interval",
+            "300ms",
+            "--redis-timeout",
+            "500ms",
+        ];
+        args.extend_from_slice(extra);
+        Gateway::start(&args)
+    }
+
     /// Starts a fresh redis-server (no persistence) on a free port.
     pub fn start() -> Redis {
         Redis::start_with(free_port(), Vec::new())
