@@ -106,6 +106,38 @@ fn history_node(redis: &Redis) -> Gateway {
     ])
 }
 
+/// Two nodes with history in one Redis, and a page connected to node A
+/// through the balancer.
+struct TwoNodes {
+    _redis: Redis,
+    a: Gateway,
+    b: Gateway,
+    lb: Balancer,
+    pages: Pages,
+    tab: u64,
+}
+
+impl TwoNodes {
+    async fn with_page(uid: &str) -> TwoNodes {
+        let redis = Redis::start();
+        let (a, b) = (history_node(&redis), history_node(&redis));
+        a.wait_redis_up().await;
+        b.wait_redis_up().await;
+        let lb = Balancer::start(vec![a.http]).await;
+        let mut pages = Pages::start().await;
+        let tab = pages.open(&lb.url(), json!({"uid": uid})).await;
+        pages.next(tab, "connected").await;
+        TwoNodes {
+            _redis: redis,
+            a,
+            b,
+            lb,
+            pages,
+            tab,
+        }
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -144,14 +176,14 @@ async fn a_page_using_the_client_receives_pushes_and_broadcasts() {
 
 #[tokio::test]
 async fn the_page_resumes_on_another_node_when_its_node_is_killed() {
-    let redis = Redis::start();
-    let (mut a, b) = (history_node(&redis), history_node(&redis));
-    a.wait_redis_up().await;
-    b.wait_redis_up().await;
-    let lb = Balancer::start(vec![a.http]).await;
-    let mut pages = Pages::start().await;
-    let tab = pages.open(&lb.url(), json!({"uid": "pat"})).await;
-    pages.next(tab, "connected").await;
+    let TwoNodes {
+        _redis,
+        mut a,
+        b,
+        lb,
+        mut pages,
+        tab,
+    } = TwoNodes::with_page("pat").await;
     for n in 1..=2 {
         push(&a, "pat", json!({"n": n})).await;
         assert_eq!(pages.message(tab).await, (json!({"n": n}), Some(n)));
@@ -205,14 +237,14 @@ async fn a_restarted_single_node_makes_the_page_report_that_it_could_not_recover
 
 #[tokio::test]
 async fn a_drained_node_hands_the_page_to_another_without_loss() {
-    let redis = Redis::start();
-    let (mut a, b) = (history_node(&redis), history_node(&redis));
-    a.wait_redis_up().await;
-    b.wait_redis_up().await;
-    let lb = Balancer::start(vec![a.http]).await;
-    let mut pages = Pages::start().await;
-    let tab = pages.open(&lb.url(), json!({"uid": "dee"})).await;
-    pages.next(tab, "connected").await;
+    let TwoNodes {
+        _redis,
+        mut a,
+        b,
+        lb,
+        mut pages,
+        tab,
+    } = TwoNodes::with_page("dee").await;
     push(&a, "dee", json!(1)).await;
     assert_eq!(pages.message(tab).await, (json!(1), Some(1)));
 
