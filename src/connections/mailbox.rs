@@ -160,14 +160,26 @@ impl Outbox {
         std::hint::black_box(self.shared.queue.is_poisoned());
     }
 
-    /// Enqueues without waiting. A full queue marks the connection a slow
-    /// consumer.
+    /// Enqueues a copy without waiting (a broadcast, or a uid with several
+    /// connections: the payload's bytes are shared, not copied). A full
+    /// queue marks the connection a slow consumer.
     pub(crate) fn offer(&self, message: &Message) -> Offer {
+        self.offer_with(message.payload.len(), || message.clone())
+    }
+
+    /// [`Outbox::offer`] of a message this connection alone receives (a
+    /// uid's only connection, the common case): moved in, so the push path
+    /// pays no reference-count round trip on the payload for a copy it
+    /// would drop at once.
+    pub(crate) fn offer_owned(&self, message: Message) -> Offer {
+        self.offer_with(message.payload.len(), || message)
+    }
+
+    fn offer_with(&self, len: usize, message: impl FnOnce() -> Message) -> Offer {
         let shared = &self.shared;
         if shared.close_reason().is_some() {
             return Offer::Closed;
         }
-        let len = message.payload.len();
         {
             let mut q = shared.lock();
             // A single message larger than the byte budget still goes to an
@@ -176,7 +188,7 @@ impl Outbox {
             let over_bytes = q.bytes > 0 && q.bytes + len > shared.max_bytes;
             if q.items.len() < shared.max_len && !over_bytes {
                 let was_empty = q.items.is_empty();
-                q.items.push_back(message.clone());
+                q.items.push_back(message());
                 q.bytes += len;
                 drop(q);
                 // A non-empty queue was already signalled, and its task pops

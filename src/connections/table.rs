@@ -73,20 +73,24 @@ impl ConnectionMap {
         payload: &Payload,
         gone: &mut Vec<PresenceChange>,
     ) -> PushOutcome {
-        let (message, stored) = match &mut table.history {
-            Some(history) => {
-                let position = history.append(uid, payload, std::time::Instant::now());
-                let message = Message {
-                    payload: payload.clone(),
-                    stream: Stream::Uid(Some(position)),
-                };
-                (message, Some(position))
-            }
-            None => (Message::push(payload.clone()), None),
+        let stored = table
+            .history
+            .as_mut()
+            .map(|history| history.append(uid, payload, std::time::Instant::now()));
+        let Some(conns) = table.by_uid.get(uid) else {
+            // Offline: nothing to queue (with history off, nothing built).
+            return PushOutcome {
+                stored,
+                ..PushOutcome::default()
+            };
         };
-        let mut outcome = match table.by_uid.get(uid) {
-            Some(conns) => offer_all(conns.iter(), &message),
-            None => PushOutcome::default(),
+        let message = Message {
+            payload: payload.clone(),
+            stream: Stream::Uid(stored),
+        };
+        let mut outcome = match conns.as_slice() {
+            [only] => offer_one(only, message),
+            _ => offer_all(conns.iter(), &message),
         };
         outcome.stored = stored;
         if outcome.dropped > 0 {
@@ -271,6 +275,17 @@ impl ConnectionMap {
 /// them, so their cache misses (the connections' tasks last touched that
 /// memory, often on the other core) overlap instead of stalling one by one.
 const OFFER_CHUNK: usize = 8;
+
+/// [`offer_all`] for a uid's only connection, the message moved in.
+fn offer_one(conn: &Outbox, message: Message) -> PushOutcome {
+    let mut outcome = PushOutcome::default();
+    match conn.offer_owned(message) {
+        Offer::Queued => outcome.delivered = 1,
+        Offer::Dropped => outcome.dropped = 1,
+        Offer::Closed => {}
+    }
+    outcome
+}
 
 fn offer_all<'a>(mut conns: impl Iterator<Item = &'a Outbox>, message: &Message) -> PushOutcome {
     let mut outcome = PushOutcome::default();
