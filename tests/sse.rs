@@ -482,10 +482,10 @@ async fn raw_stream(gw: &Gateway, uid: &str) -> tokio::net::TcpStream {
 async fn a_thousand_idle_streams_cost_a_few_kib_each() {
     use futures_util::StreamExt;
     /// Whole-process growth per idle stream: the session (under 1 KiB, see
-    /// `an_idle_stream_fits_its_memory_budget`), its channel and body, the
-    /// map's entry, and the writer task the accept loop runs for a
-    /// connection that opens with a stream (no buffers: under hyper, its
-    /// read and write buffers made it about 15 KiB). Measured: about 4.6 KiB.
+    /// `an_idle_stream_fits_its_memory_budget`), its hand-over slot and
+    /// body, the map's entry, and the writer task the accept loop runs for
+    /// a connection that opens with a stream (no buffers: under hyper, its
+    /// read and write buffers made it about 15 KiB). Measured: about 3 KiB.
     /// The bound leaves room for the allocator's moods, and none for
     /// hyper's buffers.
     const KIB_PER_IDLE_STREAM: u64 = 8;

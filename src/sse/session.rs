@@ -1,8 +1,8 @@
 //! One stream's life after its opening: deliver, heartbeat, close.
 //!
 //! The session is a task of its own that hands finished chunks of events to
-//! the response body through a channel of one chunk ([`EventBody`]). The
-//! connection's writer (hyper, or the accept loop's own
+//! the response body through a channel of one chunk ([`EventBody`],
+//! `handoff.rs`). The connection's writer (hyper, or the accept loop's own
 //! writer for a connection that opened with the stream) takes a chunk
 //! whenever it has written the last one, so a `send` that waits means the
 //! client stopped reading: that wait has the `--write-timeout` deadline,
@@ -20,11 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::{Instant, timeout};
 
 use super::end::End;
 use super::event;
+use super::handoff::{self, TrySendError};
 use crate::App;
 use crate::connections::{Connection, Delivery};
 use crate::model::{Message, Position};
@@ -36,7 +36,7 @@ const BATCH: usize = 64;
 
 /// The response body: the chunks the session hands over, until it drops
 /// its end of the channel.
-pub(super) struct EventBody(pub(super) mpsc::Receiver<Bytes>);
+pub(super) struct EventBody(pub(super) handoff::Receiver);
 
 impl Body for EventBody {
     type Data = Bytes;
@@ -55,7 +55,7 @@ impl Body for EventBody {
 /// What a session holds between two turns of its loop.
 pub(super) struct Session {
     pub(super) conn: Connection,
-    pub(super) tx: mpsc::Sender<Bytes>,
+    pub(super) tx: handoff::Sender,
     pub(super) abort: ConnectionAbort,
     pub(super) app: App,
     /// When the next heartbeat is due.
@@ -179,7 +179,7 @@ impl Session {
     async fn send(&mut self, chunk: Bytes) -> Result<(), End> {
         let chunk = match self.tx.try_send(chunk) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(_)) => return Err(self.body_dropped()),
+            Err(TrySendError::Closed) => return Err(self.body_dropped()),
             Err(TrySendError::Full(chunk)) => chunk,
         };
         let limit = self.app.config.websocket.write_timeout;
@@ -243,7 +243,7 @@ impl Session {
         let limit = app.config.websocket.write_timeout;
         let handed = match tx.try_send(close) {
             Ok(()) => true,
-            Err(TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed) => false,
             Err(TrySendError::Full(close)) => {
                 matches!(timeout(limit, tx.send(close)).await, Ok(Ok(())))
             }
@@ -276,7 +276,7 @@ mod tests {
         use clap::Parser;
         const FUTURE_BUDGET: usize = 1024;
         let app = crate::AppState::new(crate::Config::parse_from(["pushgate"])).unwrap();
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = handoff::channel();
         let body = EventBody(rx);
         let future = session(Session {
             conn: app.map.open(),
