@@ -4,9 +4,9 @@
 //! Why not tokio's `mpsc::channel(1)`: its allocation is laid out for
 //! throughput (a block of 32 slots, cache-padded halves), about 1.5 KiB
 //! that every idle stream would keep for its whole life. This is one small
-//! allocation: a slot, the two sides' wakers and whether each side is
-//! still there, under one lock that neither side holds for more than a few
-//! moves.
+//! allocation: a slot, the wakers of whoever waits and whether each side
+//! is still there, under one lock that neither side holds for more than a
+//! few moves.
 
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -44,8 +44,12 @@ struct Shared(Mutex<State>);
 #[derive(Debug, Default)]
 struct State {
     chunk: Option<Bytes>,
-    /// The session waiting for room or for the body to go.
-    sender: Option<Waker>,
+    /// The session waiting for room in the slot ([`Sender::send`]).
+    room: Option<Waker>,
+    /// The session waiting for the body to go ([`Sender::closed`]): apart
+    /// from `room`, so that an idle session is not woken each time the
+    /// body takes a chunk.
+    closed: Option<Waker>,
     /// The body waiting for a chunk or for the session to go.
     receiver: Option<Waker>,
     sender_gone: bool,
@@ -102,7 +106,7 @@ impl Sender {
             }
             if state.chunk.is_some() {
                 chunk = Some(c);
-                register(&mut state.sender, cx);
+                register(&mut state.room, cx);
                 return Poll::Pending;
             }
             state.chunk = Some(c);
@@ -123,7 +127,7 @@ impl Sender {
             if state.receiver_gone {
                 return Poll::Ready(());
             }
-            register(&mut state.sender, cx);
+            register(&mut state.closed, cx);
             Poll::Pending
         })
         .await
@@ -148,7 +152,7 @@ impl Receiver {
     pub(super) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut state = self.0.lock();
         if let Some(chunk) = state.chunk.take() {
-            let waker = state.sender.take();
+            let waker = state.room.take();
             drop(state);
             if let Some(waker) = waker {
                 waker.wake();
@@ -170,10 +174,10 @@ impl Drop for Receiver {
         // What was never taken is never sent: free it now, not when the
         // session lets go.
         let chunk = state.chunk.take();
-        let waker = state.sender.take();
+        let wakers = [state.room.take(), state.closed.take()];
         drop(state);
         drop(chunk);
-        if let Some(waker) = waker {
+        for waker in wakers.into_iter().flatten() {
             waker.wake();
         }
     }
@@ -218,6 +222,35 @@ mod tests {
         drop(tx);
         assert_eq!(recv(&mut rx).await.unwrap(), "close");
         assert_eq!(recv(&mut rx).await, None);
+    }
+
+    /// Counts its wakes.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_session_waiting_only_for_the_close_is_not_woken_by_each_chunk_taken() {
+        let counter = Arc::new(Counter(0.into()));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        let (tx, mut rx) = channel();
+        let closed = tx.closed();
+        let mut closed = std::pin::pin!(closed);
+        assert!(closed.as_mut().poll(&mut cx).is_pending());
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        let noop = Waker::noop();
+        let taken = rx.poll_recv(&mut Context::from_waker(noop));
+        assert!(matches!(taken, Poll::Ready(Some(_))));
+        assert_eq!(wakes(), 0);
+        drop(rx);
+        assert_eq!(wakes(), 1);
+        assert!(closed.as_mut().poll(&mut cx).is_ready());
     }
 
     #[tokio::test]
