@@ -154,8 +154,15 @@ pub async fn serve(app: App, listeners: Listeners, shutdown: impl Future<Output 
     );
     let api = http::api_router(app.clone(), api_loopback);
     let tasks = app.shutdown.services();
-    tasks.spawn(http::serve(listeners.http, public, app.clone()));
-    tasks.spawn(http::serve(listeners.api, api, app.clone()));
+    // The event stream is served below hyper on a connection it opens
+    // (`http::serve`); the API listener streams nothing.
+    tasks.spawn(http::serve(
+        listeners.http,
+        public,
+        app.clone(),
+        &[sse::PATH],
+    ));
+    tasks.spawn(http::serve(listeners.api, api, app.clone(), &[]));
     tasks.spawn(text::serve(listeners.text, app.clone()));
 
     shutdown.await;

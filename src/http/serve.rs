@@ -7,11 +7,30 @@
 //! It also sees, after each answer, whether the request's body was read to
 //! its end: a refusal that left part of it unread says `Connection: close`
 //! and closes, since the rest of that body cannot be told from a next
-//! request (RFC 9112 §9.6). And each request carries a
-//! [`ConnectionAbort`], so a streamed answer can end a connection whose
-//! client stopped reading.
+//! request (RFC 9112 §9.6).
+//!
+//! **Streams.** An event stream (`GET /sse`) holds its connection for hours
+//! with nothing to send, and under hyper an idle connection keeps its read
+//! and write buffers (8 KiB each, partly touched): about 15 KiB of memory
+//! per idle stream, where an idle WebSocket (which leaves hyper after its
+//! 101) costs 2.5. So a connection whose first request is a `GET` of one of
+//! the `streamed` paths is served below hyper ([`lean`]): the accept loop
+//! looks at its first bytes without reading them ([`first_request`]),
+//! parses that one request head itself, hands it to the same router (so
+//! admission, the origin rule, CORS, refusals and metrics stay one code
+//! path), and writes the answer with no buffer of its own. That connection
+//! serves this one request (`Connection: close`). Everything else stays on
+//! hyper, including a keep-alive connection that asks for a stream later
+//! on; a streamed request there is handed a [`ConnectionAbort`] naming the
+//! connection's task, so a stream whose client stopped reading can still
+//! end it.
+
+mod lean;
 
 use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,16 +42,35 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout_at};
 use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::App;
 use crate::net::abort::ConnectionAbort;
 
+/// The most bytes [`first_request`] looks at: `GET `, the longest streamed
+/// path, and the byte after it.
+const PEEK: usize = 64;
+
 /// Serves HTTP on `listener` until the stop phase of shutdown, then lets each
-/// connection finish the request it is serving.
-pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
+/// connection finish the request it is serving. `streamed` are the paths
+/// whose answer is a stream that lasts as long as its client stays (the
+/// public listener's `/sse`; none on the API listener): a connection that
+/// opens with a `GET` of one is served below hyper (see the module docs).
+/// Panics if a streamed path is longer than 59 bytes (a wiring mistake).
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    app: App,
+    streamed: &'static [&'static str],
+) {
+    assert!(
+        streamed.iter().all(|p| "GET ".len() + p.len() < PEEK),
+        "a streamed path is too long to be recognised"
+    );
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -42,6 +80,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
         // the kernel one segment instead of two (as for WebSocket frames,
         // see `ws/socket.rs`).
         .writev(false);
+    let builder = Arc::new(builder);
     loop {
         let accepted = tokio::select! {
             _ = app.shutdown.stopping() => break,
@@ -55,13 +94,82 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let abort = ConnectionAbort::new();
-        let handle = abort.clone();
+        let abort = (!streamed.is_empty()).then(ConnectionAbort::new);
+        let conn = Connection {
+            stream,
+            peer,
+            router: router.clone(),
+            app: app.clone(),
+            http1: builder.clone(),
+            streamed,
+            abort: abort.clone(),
+        };
+        // A debug-level span: disabled (a handle, no registry entry) at the
+        // default level, so keep-alive connections cost nothing more.
+        let span = tracing::debug_span!("http", %peer);
+        let task = app.shutdown.services().spawn(conn.serve().instrument(span));
+        if let Some(abort) = abort {
+            abort.bind(task.abort_handle());
+        }
+    }
+}
+
+/// One accepted connection, before it is known how it is served.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    app: App,
+    http1: Arc<http1::Builder>,
+    streamed: &'static [&'static str],
+    /// Names this connection's task; handed to streamed requests on hyper.
+    /// `None` when nothing here is streamed.
+    abort: Option<ConnectionAbort>,
+}
+
+impl Connection {
+    async fn serve(self) {
+        if !self.streamed.is_empty() {
+            // The same deadline as hyper's for a whole head: a connection
+            // that shows nothing in that time is closed, as hyper closes it.
+            let deadline = Instant::now() + self.app.config.http.header_read_timeout;
+            let first = tokio::select! {
+                _ = self.app.shutdown.stopping() => return,
+                first = first_request(&self.stream, self.streamed, deadline) => first,
+            };
+            match first {
+                First::Streamed => {
+                    // Boxed: only such connections pay for the lean path's
+                    // state (a router call) while it runs, not every
+                    // keep-alive connection's task.
+                    let lean = lean::serve(self.stream, self.peer, self.router, self.app, deadline);
+                    return Box::pin(lean).await;
+                }
+                First::Gone => return,
+                First::Other => {}
+            }
+        }
+        self.serve_hyper().await
+    }
+
+    async fn serve_hyper(self) {
+        let Connection {
+            stream,
+            peer,
+            router,
+            app,
+            http1,
+            streamed,
+            abort,
+        } = self;
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
-            parts.extensions.insert(handle.clone());
+            if let Some(abort) = &abort
+                && streamed.contains(&parts.uri.path())
+            {
+                parts.extensions.insert(abort.clone());
+            }
             let (body, read_to_end) = Tracked::new(body);
             let router = router.clone();
             async move {
@@ -79,31 +187,101 @@ pub async fn serve(listener: TcpListener, router: axum::Router, app: App) {
                 Ok::<_, Infallible>(response)
             }
         });
-        let conn = builder
+        let conn = http1
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let shutdown = app.shutdown.clone();
-        // A debug-level span: disabled (a handle, no registry entry) at the
-        // default level, so keep-alive connections cost nothing more.
-        let span = tracing::debug_span!("http", %peer);
-        let served = async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                // A streamed answer whose client is stuck: drop it all.
-                _ = abort.ended() => {}
-                _ = shutdown.stopping() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = abort.ended() => {}
-                    }
-                }
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = app.shutdown.stopping() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
             }
-            abort.abort();
-        };
-        app.shutdown.services().spawn(served.instrument(span));
+        }
     }
+}
+
+/// What a connection's first bytes say about its first request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum First {
+    /// A `GET` of a streamed path: served below hyper.
+    Streamed,
+    /// Anything else: hyper's.
+    Other,
+    /// The client closed, failed or sent nothing in time: dropped.
+    Gone,
+}
+
+/// Looks at the connection's first bytes, without reading them, until they
+/// tell whether its first request is a `GET` of a streamed path (then
+/// `GET /sse` and a space or `?`), or until `deadline`.
+///
+/// Nearly always one `peek` decides. When the client's first segment is
+/// shorter and still could be such a request (`GET /s`), the wait for more
+/// cannot be a second `peek`: tokio's leaves the socket marked readable, so
+/// it would return the same bytes at once, for ever. That rare case peeks
+/// inside [`TcpStream::try_io`], which clears the mark when too few bytes
+/// are there and so waits for the next segment; the peek goes through a
+/// duplicate of the descriptor, as `try_io` must not call the stream's own
+/// methods (and this crate allows no `unsafe` to call `recv` itself).
+async fn first_request(stream: &TcpStream, streamed: &[&str], deadline: Instant) -> First {
+    let want = streamed
+        .iter()
+        .map(|p| "GET ".len() + p.len() + 1)
+        .max()
+        .unwrap_or(0);
+    let mut buf = [0u8; PEEK];
+    let buf = &mut buf[..want];
+    let seen = match timeout_at(deadline, stream.peek(buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return First::Gone,
+        Ok(Ok(n)) => n,
+    };
+    if let Some(first) = classify(&buf[..seen], streamed) {
+        return first;
+    }
+    let Ok(dup) = stream.as_fd().try_clone_to_owned() else {
+        return First::Other;
+    };
+    let dup = std::net::TcpStream::from(dup);
+    loop {
+        let ready = match timeout_at(deadline, stream.ready(Interest::READABLE)).await {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(_)) | Err(_) => return First::Gone,
+        };
+        let peeked = stream.try_io(Interest::READABLE, || {
+            let n = dup.peek(buf)?;
+            classify(&buf[..n], streamed).ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+        });
+        match peeked {
+            Ok(first) => return first,
+            // The client closed after part of a request line: hyper reads
+            // it and answers as it does any truncated request.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && ready.is_read_closed() => {
+                return First::Other;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return First::Gone,
+        }
+    }
+}
+
+/// `Some` once `seen` (a connection's first bytes) decides; `None` while it
+/// is a prefix of `GET <path>` plus one byte for a streamed path.
+fn classify(seen: &[u8], streamed: &[&str]) -> Option<First> {
+    let mut undecided = false;
+    for path in streamed {
+        let target = || b"GET ".iter().chain(path.as_bytes());
+        let len = "GET ".len() + path.len();
+        let starts = |n: usize| seen[..n].iter().zip(target()).all(|(a, b)| a == b);
+        if seen.len() > len {
+            if starts(len) && matches!(seen[len], b' ' | b'?') {
+                return Some(First::Streamed);
+            }
+        } else if starts(seen.len()) {
+            undecided = true;
+        }
+    }
+    (!undecided).then_some(First::Other)
 }
 
 /// A request body that records whether it was read to its end.
@@ -146,5 +324,90 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    const SSE: &[&str] = &["/sse"];
+
+    #[test]
+    fn only_a_get_of_the_streamed_path_itself_is_streamed() {
+        for (seen, want) in [
+            (&b"GET /sse?uid=a HTTP/1.1"[..], Some(First::Streamed)),
+            (b"GET /sse HTTP/1.1", Some(First::Streamed)),
+            (b"GET /sse/x HTTP/1.1", Some(First::Other)),
+            (b"GET /ssex", Some(First::Other)),
+            (b"GET /ws HTTP/1.1", Some(First::Other)),
+            (b"OPTIONS /sse HTTP/1.1", Some(First::Other)),
+            (b"HEAD /sse", Some(First::Other)),
+            (b"get /sse?", Some(First::Other)),
+            (b"POST /push", Some(First::Other)),
+            (b"G", None),
+            (b"GET /ss", None),
+            (b"GET /sse", None),
+        ] {
+            assert_eq!(
+                classify(seen, SSE),
+                want,
+                "{}",
+                String::from_utf8_lossy(seen)
+            );
+        }
+        assert_eq!(classify(b"G", &[]), Some(First::Other));
+    }
+
+    /// A pair of connected sockets: the client's end and the server's.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.set_nodelay(true).unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_request_line_that_arrives_in_pieces_is_waited_for_not_spun_on() {
+        let (mut client, server) = pair().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = first_request(&server, SSE, deadline);
+        tokio::pin!(first);
+        client.write_all(b"GE").await.unwrap();
+        // The server has the two bytes: the peek sees them and must wait.
+        server.readable().await.unwrap();
+        for _ in 0..3 {
+            assert!(futures_util::poll!(first.as_mut()).is_pending());
+        }
+        client.write_all(b"T /ss").await.unwrap();
+        server.readable().await.unwrap();
+        // Still a prefix: the next segment is waited for again.
+        assert!(futures_util::poll!(first.as_mut()).is_pending());
+        client.write_all(b"e?uid=a").await.unwrap();
+        assert_eq!(first.await, First::Streamed);
+        // Nothing was read: the whole request line is still there.
+        let mut buf = [0u8; 32];
+        let n = server.peek(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /sse?uid=a");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_mid_line_goes_to_hyper_and_a_silent_one_is_dropped() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"GET /s").await.unwrap();
+        client.shutdown().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        assert_eq!(first_request(&server, SSE, deadline).await, First::Other);
+
+        let (_client, server) = pair().await;
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert_eq!(first_request(&server, SSE, soon).await, First::Gone);
     }
 }

@@ -62,6 +62,16 @@ pub enum ApiError {
     /// (RFC 9110 §15.5.9), and the connection is closed.
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(std::time::Duration),
+    /// The request head did not arrive within `--header-read-timeout`: 408
+    /// (RFC 9110 §15.5.9), and the connection is closed. Only answered
+    /// where the gateway reads the head itself (a connection that opens with
+    /// an event stream request); hyper closes such a connection silently.
+    #[error("the request head did not arrive within {0:?}")]
+    HeadTimeout(std::time::Duration),
+    /// The request head is larger than the first number (bytes) or has more
+    /// header lines than the second: 431 (RFC 6585 §5).
+    #[error("the request head is larger than {0} bytes or has more than {1} header lines")]
+    HeadTooLarge(usize, usize),
     /// A WebSocket upgrade on a connection that cannot be upgraded.
     #[error("this connection cannot be upgraded to a WebSocket (HTTP/1.1 required)")]
     UpgradeRequired,
@@ -83,7 +93,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::Incomplete(..) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BodyTimeout(_) | ApiError::HeadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::HeadTooLarge(..) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UpgradeRequired | ApiError::UnsupportedVersion => {
                 StatusCode::UPGRADE_REQUIRED
             }
@@ -142,9 +153,9 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("13"),
                 );
             }
-            // The rest of the body is never read: the connection cannot
-            // carry another request (RFC 9112 §9.6).
-            StatusCode::REQUEST_TIMEOUT => {
+            // The rest of the body (or of the head) is never read: the
+            // connection cannot carry another request (RFC 9112 §9.6).
+            StatusCode::REQUEST_TIMEOUT | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

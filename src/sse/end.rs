@@ -6,7 +6,7 @@ use crate::connections::CloseReason;
 /// How a stream ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum End {
-    /// The client went away (hyper dropped the body).
+    /// The client went away (the connection's writer dropped the body).
     Peer,
     /// The gateway is draining: this stream's paced slot came.
     Shutdown,
@@ -14,7 +14,8 @@ pub(super) enum End {
     Closed(CloseReason),
     /// Secure mode: the token expired while the stream was open.
     TokenExpired,
-    /// A write did not get through within `--write-timeout`.
+    /// A write did not get through within `--write-timeout` (the session's
+    /// hand-over waited that long, or the connection's writer said so).
     WriteFailed,
 }
 

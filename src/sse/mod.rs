@@ -12,11 +12,13 @@
 //! identity here, the uid or token is in the URL or a header).
 //!
 //! This module checks the request and writes the opening (`request.rs`,
-//! `event.rs`); `session.rs` runs each stream's life.
+//! `event.rs`); `session.rs` runs each stream's life, handing its events
+//! to the response body through `handoff.rs`.
 
 mod end;
 mod event;
 mod files;
+mod handoff;
 mod request;
 mod session;
 
@@ -31,7 +33,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -170,7 +171,7 @@ async fn open(
         bound.recovery.as_ref(),
     );
     tracing::debug!(conn = conn.id().0, %uid, "sse stream bound");
-    let (tx, rx) = mpsc::channel(1);
+    let (tx, rx) = handoff::channel();
     // The channel is new and empty: the opening fits.
     let _ = tx.try_send(opening);
     let session = Session {

@@ -1,12 +1,17 @@
 //! One stream's life after its opening: deliver, heartbeat, close.
 //!
 //! The session is a task of its own that hands finished chunks of events to
-//! the response body through a channel of one chunk ([`EventBody`]). hyper
-//! takes a chunk whenever its write buffer has room, so a `send` that waits
-//! means the client stopped reading: that wait has the `--write-timeout`
-//! deadline, and a close request of the map (the queue overflowed, a kick)
-//! wins over it. One `select!` serves the drain, the outbound queue, the
-//! client leaving and one timer (heartbeat, token expiry, paced close).
+//! the response body through a channel of one chunk ([`EventBody`],
+//! `handoff.rs`). The connection's writer (hyper, or the accept loop's own
+//! writer for a connection that opened with the stream) takes a chunk
+//! whenever it has written the last one, so a `send` that waits means the
+//! client stopped reading: that wait has the `--write-timeout` deadline,
+//! and a close request of the map (the queue overflowed, a kick) wins over
+//! it. A writer with a deadline of its own may give up first; it says so on
+//! the [`ConnectionAbort`] before it drops the body, and the end is counted
+//! as a failed write all the same. One `select!` serves the drain, the
+//! outbound queue, the client leaving and one timer (heartbeat, token
+//! expiry, paced close).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -15,11 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::{Instant, timeout};
 
 use super::end::End;
 use super::event;
+use super::handoff::{self, TrySendError};
 use crate::App;
 use crate::connections::{Connection, Delivery};
 use crate::model::{Message, Position};
@@ -31,7 +36,7 @@ const BATCH: usize = 64;
 
 /// The response body: the chunks the session hands over, until it drops
 /// its end of the channel.
-pub(super) struct EventBody(pub(super) mpsc::Receiver<Bytes>);
+pub(super) struct EventBody(pub(super) handoff::Receiver);
 
 impl Body for EventBody {
     type Data = Bytes;
@@ -50,7 +55,7 @@ impl Body for EventBody {
 /// What a session holds between two turns of its loop.
 pub(super) struct Session {
     pub(super) conn: Connection,
-    pub(super) tx: mpsc::Sender<Bytes>,
+    pub(super) tx: handoff::Sender,
     pub(super) abort: ConnectionAbort,
     pub(super) app: App,
     /// When the next heartbeat is due.
@@ -116,7 +121,7 @@ impl Session {
                     Ok(())
                 }
                 delivery = self.conn.next() => self.on_delivery(delivery).await,
-                _ = self.tx.closed() => Err(End::Peer),
+                _ = self.tx.closed() => Err(self.body_dropped()),
                 _ = &mut timer => self.on_timer().await,
             };
             if let Err(end) = step {
@@ -174,31 +179,42 @@ impl Session {
     async fn send(&mut self, chunk: Bytes) -> Result<(), End> {
         let chunk = match self.tx.try_send(chunk) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(_)) => return Err(End::Peer),
+            Err(TrySendError::Closed) => return Err(self.body_dropped()),
             Err(TrySendError::Full(chunk)) => chunk,
         };
         let limit = self.app.config.websocket.write_timeout;
-        let (tx, conn) = (&self.tx, &self.conn);
+        let this = &*self;
         // Boxed: this wait happens only while a client is not reading, and
         // unboxed it would be the largest part of every idle session.
         Box::pin(async move {
             tokio::select! {
-                sent = timeout(limit, tx.send(chunk)) => match sent {
+                sent = timeout(limit, this.tx.send(chunk)) => match sent {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(End::Peer),
+                    Ok(Err(_)) => Err(this.body_dropped()),
                     Err(_) => Err(End::WriteFailed),
                 },
-                reason = conn.close_requested() => Err(End::Closed(reason)),
+                reason = this.conn.close_requested() => Err(End::Closed(reason)),
             }
         })
         .await
+    }
+
+    /// Why the body was dropped: the connection's writer gave up on a stuck
+    /// socket, or else the client went away.
+    fn body_dropped(&self) -> End {
+        if self.abort.write_failed() {
+            End::WriteFailed
+        } else {
+            End::Peer
+        }
     }
 
     /// Counts how the stream ended, unbinds, and sends the close event
     /// `end` calls for. The close event waits behind what the client has
     /// not read yet: if it cannot be handed over within `--write-timeout`,
     /// or a write already failed, the HTTP connection is dropped, since
-    /// hyper would otherwise hold a stuck socket for ever.
+    /// hyper would otherwise hold a stuck socket for ever (the accept
+    /// loop's own writer has a deadline of its own, see `http::serve`).
     async fn finish(self, end: End) {
         let Session {
             conn,
@@ -227,7 +243,7 @@ impl Session {
         let limit = app.config.websocket.write_timeout;
         let handed = match tx.try_send(close) {
             Ok(()) => true,
-            Err(TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed) => false,
             Err(TrySendError::Full(close)) => {
                 matches!(timeout(limit, tx.send(close)).await, Ok(Ok(())))
             }
@@ -252,14 +268,15 @@ mod tests {
     use super::*;
 
     /// Every idle stream holds one session future, its channel and the
-    /// body: its size is most of an idle stream's own memory (hyper's
-    /// connection buffers come on top, as for any HTTP connection).
+    /// body: its size is most of an idle stream's own memory (the
+    /// connection's writer comes on top: a few hundred bytes for a
+    /// connection that opened with the stream, hyper's buffers otherwise).
     #[tokio::test]
     async fn an_idle_stream_fits_its_memory_budget() {
         use clap::Parser;
         const FUTURE_BUDGET: usize = 1024;
         let app = crate::AppState::new(crate::Config::parse_from(["pushgate"])).unwrap();
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = handoff::channel();
         let body = EventBody(rx);
         let future = session(Session {
             conn: app.map.open(),

@@ -199,3 +199,125 @@ impl SseStream {
         None
     }
 }
+
+/// An HTTP/1.1 exchange over a raw socket, for what no client library
+/// sends: a head in pieces, a head too large, pipelined requests, a client
+/// that stops reading. Every read waits at most [`PATIENCE`].
+pub struct Raw {
+    /// The socket.
+    pub tcp: tokio::net::TcpStream,
+    /// Bytes read and not consumed yet.
+    buf: Vec<u8>,
+}
+
+/// The head of an answer read by [`Raw::head`].
+#[derive(Debug)]
+pub struct Head {
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: String,
+    /// The status code.
+    pub status: u16,
+    /// The header lines, names in lower case (the last line of a name wins).
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+impl Raw {
+    /// Connects to `gw`'s public listener.
+    pub async fn connect(gw: &Gateway) -> Raw {
+        let tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        Raw::new(tcp)
+    }
+
+    /// Uses an already connected socket.
+    pub fn new(tcp: tokio::net::TcpStream) -> Raw {
+        tcp.set_nodelay(true).unwrap();
+        Raw {
+            tcp,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` (a segment of its own, `TCP_NODELAY` being set).
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.tcp.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads more; `false` at the end of the connection (a reset included).
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout(PATIENCE, self.tcp.read(&mut chunk))
+            .await
+            .expect("bytes or the end of the connection in time");
+        match read {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Reads an answer's head.
+    pub async fn head(&mut self) -> Head {
+        let end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at;
+            }
+            assert!(
+                self.fill().await,
+                "closed before a head: {}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        };
+        let head = String::from_utf8(self.buf.drain(..end + 4).collect()).unwrap();
+        let mut lines = head.trim_end().split("\r\n");
+        let status_line = lines.next().unwrap();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap().to_owned();
+        let status = parts.next().unwrap().parse().unwrap();
+        let headers = lines
+            .map(|l| {
+                let (name, value) = l.split_once(':').unwrap();
+                (name.to_ascii_lowercase(), value.trim().to_owned())
+            })
+            .collect();
+        Head {
+            version,
+            status,
+            headers,
+        }
+    }
+
+    /// Reads a `Content-Length` body of `head`'s answer.
+    pub async fn body(&mut self, head: &Head) -> Vec<u8> {
+        let len: usize = head.headers["content-length"].parse().unwrap();
+        while self.buf.len() < len {
+            assert!(self.fill().await, "closed inside a body");
+        }
+        self.buf.drain(..len).collect()
+    }
+
+    /// Reads until `needle` has arrived; returns (and consumes) everything
+    /// up to its end.
+    pub async fn until(&mut self, needle: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(at) = self.buf.windows(needle.len()).position(|w| w == needle) {
+                return self.buf.drain(..at + needle.len()).collect();
+            }
+            assert!(
+                self.fill().await,
+                "closed before {:?}: {}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+    }
+
+    /// Reads to the end of the connection; returns what came.
+    pub async fn rest(&mut self) -> Vec<u8> {
+        while self.fill().await {}
+        std::mem::take(&mut self.buf)
+    }
+}
