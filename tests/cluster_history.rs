@@ -353,6 +353,36 @@ async fn a_batch_of_many_pushes_over_several_uids_is_stored_per_uid_in_order_and
     assert_eq!(offsets, (36..=135).collect::<Vec<_>>());
     assert_eq!(page.messages[99].payload.as_str(), "359");
     assert_eq!(page.top.offset, 135);
+    // Redis trims whole stream nodes only (MAXLEN ~): the stream holds more
+    // than the size, and every read still shows exactly the newest 100.
+    let xlen = |redis: &Redis| -> u64 {
+        let reply = redis.command("XLEN pushgate:v1:h:{none}:s");
+        reply.trim_start_matches(':').trim().parse().unwrap()
+    };
+    assert!(xlen(&redis) > 100, "{}", xlen(&redis));
+    let since = b
+        .map
+        .history(&uid("none"), &all_after(Some(10)))
+        .await
+        .unwrap();
+    assert_eq!(since.messages.first().map(|m| m.offset), Some(36));
+    assert_eq!(since.messages.len(), 100);
+    let newest_first = HistoryQuery {
+        since: None,
+        limit: 1000,
+        order: Order::NewestFirst,
+    };
+    let page = b.map.history(&uid("none"), &newest_first).await.unwrap();
+    let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (36..=135).rev().collect::<Vec<_>>());
+    let many: Vec<(Uid, Payload)> = (0..300)
+        .map(|i| (uid("none"), Payload::from(format!("{i}"))))
+        .collect();
+    a.map.push_batch(Source::Text, &many).await;
+    assert!(xlen(&redis) < 200, "at most one node beyond the size");
+    let page = b.map.history(&uid("none"), &all_after(None)).await.unwrap();
+    let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (336..=435).collect::<Vec<_>>());
     // Two uids whose history one script call creates get two epochs.
     let fresh = [
         (uid("x"), Payload::from("1")),

@@ -20,8 +20,8 @@
 //! # One batch, one round trip, one script call per chunk
 //!
 //! [`STORE`] takes each push of a chunk in turn: it reads or creates the
-//! meta, takes the next offset, appends the message (trimming the stream to
-//! exactly `--history-size`), renews both TTLs and PUBLISHes the message
+//! meta, takes the next offset, appends the message (trimming the stream,
+//! see below), renews both TTLs and PUBLISHes the message
 //! with its position on the uid's channel. A script runs atomically, so no
 //! other push to the uid can come between an offset and its publication:
 //! offset order and delivery order are one order. A batch of pushes
@@ -48,9 +48,22 @@
 //! as 4 more, so the uids a call creates get distinct epochs and a uid's
 //! new epoch differs from its last one but with odds of 2^-48.
 //!
-//! Trimming stays exact (`MAXLEN n`, not `MAXLEN ~ n`): the approximate
-//! form keeps whole stream nodes (up to 100 entries beyond the size) and
-//! measured no cheaper here, within the noise.
+//! # Trimming: approximate in Redis, exact as seen
+//!
+//! `XADD … MAXLEN ~ size` drops only whole stream nodes (listpacks of at
+//! most `stream-node-max-entries`, 100, and about `stream-node-max-bytes`,
+//! 4 KiB, by default), so a stream holds its newest `size` messages plus
+//! less than one node more. Exact trimming (`MAXLEN size`) deletes one
+//! entry per push, and Redis 7.0 walks the first node's deleted entries to
+//! find the next one: measured at about a quarter of Redis's time per push
+//! once streams were full (100 per uid). The trade is memory: up to one
+//! node per uid beyond `--history-size` (at most 99 small messages, or
+//! about 4 KiB of large ones). What reads return stays exact: [`READ`]
+//! never returns a message older than the newest `size` (it raises the
+//! first id it reads from), so clients see what exact trimming would keep.
+//! Nodes of the previous build, trimming exactly, read streams written
+//! this way without that bound during a rolling upgrade: they may return
+//! up to one node more than `size`, never less.
 //!
 //! Offsets are Lua numbers in the script (doubles), and Lua writes them
 //! (in the entry id and the position line) in decimal up to 10^14 - 1:
@@ -96,7 +109,7 @@ local function store(i)
   end
   local offset = redis.call('HINCRBY', meta, 'o', 1)
   local payload = ARGV[a + 2]
-  redis.call('XADD', stream, 'MAXLEN', size, offset .. '-0', 'p', payload, 't', now)
+  redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'p', payload, 't', now)
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', stream, ttl)
   local header = ARGV[5]
@@ -126,8 +139,13 @@ const CHUNK: usize = 128;
 
 /// Reads a stream's top and a page of it, creating an empty stream (a new
 /// epoch) when there is none. KEYS: meta, stream. ARGV: new epoch, TTL
-/// (ms), first id (`-`, or `<offset>-0`), `asc` or `desc`, count.
-/// Returns `{epoch, offset, entries}`.
+/// (ms), first id (`-`, or `<offset>-0`), `asc` or `desc`, count, history
+/// size. Returns `{epoch, offset, entries}`: never an entry older than the
+/// newest `size` (the stream may hold more, see the module docs).
+///
+/// The first id is raised to the oldest of the newest `size` offsets when
+/// it is below it; a first id past 2^53 reads as a Lua number only roughly,
+/// but then it is far above that bound, so it is kept as it came.
 static READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -140,11 +158,15 @@ if not m[1] then
 end
 local n = tonumber(ARGV[5])
 if n == 0 then return {m[1], m[2], {}} end
+local first, newest = ARGV[3], tonumber(m[2]) - tonumber(ARGV[6]) + 1
+if newest > 1 and (first == '-' or tonumber(string.sub(first, 1, -3)) < newest) then
+  first = newest .. '-0'
+end
 local entries
 if ARGV[4] == 'asc' then
-  entries = redis.call('XRANGE', KEYS[2], ARGV[3], '+', 'COUNT', n)
+  entries = redis.call('XRANGE', KEYS[2], first, '+', 'COUNT', n)
 else
-  entries = redis.call('XREVRANGE', KEYS[2], '+', ARGV[3], 'COUNT', n)
+  entries = redis.call('XREVRANGE', KEYS[2], '+', first, 'COUNT', n)
 end
 return {m[1], m[2], entries}
 ",
@@ -342,7 +364,8 @@ impl RedisBroker {
             .arg(millis(limits.ttl))
             .arg(first)
             .arg(order)
-            .arg(query.limit);
+            .arg(query.limit)
+            .arg(limits.size.max(1));
         let read: Result<RedisResult<(String, String, Vec<Entry>)>, _> =
             tokio::time::timeout(self.inner.config.timeout, READ.run(&mut conn, &call)).await;
         let Ok(Ok((epoch, offset, entries))) = read else {
