@@ -424,7 +424,7 @@ impl RedisBroker {
 fn read_stored(reply: redis::Value, out: &mut [Option<Stored>]) {
     use redis::Value;
     let Value::Array(items) = reply else {
-        tracing::warn!("redis: the store script answered something else than a list");
+        tracing::warn!("redis: the store script answered something other than a list");
         return;
     };
     if items.len() != 3 * out.len() {
