@@ -263,7 +263,8 @@ async fn a_flushed_script_cache_is_refilled_without_losing_or_repeating_a_push()
         .await
         .unwrap();
     assert_eq!(redis.command("SCRIPT FLUSH"), "+OK\r\n");
-    let batch: Vec<(Uid, Payload)> = (2..=4)
+    // Several script calls (one per chunk of pushes), each refused once.
+    let batch: Vec<(Uid, Payload)> = (2..=300)
         .map(|n| (u.clone(), Payload::from(n.to_string())))
         .collect();
     let stored: Vec<Option<u64>> = a
@@ -273,14 +274,128 @@ async fn a_flushed_script_cache_is_refilled_without_losing_or_repeating_a_push()
         .into_iter()
         .map(|r| r.unwrap().stored.map(|p| p.offset))
         .collect();
-    assert_eq!(stored, [Some(2), Some(3), Some(4)]);
+    assert_eq!(stored, (2..=300).map(Some).collect::<Vec<_>>());
     assert_eq!(redis.command("SCRIPT FLUSH"), "+OK\r\n");
     let page = a.map.history(&u, &all_after(None)).await.unwrap();
-    let got: Vec<(u64, &str)> = page
+    let got: Vec<(u64, String)> = page
         .messages
         .iter()
-        .map(|m| (m.offset, m.payload.as_str()))
+        .map(|m| (m.offset, m.payload.as_str().to_owned()))
         .collect();
-    assert_eq!(got, [(1, "1"), (2, "2"), (3, "3"), (4, "4")]);
+    let newest: Vec<(u64, String)> = (201..=300).map(|n| (n, n.to_string())).collect();
+    assert_eq!(got, newest, "each push once, the newest 100 kept");
     assert_eq!(page.top.epoch, first.stored.unwrap().epoch);
+}
+
+#[tokio::test]
+async fn a_batch_of_many_pushes_over_several_uids_is_stored_per_uid_in_order_and_trimmed_exactly() {
+    let redis = Redis::start();
+    let ttl = limits(Duration::from_secs(60));
+    let (a, b) = (node(&redis, "a", ttl).await, node(&redis, "b", ttl).await);
+    // "held" is held on the pushing node (its own pushes come back through
+    // the bus), "far" on the other, "none" nowhere, "broken" has a meta key
+    // of another type, so its pushes fail and no other.
+    let mut here = a.map.open();
+    here.bind_stream(uid("held"), None).await.unwrap();
+    let mut far = b.map.open();
+    far.bind_stream(uid("far"), None).await.unwrap();
+    assert_eq!(
+        redis.command("SET pushgate:v1:h:{broken}:m x"),
+        "+OK\r\n",
+        "a key the store script cannot read as a hash"
+    );
+    // 300 pushes: several script calls in one batch, the uids interleaved.
+    let uids = ["held", "far", "none", "broken"];
+    let batch: Vec<(Uid, Payload)> = (0..300)
+        .map(|i| (uid(uids[i % 4]), Payload::from(format!("{i}"))))
+        .collect();
+    let results = a.map.push_batch(Source::Text, &batch).await;
+    let mut last = std::collections::HashMap::new();
+    for (i, result) in results.iter().enumerate() {
+        let out = result.as_ref().unwrap();
+        let name = uids[i % 4];
+        if name == "broken" {
+            assert_eq!(out.stored, None, "push {i} to a broken uid");
+            continue;
+        }
+        let position = out.stored.unwrap_or_else(|| panic!("push {i} stored"));
+        assert_eq!(out.is_ok(), name != "none", "push {i} to {name}: {out:?}");
+        let offset = last.entry(name).or_insert((0, position.epoch));
+        assert_eq!(
+            position.offset,
+            offset.0 + 1,
+            "push {i}: contiguous per uid"
+        );
+        assert_eq!(position.epoch, offset.1, "push {i}: one epoch per uid");
+        *offset = (position.offset, position.epoch);
+    }
+    let epochs: std::collections::HashSet<_> = last.values().map(|(_, e)| *e).collect();
+    assert_eq!(epochs.len(), 3, "each new uid starts its own epoch");
+    for (conn, name) in [(&mut here, "held"), (&mut far, "far")] {
+        for i in (0..300).filter(|i| uids[i % 4] == name) {
+            let m = next(conn).await;
+            assert_eq!(m.payload.as_str(), i.to_string(), "{name}");
+            assert_eq!(m.position().map(|p| p.offset), Some(i as u64 / 4 + 1));
+        }
+    }
+    // 75 pushes each, history size 100: all there; then 60 more to one uid
+    // leave exactly its newest 100.
+    let page = b.map.history(&uid("none"), &all_after(None)).await.unwrap();
+    assert_eq!(page.messages.len(), 75);
+    let more: Vec<(Uid, Payload)> = (300..360)
+        .map(|i| (uid("none"), Payload::from(format!("{i}"))))
+        .collect();
+    for result in a.map.push_batch(Source::Text, &more).await {
+        assert!(result.unwrap().stored.is_some());
+    }
+    let page = b.map.history(&uid("none"), &all_after(None)).await.unwrap();
+    let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (36..=135).collect::<Vec<_>>());
+    assert_eq!(page.messages[99].payload.as_str(), "359");
+    assert_eq!(page.top.offset, 135);
+    // Redis trims whole stream nodes only (MAXLEN ~): the stream holds more
+    // than the size, and every read still shows exactly the newest 100.
+    let xlen = |redis: &Redis| -> u64 {
+        let reply = redis.command("XLEN pushgate:v1:h:{none}:s");
+        reply.trim_start_matches(':').trim().parse().unwrap()
+    };
+    assert!(xlen(&redis) > 100, "{}", xlen(&redis));
+    let since = b
+        .map
+        .history(&uid("none"), &all_after(Some(10)))
+        .await
+        .unwrap();
+    assert_eq!(since.messages.first().map(|m| m.offset), Some(36));
+    assert_eq!(since.messages.len(), 100);
+    let newest_first = HistoryQuery {
+        since: None,
+        limit: 1000,
+        order: Order::NewestFirst,
+    };
+    let page = b.map.history(&uid("none"), &newest_first).await.unwrap();
+    let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (36..=135).rev().collect::<Vec<_>>());
+    let many: Vec<(Uid, Payload)> = (0..300)
+        .map(|i| (uid("none"), Payload::from(format!("{i}"))))
+        .collect();
+    a.map.push_batch(Source::Text, &many).await;
+    assert!(xlen(&redis) < 200, "at most one node beyond the size");
+    let page = b.map.history(&uid("none"), &all_after(None)).await.unwrap();
+    let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (336..=435).collect::<Vec<_>>());
+    // Two uids whose history one script call creates get two epochs.
+    let fresh = [
+        (uid("x"), Payload::from("1")),
+        (uid("y"), Payload::from("1")),
+    ];
+    let epochs: Vec<_> = a
+        .map
+        .push_batch(Source::Text, &fresh)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().stored.map(|p| (p.offset, p.epoch)))
+        .collect();
+    assert_eq!(epochs[0].map(|p| p.0), Some(1));
+    assert_eq!(epochs[1].map(|p| p.0), Some(1));
+    assert_ne!(epochs[0].map(|p| p.1), epochs[1].map(|p| p.1));
 }

@@ -162,6 +162,15 @@ pub struct Channels {
     keys: String,
 }
 
+/// One of a uid's two history keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryKey {
+    /// The meta hash ([`Channels::history_meta`]).
+    Meta,
+    /// The stream ([`Channels::history_stream`]).
+    Stream,
+}
+
 /// What a received channel name stands for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Target {
@@ -186,7 +195,17 @@ impl Channels {
 
     /// The channel nodes holding `uid` subscribe to.
     pub fn uid(&self, uid: &Uid) -> String {
-        format!("{}u:{}", self.base, uid)
+        let mut out = String::new();
+        self.uid_into(uid, &mut out);
+        out
+    }
+
+    /// [`Channels::uid`] written over `out`, so a batch reuses one buffer.
+    pub fn uid_into(&self, uid: &Uid, out: &mut String) {
+        out.clear();
+        out.push_str(&self.base);
+        out.push_str("u:");
+        out.push_str(uid.as_str());
     }
 
     /// The channel every node subscribes to.
@@ -214,13 +233,30 @@ impl Channels {
     /// The hash of `uid`'s history: `e` its epoch (16 hex digits), `o` the
     /// offset of its newest message.
     pub fn history_meta(&self, uid: &Uid) -> String {
-        format!("{}h:{{{}}}:m", self.keys, uid)
+        let mut out = String::new();
+        self.history_key_into(uid, HistoryKey::Meta, &mut out);
+        out
     }
 
     /// The stream of `uid`'s history: entry id `<offset>-0`, fields `p`
     /// (the payload) and `t` (Unix milliseconds when stored).
     pub fn history_stream(&self, uid: &Uid) -> String {
-        format!("{}h:{{{}}}:s", self.keys, uid)
+        let mut out = String::new();
+        self.history_key_into(uid, HistoryKey::Stream, &mut out);
+        out
+    }
+
+    /// [`Channels::history_meta`] or [`Channels::history_stream`] written
+    /// over `out`, so a batch reuses one buffer.
+    pub fn history_key_into(&self, uid: &Uid, key: HistoryKey, out: &mut String) {
+        out.clear();
+        out.push_str(&self.keys);
+        out.push_str("h:{");
+        out.push_str(uid.as_str());
+        out.push_str(match key {
+            HistoryKey::Meta => "}:m",
+            HistoryKey::Stream => "}:s",
+        });
     }
 
     /// Reads a channel name.
