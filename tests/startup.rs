@@ -150,3 +150,15 @@ fn a_refused_start_says_its_one_line_and_nothing_about_a_server_that_never_ran()
         "{missing}"
     );
 }
+
+/// A single node keeps message times as wrapping 32-bit milliseconds, so a
+/// history TTL past 49.7 days would never expire a message by age: it is
+/// refused at start (at most 30 days), as is a TTL of zero.
+#[test]
+fn a_history_ttl_past_thirty_days_or_of_zero_is_refused_at_start() {
+    for value in ["60d", "31d", "0"] {
+        let (status, log) = refuses_to_start(&mut pushgate(&["--history-ttl", value], &[]));
+        assert!(!status.success(), "{value}");
+        assert!(log.contains("outside 1ms to 30d"), "{value}: {log}");
+    }
+}

@@ -11,7 +11,8 @@ use clap::Args;
 use ipnet::IpNet;
 
 use super::{
-    ClientIpHeader, ListenAddr, LogFormat, Secret, parse_bool, parse_duration, parse_origin,
+    ClientIpHeader, ListenAddr, LogFormat, Secret, parse_bool, parse_duration, parse_history_ttl,
+    parse_origin,
 };
 
 /// The WebSocket front end: message size, the bind, ping and write deadlines, allowed origins.
@@ -252,9 +253,9 @@ pub struct HistoryConfig {
     #[arg(long, env = "PUSHGATE_HISTORY_SIZE", default_value_t = 100)]
     pub history_size: usize,
 
-    /// How long a message is kept; a uid's stream with no push for this long
-    /// is dropped, and its next push starts a new epoch.
-    #[arg(long, env = "PUSHGATE_HISTORY_TTL", default_value = "5m", value_parser = parse_duration)]
+    /// How long a message is kept (at most 30 days); a uid's stream with no
+    /// push for this long is dropped, and its next push starts a new epoch.
+    #[arg(long, env = "PUSHGATE_HISTORY_TTL", default_value = "5m", value_parser = parse_history_ttl)]
     pub history_ttl: Duration,
 
     /// Single node: bytes all uids' history may hold together (payloads and

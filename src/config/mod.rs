@@ -21,7 +21,9 @@ pub use groups::{
 mod groups;
 mod parse;
 
-pub use parse::{normalize_origin, parse_bool, parse_duration, parse_origin};
+pub use parse::{
+    MAX_HISTORY_TTL, normalize_origin, parse_bool, parse_duration, parse_history_ttl, parse_origin,
+};
 
 /// pushgate: a real-time push gateway. Browsers hold WebSocket connections and
 /// bind a user id; backends push to that uid over the legacy text port or REST.
