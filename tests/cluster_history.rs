@@ -79,6 +79,7 @@ fn all_after(since: Option<u64>) -> HistoryQuery {
         since,
         limit: 1000,
         order: Order::OldestFirst,
+        max_bytes: usize::MAX,
     }
 }
 
@@ -371,6 +372,7 @@ async fn a_batch_of_many_pushes_over_several_uids_is_stored_per_uid_in_order_and
         since: None,
         limit: 1000,
         order: Order::NewestFirst,
+        max_bytes: usize::MAX,
     };
     let page = b.map.history(&uid("none"), &newest_first).await.unwrap();
     let offsets: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
@@ -398,4 +400,91 @@ async fn a_batch_of_many_pushes_over_several_uids_is_stored_per_uid_in_order_and
     assert_eq!(epochs[0].map(|p| p.0), Some(1));
     assert_eq!(epochs[1].map(|p| p.0), Some(1));
     assert_ne!(epochs[0].map(|p| p.1), epochs[1].map(|p| p.1));
+}
+
+/// Offsets past 10^14 are still written in full: Lua's own number to
+/// string conversion would make offset 10^14 the id `1e+14-0`, which Redis
+/// refuses, failing every later push to the uid while its offset went on
+/// growing.
+#[tokio::test]
+async fn offsets_past_ten_to_the_fourteen_are_stored_and_published_exactly() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", limits(Duration::from_secs(60))).await;
+    let u = uid("far");
+    let mut conn = a.map.open();
+    conn.bind_stream(u.clone(), None).await.unwrap();
+    a.map
+        .push(Source::Http, &u, &Payload::from("0"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut conn).await.position().map(|p| p.offset), Some(1));
+    assert_eq!(
+        redis.command("HSET pushgate:v1:h:{far}:m o 99999999999998"),
+        ":0\r\n"
+    );
+    for (n, want) in [(1, 99_999_999_999_999_u64), (2, 100_000_000_000_000)] {
+        let out = a
+            .map
+            .push(Source::Http, &u, &Payload::from(n.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(out.stored.map(|p| p.offset), Some(want), "push {n}");
+        assert_eq!(
+            next(&mut conn).await.position().map(|p| p.offset),
+            Some(want)
+        );
+    }
+    let page = a
+        .map
+        .history(&u, &all_after(Some(99_999_999_999_998)))
+        .await
+        .unwrap();
+    let got: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(got, [99_999_999_999_999, 100_000_000_000_000]);
+}
+
+/// A resume from Redis replays at most the connection's queue bytes, and
+/// the store sends no more than that: past it the resume is `too_large`.
+#[tokio::test]
+async fn a_resume_from_redis_replays_at_most_the_connections_queue_bytes() {
+    let redis = Redis::start();
+    let a = node(&redis, "a", limits(Duration::from_secs(60))).await;
+    let u = uid("heavy");
+    let mut first = a.map.open();
+    let since = first
+        .bind_stream(u.clone(), None)
+        .await
+        .unwrap()
+        .top
+        .unwrap();
+    drop(first);
+    // The node's queues take 1 MiB: three 300 kB messages fit, four do not.
+    let chunk = Payload::from("x".repeat(300_000));
+    for _ in 0..3 {
+        a.map.push(Source::Http, &u, &chunk).await.unwrap();
+    }
+    let mut back = a.map.open();
+    let bound = back.bind_stream(u.clone(), Some(since)).await.unwrap();
+    assert_eq!(bound.recovery.unwrap().map(|r| r.len()), Ok(3));
+    drop(back);
+    a.map.push(Source::Http, &u, &chunk).await.unwrap();
+    let mut again = a.map.open();
+    let bound = again.bind_stream(u.clone(), Some(since)).await.unwrap();
+    assert_eq!(bound.recovery, Some(Err(Unrecoverable::TooLarge)));
+    assert_eq!(bound.top.map(|p| p.offset), Some(4));
+    let page = a
+        .map
+        .history(
+            &u,
+            &HistoryQuery {
+                since: None,
+                limit: 100,
+                order: Order::OldestFirst,
+                max_bytes: 700_000,
+            },
+        )
+        .await
+        .unwrap();
+    let got: Vec<u64> = page.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(got, [1, 2], "the page ends before the bound");
 }

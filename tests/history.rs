@@ -355,3 +355,83 @@ async fn the_sweep_ends_with_the_gateway_on_sigterm() {
     assert!(gw.wait_exit(PATIENCE).success());
     gw.wait_logged("shutdown complete");
 }
+
+/// A resume replays at most what the connection may queue (`--queue-bytes`):
+/// anyone who can bind a uid could otherwise make the gateway copy its whole
+/// history (100 messages of up to 1 MiB each by default) for every
+/// connection that asks, and never read it. Past the bound the resume is
+/// refused as `too_large`, the client starts from the top, and the backend
+/// pages through the rest with `GET /history/{uid}`.
+#[tokio::test]
+async fn a_resume_replays_at_most_the_connections_queue_bytes() {
+    let gw = Gateway::start(&["--history", "--queue-bytes", "100000"]);
+    let (_ws, bound) = common::v2::bind_uid(&gw, "big", None).await;
+    let start = common::v2::position(&bound);
+    let chunk = "x".repeat(30_000);
+    for _ in 0..3 {
+        push(&gw, "big", json!(chunk)).await;
+    }
+    // 3 × 30 kB fits in 100 kB: replayed whole.
+    let (mut ws, bound) = common::v2::bind_uid(&gw, "big", Some(&start)).await;
+    assert_eq!(bound["recovered"], true, "{bound}");
+    for offset in 1..=3 {
+        assert_eq!(common::v2::next_frame(&mut ws).await["offset"], offset);
+    }
+    push(&gw, "big", json!(chunk)).await;
+    // 4 × 30 kB does not.
+    let (mut ws, bound) = common::v2::bind_uid(&gw, "big", Some(&start)).await;
+    assert_eq!(
+        (&bound["recovered"], &bound["reason"], &bound["offset"]),
+        (&json!(false), &json!("too_large"), &json!(4)),
+        "{bound}"
+    );
+    // Nothing of the history follows; live pushes do.
+    push(&gw, "big", json!("live")).await;
+    let frame = common::v2::next_frame(&mut ws).await;
+    assert_eq!(
+        (&frame["offset"], &frame["data"]),
+        (&json!(5), &json!("live"))
+    );
+    // From a later offset the rest fits again.
+    let later = json!({"offset": 2, "epoch": bound["epoch"]});
+    let (_ws, bound) = common::v2::bind_uid(&gw, "big", Some(&later)).await;
+    assert_eq!(bound["recovered"], true, "{bound}");
+}
+
+/// One history page holds at most 4 MiB of payloads (at least one message),
+/// whatever its `limit`: a backend pages on with `since`.
+#[tokio::test]
+async fn a_history_page_is_cut_at_four_mib_and_pages_on_with_since() {
+    let gw = Gateway::start(&["--history", "--max-body-bytes", "5000000"]);
+    let chunk = "y".repeat(900_000);
+    for _ in 0..6 {
+        push(&gw, "pages", json!(chunk)).await;
+    }
+    let first = history(&gw, "pages", "?limit=100").await;
+    assert_eq!(
+        offsets(&first),
+        [1, 2, 3, 4],
+        "4 × 900 kB + 2 bytes of quotes"
+    );
+    let rest = history(&gw, "pages", "?since=4&limit=100").await;
+    assert_eq!(offsets(&rest), [5, 6]);
+    // A single message larger than a page still comes, alone.
+    let huge = "z".repeat(4_500_000);
+    push(&gw, "one", json!(huge)).await;
+    push(&gw, "one", json!(huge)).await;
+    assert_eq!(offsets(&history(&gw, "one", "").await), [1]);
+    assert_eq!(offsets(&history(&gw, "one", "?since=1").await), [2]);
+}
+
+#[tokio::test]
+async fn delete_refuses_query_parameters_like_get() {
+    let gw = Gateway::start(&["--history"]);
+    push(&gw, "keep", json!(1)).await;
+    let (status, answer) = delete(&gw, "/history/keep?since=1").await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        offsets(&history(&gw, "keep", "").await),
+        [1],
+        "nothing deleted"
+    );
+}

@@ -83,7 +83,7 @@ export interface PushgateEvents {
   /** A resume filled the gap: `count` missed messages follow as `message` events. */
   recovered: { count: number };
   /** A reconnect could not fill the gap: reload the page's state. `reason` is the gateway's
-   * (history_off, epoch_changed, evicted, offset_ahead, store_unavailable) or no_position. */
+   * (history_off, epoch_changed, evicted, offset_ahead, too_large, store_unavailable) or no_position. */
   gap: { reason: string };
   error: unknown;
 }

@@ -119,6 +119,9 @@ impl ConnectionMap {
             // at most `size`.
             limit: if since.is_some() { limits.size } else { 0 },
             order: Order::OldestFirst,
+            // A replay costs no more than a full queue (`--queue-bytes`);
+            // past it the resume is `too_large` (see `store::recovery`).
+            max_bytes: self.shared.limits.max_bytes,
         };
         let local = {
             let mut guard = self.lock();

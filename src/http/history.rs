@@ -21,6 +21,11 @@ use crate::store::{HistoryQuery, Order};
 pub const DEFAULT_LIMIT: usize = 100;
 /// Most messages one page may hold (`limit`).
 pub const MAX_LIMIT: usize = 1000;
+/// Most payload bytes one page holds (always at least its first message):
+/// `limit` large messages would otherwise make one answer as large as the
+/// whole history. A page cut short is continued with `since` = its last
+/// offset (oldest first).
+pub const PAGE_BYTES: usize = 4 << 20;
 
 /// The query of `GET /history/{uid}`. An unknown parameter is refused: a
 /// misspelt `since` would otherwise silently read from the oldest.
@@ -35,6 +40,13 @@ pub struct HistoryParams {
     /// Which end of the stream the page starts from.
     order: Option<OrderParam>,
 }
+
+/// The query of `DELETE /history/{uid}`: none. A parameter is refused, as
+/// for `GET`: a caller that meant to delete part of a stream must learn
+/// that the whole stream goes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
 
 /// `order=oldest` (ascending offsets, the default) or `order=newest`.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -67,6 +79,7 @@ pub async fn read(
             Some(OrderParam::Newest) => Order::NewestFirst,
             Some(OrderParam::Oldest) | None => Order::OldestFirst,
         },
+        max_bytes: PAGE_BYTES,
     };
     let page = app.map.history(&uid, &query).await.map_err(refusal)?;
     Ok(Json(HistoryResponse {
@@ -87,12 +100,14 @@ pub async fn read(
 
 /// `DELETE /history/{uid}`: drops the uid's messages and starts a new
 /// epoch at offset 0, so a client resuming across it is told it cannot
-/// recover. Errors: as [`read`].
+/// recover. Errors: as [`read`] (400 also for any query parameter).
 pub async fn delete(
     State(app): State<App>,
     uid: Result<Path<String>, PathRejection>,
+    params: Result<Query<NoParams>, QueryRejection>,
 ) -> Result<Json<HistoryDeleted>, ApiError> {
     let uid = path_uid(uid)?;
+    params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let top = app.map.delete_history(&uid).await.map_err(refusal)?;
     Ok(Json(HistoryDeleted {
         uid,

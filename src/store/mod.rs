@@ -63,6 +63,19 @@ pub struct HistoryQuery {
     /// Which end the page starts from: with `NewestFirst` and a limit, the
     /// newest `limit` messages after `since`.
     pub order: Order,
+    /// At most this many payload bytes, but always the page's first message
+    /// (so paging by `since` never stalls on one large message): the page
+    /// ends before the message that would pass it. A resume asks for the
+    /// connection's queue budget (`--queue-bytes`), so a replay costs the
+    /// gateway no more than a full live queue, whatever the history holds.
+    pub max_bytes: usize,
+}
+
+/// Whether a page that already holds `taken` payload bytes may take a
+/// message of `len` more within `max`: always the first one (see
+/// [`HistoryQuery::max_bytes`], the rule the live queue applies too).
+pub fn fits(taken: usize, len: usize, max: usize) -> bool {
+    taken == 0 || taken.saturating_add(len) <= max
 }
 
 /// A read of a uid's stream: where it stands and the messages asked for.
@@ -89,6 +102,11 @@ pub enum Unrecoverable {
     Evicted,
     /// The client claims an offset the stream never reached.
     OffsetAhead,
+    /// The messages after the client's offset are more bytes than its
+    /// connection may queue (`--queue-bytes`): replaying them would cost
+    /// more than the slow consumer it would be live. `GET /history/{uid}`
+    /// can page through them.
+    TooLarge,
     /// The store (Redis) could not be read.
     Unavailable,
 }
@@ -101,6 +119,7 @@ impl Unrecoverable {
             Unrecoverable::EpochChanged => "epoch_changed",
             Unrecoverable::Evicted => "evicted",
             Unrecoverable::OffsetAhead => "offset_ahead",
+            Unrecoverable::TooLarge => "too_large",
             Unrecoverable::Unavailable => "store_unavailable",
         }
     }
@@ -108,7 +127,10 @@ impl Unrecoverable {
 
 /// Decides a resume from a read of the stream: `page` must hold the
 /// messages after `since.offset`, oldest first, and no limit below the
-/// history size. Recovered: exactly those messages, none missing.
+/// history size. Recovered: exactly those messages, none missing. A page
+/// that starts right after the offset but stops short was cut by its byte
+/// bound ([`Unrecoverable::TooLarge`]); one that starts later lost its
+/// first messages ([`Unrecoverable::Evicted`]).
 pub fn recovery(since: Position, page: HistoryPage) -> Result<Vec<StoredMessage>, Unrecoverable> {
     let top = page.top;
     if top.epoch != since.epoch {
@@ -123,8 +145,14 @@ pub fn recovery(since: Position, page: HistoryPage) -> Result<Vec<StoredMessage>
         .iter()
         .zip(since.offset + 1..)
         .all(|(m, want)| m.offset == want);
-    if page.messages.len() as u64 != expected || !contiguous {
+    if !contiguous || page.messages.len() as u64 > expected {
         return Err(Unrecoverable::Evicted);
+    }
+    if (page.messages.len() as u64) < expected {
+        return Err(match page.messages.first() {
+            Some(first) if first.offset == since.offset + 1 => Unrecoverable::TooLarge,
+            _ => Unrecoverable::Evicted,
+        });
     }
     Ok(page.messages)
 }
@@ -176,6 +204,15 @@ mod tests {
         );
         assert_eq!(
             recovery(since(1, 1), page(1, 4, &[2, 4, 4])),
+            Err(Unrecoverable::Evicted)
+        );
+        // Contiguous from the offset, but cut short by the byte bound.
+        assert_eq!(
+            recovery(since(1, 1), page(1, 4, &[2, 3])),
+            Err(Unrecoverable::TooLarge)
+        );
+        assert_eq!(
+            recovery(since(1, 1), page(1, 4, &[])),
             Err(Unrecoverable::Evicted)
         );
     }

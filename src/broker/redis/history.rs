@@ -72,9 +72,9 @@
 //! this way without that bound during a rolling upgrade: they may return
 //! up to one node more than `size`, never less.
 //!
-//! Offsets are Lua numbers in the script (doubles), and Lua writes them
-//! (in the entry id and the position line) in decimal up to 10^14 - 1:
-//! 10^14 pushes per epoch, three centuries at 10 000 pushes/s.
+//! Offsets are Lua numbers in the script (doubles), written with
+//! `string.format('%d')` (Lua's own `..` would write 10^14 as `1e+14`, an
+//! id Redis refuses): exact up to 2^53 pushes per epoch.
 
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -115,13 +115,14 @@ local function store(i)
     redis.call('HSET', meta, 'e', epoch, 'o', 0)
   end
   local offset = redis.call('HINCRBY', meta, 'o', 1)
+  local id = string.format('%d', offset)
   local payload = ARGV[a + 2]
-  redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'p', payload, 't', now)
+  redis.call('XADD', stream, 'MAXLEN', '~', size, id .. '-0', 'p', payload, 't', now)
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', stream, ttl)
   local header = ARGV[5]
   if ARGV[a + 1] == 'h' then header = ARGV[6] end
-  local n = redis.call('PUBLISH', ARGV[a], header .. offset .. ' ' .. epoch .. '\n' .. payload)
+  local n = redis.call('PUBLISH', ARGV[a], header .. id .. ' ' .. epoch .. '\n' .. payload)
   return offset, epoch, n
 end
 local out = {}
@@ -147,8 +148,11 @@ const CHUNK: usize = 128;
 /// Reads a stream's top and a page of it, creating an empty stream (a new
 /// epoch) when there is none. KEYS: meta, stream. ARGV: new epoch, TTL
 /// (ms), first id (`-`, or `<offset>-0`), `asc` or `desc`, count, history
-/// size. Returns `{epoch, offset, entries}`: never an entry older than the
-/// newest `size` (the stream may hold more, see the module docs).
+/// size, most payload bytes. Returns `{epoch, offset, entries}`: never an
+/// entry older than the newest `size` (the stream may hold more, see the
+/// module docs), and the entries cut before the one whose payload would
+/// pass the byte bound (the first always stays: `HistoryQuery::max_bytes`),
+/// so a large history never crosses the network whole for one reader.
 ///
 /// The first id is raised to the oldest of the newest `size` offsets when
 /// it is below it; a first id past 2^53 reads as a Lua number only roughly,
@@ -167,13 +171,25 @@ local n = tonumber(ARGV[5])
 if n == 0 then return {m[1], m[2], {}} end
 local first, newest = ARGV[3], tonumber(m[2]) - tonumber(ARGV[6]) + 1
 if newest > 1 and (first == '-' or tonumber(string.sub(first, 1, -3)) < newest) then
-  first = newest .. '-0'
+  first = string.format('%d', newest) .. '-0'
 end
 local entries
 if ARGV[4] == 'asc' then
   entries = redis.call('XRANGE', KEYS[2], first, '+', 'COUNT', n)
 else
   entries = redis.call('XREVRANGE', KEYS[2], '+', first, 'COUNT', n)
+end
+local max, bytes = tonumber(ARGV[7]), 0
+for i = 1, #entries do
+  local fields, len = entries[i][2], 0
+  for j = 1, #fields, 2 do
+    if fields[j] == 'p' then len = #fields[j + 1] end
+  end
+  if bytes > 0 and bytes + len > max then
+    for k = #entries, i, -1 do entries[k] = nil end
+    break
+  end
+  bytes = bytes + len
 end
 return {m[1], m[2], entries}
 ",
@@ -372,7 +388,8 @@ impl RedisBroker {
             .arg(first)
             .arg(order)
             .arg(query.limit)
-            .arg(limits.size.max(1));
+            .arg(limits.size.max(1))
+            .arg(query.max_bytes);
         let read: Result<RedisResult<(String, String, Vec<Entry>)>, _> =
             tokio::time::timeout(self.inner.config.timeout, READ.run(&mut conn, &call)).await;
         let Ok(Ok((epoch, offset, entries))) = read else {

@@ -279,12 +279,15 @@ impl MemoryHistory {
         } else {
             (0..top - first).fold(chain.newest, |i, _| self.slots.stream_older(i))
         };
-        let mut out = Vec::with_capacity(take as usize);
+        let mut out = Vec::with_capacity(take.min(64) as usize);
         let mut offset = first;
+        let mut bytes = 0;
         while let Some(slot) = self.slots.slot(i) {
-            if out.len() as u64 == take {
+            if out.len() as u64 == take || !super::fits(bytes, slot.payload.len(), query.max_bytes)
+            {
                 break;
             }
+            bytes += slot.payload.len();
             out.push(StoredMessage {
                 offset,
                 payload: Payload::from(slot.payload.to_string()),

@@ -23,6 +23,7 @@ fn all() -> HistoryQuery {
         since: None,
         limit: usize::MAX,
         order: Order::OldestFirst,
+        max_bytes: usize::MAX,
     }
 }
 
@@ -150,6 +151,7 @@ fn reads_honour_since_limit_and_order() {
         since,
         limit,
         order,
+        max_bytes: usize::MAX,
     };
     use Order::{NewestFirst as New, OldestFirst as Old};
     assert_eq!(offsets(&mut h, "u", q(Some(3), 4, Old), t0), [4, 5, 6, 7]);
