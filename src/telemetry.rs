@@ -114,6 +114,7 @@ pub const LABEL_VALUES: &[(&str, &str, &[&str])] = &[
             "invalid_token",
             "token_expired",
             "write_failed",
+            "missed_messages",
         ],
     ),
     (
@@ -512,6 +513,7 @@ pub const SSE_LABEL_VALUES: &[(&str, &str, &[&str])] = &[
             "too_many_for_uid",
             "token_expired",
             "write_failed",
+            "missed_messages",
         ],
     ),
     (

@@ -136,3 +136,92 @@ async fn pipelined_lines_through_two_nodes_reach_a_v2_client_at_contiguous_offse
         );
     }
 }
+
+/// A node whose Redis subscription Redis dropped (here `CLIENT KILL`; in
+/// production, a subscriber past Redis's `client-output-buffer-limit
+/// pubsub`) misses what was published until it resubscribes. The next
+/// message that reaches it shows the gap in its offset: a v2 connection
+/// there (WebSocket or Server-Sent Events) is closed with 4006 instead of
+/// silently moving past what it missed, and the client resumes and gets
+/// every message, in order.
+#[tokio::test]
+async fn a_v2_connection_that_missed_messages_is_closed_4006_and_resumes_them() {
+    let redis = Redis::start();
+    let (a, b) = (up(&redis).await, up(&redis).await);
+    let (mut ws, bound) = bind_uid(&b, "gap", None).await;
+    let epoch = bound["epoch"].clone();
+    let mut sse = common::sse::bind(&b, "gap").await;
+    a.wait_nodes("gap", 1).await;
+    assert_eq!(push_line(&a, r#"{"uid":"gap","n":1}"#).await, "ok");
+    assert_eq!(next_frame(&mut ws).await["offset"], 1);
+    assert_eq!(sse.next_event().await.unwrap().json()["offset"], 1);
+    // Drop node B's subscription (the one with the most channels: B's
+    // includes the uid's) until a push through A is stored while B is not
+    // subscribed: `fail`, nobody took it.
+    let mut n = 1;
+    let mut missed = false;
+    for _ in 0..20 {
+        let list = redis.command("CLIENT LIST TYPE pubsub");
+        let id = list
+            .lines()
+            .filter_map(|l| {
+                let field = |k: &str| {
+                    l.split(' ')
+                        .find_map(|f| f.strip_prefix(k))
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                Some((field("sub=")?, field("id=")?))
+            })
+            .max()
+            .map(|(_, id)| id)
+            .expect("a subscribed node");
+        assert!(
+            redis
+                .command(&format!("CLIENT KILL ID {id}"))
+                .starts_with(":1")
+        );
+        n += 1;
+        if push_line(&a, &format!(r#"{{"uid":"gap","n":{n}}}"#)).await == "fail" {
+            missed = true;
+            break;
+        }
+    }
+    assert!(missed, "node B resubscribed before every push");
+    // Once B is back, the next push reaches it past the gap.
+    wait_until("node B back on the bus", || {
+        n += 1;
+        let line = format!(r#"{{"uid":"gap","n":{n}}}"#);
+        let a = &a;
+        async move {
+            match push_line(a, &line).await.as_str() {
+                "ok" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        }
+    })
+    .await;
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (4006, "messages missed: reconnect with since")
+    );
+    let close = sse.next_event().await.expect("a close event");
+    assert_eq!(
+        (close.kind(), &close.json()["code"]),
+        ("close", &json!(4006)),
+        "no message past the gap"
+    );
+    let since = json!({"offset": 1, "epoch": epoch});
+    let (mut ws, bound) = bind_uid(&b, "gap", Some(&since)).await;
+    assert_eq!(bound["recovered"], true, "{bound}");
+    let top = bound["offset"].as_u64().unwrap();
+    let mut last = 1;
+    for offset in 2..=top {
+        let frame = next_frame(&mut ws).await;
+        let got = frame["data"]["n"].as_u64().unwrap();
+        assert_eq!(frame["offset"], offset, "{frame}");
+        assert!(got > last, "in push order: {frame}");
+        last = got;
+    }
+    assert_eq!(last, n, "ends with the push B took");
+}

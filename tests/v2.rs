@@ -409,6 +409,10 @@ async fn a_client_that_does_not_read_its_replay_is_dropped_after_the_write_timeo
         "5000",
         "--write-timeout",
         "1s",
+        // A replay may be as large as the queue: 20 MB here, so this one
+        // (10 MB) is sent rather than refused as too large.
+        "--queue-bytes",
+        "20000000",
     ]);
     let (ws, bound) = bind_uid(&gw, "stuck", None).await;
     let start = position(&bound);

@@ -71,6 +71,23 @@ pub enum Stream {
     Broadcast,
 }
 
+/// Where a live message stands for a client holding everything up to some
+/// position ([`Message::continuity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuity {
+    /// The client has it already (the replay covered it): leave it out.
+    Covered,
+    /// It follows what the client holds, or carries no position to compare
+    /// (history off, the store unreachable, a broadcast): send it.
+    Next,
+    /// Messages between what the client holds and it never reached this
+    /// connection (a node's Redis subscription dropped by Redis, a rare
+    /// reorder while a subscription starts): sending it would let the
+    /// client's position skip them. The v2 front ends end the connection
+    /// instead (4006), and the client resumes from what it holds.
+    Gap,
+}
+
 /// One message as queued for a connection: the text a legacy client
 /// receives (encoded once, shared by every recipient) and the stream it
 /// belongs to, from which a v2 connection builds its envelope.
@@ -108,6 +125,27 @@ impl Message {
             (held, self.position()),
             (Some(held), Some(at)) if at.epoch == held.epoch && at.offset <= held.offset
         )
+    }
+
+    /// Where this live message stands against `held`, the position of the
+    /// last message a v2 client got (or of its bind answer): see
+    /// [`Continuity`].
+    pub fn continuity(&self, held: Option<Position>) -> Continuity {
+        match (held, self.position()) {
+            (Some(held), Some(at)) if at.epoch == held.epoch => {
+                if at.offset <= held.offset {
+                    Continuity::Covered
+                } else if at.offset == held.offset + 1 {
+                    Continuity::Next
+                } else {
+                    Continuity::Gap
+                }
+            }
+            // A new epoch is whole only from its first message: anything
+            // later means the client missed the messages before it.
+            (Some(_), Some(at)) if at.offset != 1 => Continuity::Gap,
+            _ => Continuity::Next,
+        }
     }
 
     /// The offset of a stored push, if this is one.
@@ -151,5 +189,36 @@ mod tests {
         assert!(!m.covered_by(None));
         assert!(!Message::push(Payload::from("x")).covered_by(Some(at(9, 1))));
         assert!(!Message::broadcast(Payload::from("x")).covered_by(Some(at(9, 1))));
+    }
+
+    #[test]
+    fn a_message_past_the_next_offset_or_in_a_later_epoch_is_a_gap() {
+        let at = |offset, epoch| Position {
+            offset,
+            epoch: Epoch(epoch),
+        };
+        let m = |offset, epoch| Message {
+            payload: Payload::from("x"),
+            stream: Stream::Uid(Some(at(offset, epoch))),
+        };
+        use Continuity::{Covered, Gap, Next};
+        assert_eq!(m(5, 1).continuity(Some(at(4, 1))), Next);
+        assert_eq!(m(5, 1).continuity(Some(at(5, 1))), Covered);
+        assert_eq!(m(5, 1).continuity(Some(at(3, 1))), Gap);
+        assert_eq!(
+            m(1, 2).continuity(Some(at(9, 1))),
+            Next,
+            "a new epoch's first"
+        );
+        assert_eq!(m(2, 2).continuity(Some(at(9, 1))), Gap);
+        assert_eq!(m(7, 1).continuity(None), Next, "nothing to compare with");
+        assert_eq!(
+            Message::push(Payload::from("x")).continuity(Some(at(4, 1))),
+            Next
+        );
+        assert_eq!(
+            Message::broadcast(Payload::from("x")).continuity(Some(at(4, 1))),
+            Next
+        );
     }
 }

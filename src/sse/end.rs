@@ -17,6 +17,9 @@ pub(super) enum End {
     /// A write did not get through within `--write-timeout` (the session's
     /// hand-over waited that long, or the connection's writer said so).
     WriteFailed,
+    /// A queued message showed that this stream missed some (a gap in the
+    /// offsets, see `model::Continuity`): the client resumes.
+    Missed,
 }
 
 impl End {
@@ -29,6 +32,7 @@ impl End {
             End::Closed(CloseReason::Disconnected) => (4001, "disconnected by the server"),
             End::Closed(CloseReason::Replaced) => (4002, "too many connections for this uid"),
             End::TokenExpired => (4004, "token expired"),
+            End::Missed => (4006, "messages missed: reconnect with since"),
         })
     }
 
@@ -41,6 +45,7 @@ impl End {
             End::Closed(reason) => reason.as_str(),
             End::TokenExpired => "token_expired",
             End::WriteFailed => "write_failed",
+            End::Missed => "missed_messages",
         })
     }
 }
@@ -59,6 +64,7 @@ mod tests {
             End::Closed(CloseReason::Replaced),
             End::TokenExpired,
             End::WriteFailed,
+            End::Missed,
         ];
         for end in ends {
             let label = end.label().unwrap();

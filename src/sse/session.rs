@@ -27,7 +27,7 @@ use super::event;
 use super::handoff::{self, TrySendError};
 use crate::App;
 use crate::connections::{Connection, Delivery};
-use crate::model::{Message, Position};
+use crate::model::{Continuity, Message, Position};
 use crate::net::abort::ConnectionAbort;
 use crate::telemetry;
 
@@ -64,8 +64,9 @@ pub(super) struct Session {
     pub(super) close_at: Option<Instant>,
     /// Secure mode: when the token expires.
     pub(super) expires: Option<Instant>,
-    /// What the opening's replay covered: a live message at or below it
-    /// (same epoch) is a duplicate (`Bound::replayed_up_to`).
+    /// What the client holds: the opening's top (`Bound::replayed_up_to`),
+    /// then each live message's position. A live message at or below it
+    /// (same epoch) is a duplicate; one past the next offset shows a gap.
     pub(super) replayed: Option<Position>,
 }
 
@@ -146,14 +147,20 @@ impl Session {
             Delivery::Close(reason) => return Err(End::Closed(reason)),
         };
         let mut out = String::new();
-        let replayed = self.replayed;
-        encode(&mut out, replayed, &first);
+        let mut held = Some(self.replayed);
+        encode(&mut out, &mut held, &first);
         self.conn
-            .take_queued(BATCH, |m| encode(&mut out, replayed, &m));
-        if out.is_empty() {
-            return Ok(());
+            .take_queued(BATCH, |m| encode(&mut out, &mut held, &m));
+        if !out.is_empty() {
+            self.send(Bytes::from(out)).await?;
         }
-        self.send(Bytes::from(out)).await
+        match held {
+            Some(held) => {
+                self.replayed = held;
+                Ok(())
+            }
+            None => Err(End::Missed),
+        }
     }
 
     /// The timer fired: the paced close, the token's expiry, or a heartbeat.
@@ -255,12 +262,23 @@ impl Session {
     }
 }
 
-/// Appends `message`'s event to `out` unless the replay already sent it.
-fn encode(out: &mut String, replayed: Option<Position>, message: &Message) {
-    if message.covered_by(replayed) {
+/// Appends `message`'s event to `out` unless the client holds it already,
+/// moving `held` (what the client holds) on; a gap sets `held` to `None`
+/// and leaves out this message and every later one.
+fn encode(out: &mut String, held: &mut Option<Option<Position>>, message: &Message) {
+    let Some(at) = held else {
         return;
+    };
+    match message.continuity(*at) {
+        Continuity::Covered => {}
+        Continuity::Gap => *held = None,
+        Continuity::Next => {
+            if let Some(position) = message.position() {
+                *at = Some(position);
+            }
+            event::push_message(out, message);
+        }
     }
-    event::push_message(out, message);
 }
 
 #[cfg(test)]
@@ -312,11 +330,25 @@ mod tests {
             })),
         };
         let mut out = String::new();
-        encode(&mut out, Some(top), &at(5, 1));
+        let mut held = Some(Some(top));
+        encode(&mut out, &mut held, &at(5, 1));
         assert!(out.is_empty());
-        encode(&mut out, Some(top), &at(6, 1));
-        encode(&mut out, Some(top), &at(1, 2));
-        encode(&mut out, Some(top), &Message::broadcast(Payload::from("b")));
+        encode(&mut out, &mut held, &at(6, 1));
+        encode(&mut out, &mut held, &at(1, 2));
+        encode(&mut out, &mut held, &Message::broadcast(Payload::from("b")));
+        assert_eq!(
+            held,
+            Some(Some(Position {
+                offset: 1,
+                epoch: Epoch(2)
+            }))
+        );
+        assert_eq!(out.matches("\n\n").count(), 3, "{out}");
+        // A gap: that message and every later one are left out, and the
+        // session ends (4006) so the client resumes.
+        encode(&mut out, &mut held, &at(3, 2));
+        encode(&mut out, &mut held, &at(2, 2));
+        assert_eq!(held, None);
         assert_eq!(out.matches("\n\n").count(), 3, "{out}");
     }
 }

@@ -46,6 +46,10 @@ pub(super) enum End {
     TokenExpired,
     /// A write did not complete in time, or failed.
     WriteFailed,
+    /// Protocol v2: a queued message showed that this connection missed
+    /// some (a gap in the offsets, see `model::Continuity`); the client
+    /// resumes with `since`.
+    Missed,
 }
 
 impl End {
@@ -66,6 +70,16 @@ impl End {
             End::Closed(CloseReason::SlowConsumer) if v2 => {
                 (CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
             }
+            // Like a slow consumer: this connection did not get every
+            // message; resuming gets them.
+            End::Missed => (
+                if v2 {
+                    CLOSE_SLOW_CONSUMER
+                } else {
+                    code(CloseCode::Policy)
+                },
+                "messages missed: reconnect with since",
+            ),
             End::Token(TokenError::Expired) | End::TokenExpired if v2 => {
                 (CLOSE_TOKEN_EXPIRED, "token expired")
             }
@@ -108,6 +122,7 @@ impl End {
             End::Token(e) => e.metric_label(),
             End::TokenExpired => "token_expired",
             End::WriteFailed => "write_failed",
+            End::Missed => "missed_messages",
         }
     }
 }
@@ -156,6 +171,7 @@ mod tests {
             End::Token(TokenError::BadSignature),
             End::TokenExpired,
             End::WriteFailed,
+            End::Missed,
         ];
         for end in ends {
             assert!(
@@ -180,6 +196,7 @@ mod tests {
             (End::Token(TokenError::Expired), 1008, 4004),
             (End::TokenExpired, 1008, 4004),
             (End::TooBig, 1009, 1009),
+            (End::Missed, 1008, 4006),
         ];
         for (end, v1, v2) in cases {
             assert_eq!(end.close_frame(false).map(|f| f.0), Some(v1), "{end:?}");

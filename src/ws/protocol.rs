@@ -29,7 +29,14 @@ pub(super) trait Protocol: Send + Sized + 'static {
     ) -> Start<Self>;
 
     /// The text frame to write for a queued message; `None`: skip it.
-    fn frame(&self, message: Message) -> Option<Payload>;
+    fn frame(&mut self, message: Message) -> Option<Payload>;
+
+    /// Whether a queued message showed that this connection missed some
+    /// (protocol v2: a gap in the offsets); the session then ends with
+    /// [`End::Missed`] once what came before it is written.
+    fn missed(&self) -> bool {
+        false
+    }
 
     /// Binds the connection with its first text frame (and, in v2, writes
     /// what the bind answers).
@@ -75,7 +82,7 @@ impl Protocol for V1 {
     }
 
     #[inline]
-    fn frame(&self, message: Message) -> Option<Payload> {
+    fn frame(&mut self, message: Message) -> Option<Payload> {
         Some(message.payload)
     }
 

@@ -187,10 +187,14 @@ impl<P: Protocol> Session<P> {
         match delivery {
             Delivery::Message(first) => {
                 let Some(first) = self.protocol.frame(first) else {
-                    return Ok(());
+                    return if self.protocol.missed() {
+                        Err(End::Missed)
+                    } else {
+                        Ok(())
+                    };
                 };
                 let limit = self.app.config.websocket.write_timeout;
-                let protocol = &self.protocol;
+                let protocol = &mut self.protocol;
                 let frames = |max, take: &mut dyn FnMut(Payload)| {
                     self.conn.take_queued(max, |m| {
                         if let Some(frame) = protocol.frame(m) {
@@ -199,10 +203,14 @@ impl<P: Protocol> Session<P> {
                     });
                 };
                 match self.socket.write_texts(first, frames) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => finish_batch(&mut self.socket, &self.conn, limit).await,
-                    Err(_) => Err(End::WriteFailed),
+                    Ok(true) => {}
+                    Ok(false) => finish_batch(&mut self.socket, &self.conn, limit).await?,
+                    Err(_) => return Err(End::WriteFailed),
                 }
+                if self.protocol.missed() {
+                    return Err(End::Missed);
+                }
+                Ok(())
             }
             Delivery::Close(reason) => Err(End::Closed(reason)),
         }

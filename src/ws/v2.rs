@@ -15,14 +15,18 @@ use super::session::{Session, expiry, finish_batch};
 use crate::auth::{Identity, TokenError};
 use crate::connections::Connection;
 use crate::model::envelope::{BoundFrame, message_frame};
-use crate::model::{BindFrame, Epoch, Message, Payload, Position, Stream, Uid};
+use crate::model::{BindFrame, Continuity, Epoch, Message, Payload, Position, Stream, Uid};
 use crate::store::StoredMessage;
 
 /// A v2 connection's own state.
 pub(super) struct V2 {
-    /// What the bind answer and the replay covered: a live message of this
-    /// epoch at or below this offset is a duplicate.
+    /// What the client holds: the bind answer's and the replay's top, then
+    /// each live message's position. A live message of this epoch at or
+    /// below it is a duplicate; one past the next offset shows a gap.
     floor: Option<Position>,
+    /// A gap was seen: nothing more is framed, and the session ends (4006)
+    /// so the client resumes from `floor`.
+    missed: bool,
     /// The upgrade URL's verified token, until the bind frame comes (it
     /// may omit `token` then). Boxed: one pointer while it waits.
     preauth: Option<Box<Identity>>,
@@ -45,6 +49,7 @@ impl Protocol for V2 {
         Start {
             protocol: V2 {
                 floor: None,
+                missed: false,
                 preauth,
             },
             expires: None,
@@ -52,11 +57,27 @@ impl Protocol for V2 {
         }
     }
 
-    fn frame(&self, message: Message) -> Option<Payload> {
-        if message.covered_by(self.floor) {
+    fn frame(&mut self, message: Message) -> Option<Payload> {
+        if self.missed {
             return None;
         }
-        Some(message_frame(&message))
+        match message.continuity(self.floor) {
+            Continuity::Covered => None,
+            Continuity::Gap => {
+                self.missed = true;
+                None
+            }
+            Continuity::Next => {
+                if let Some(at) = message.position() {
+                    self.floor = Some(at);
+                }
+                Some(message_frame(&message))
+            }
+        }
+    }
+
+    fn missed(&self) -> bool {
+        self.missed
     }
 
     fn bind(
@@ -169,18 +190,26 @@ mod tests {
 
     #[test]
     fn a_live_message_the_bind_answer_or_replay_covered_is_dropped() {
-        let v2 = V2 {
+        let mut v2 = V2 {
             floor: Some(Position {
                 offset: 5,
                 epoch: Epoch(1),
             }),
+            missed: false,
             preauth: None,
         };
         assert_eq!(v2.frame(at(4, 1)), None);
         assert_eq!(v2.frame(at(5, 1)), None);
         assert!(v2.frame(at(6, 1)).is_some());
-        assert!(v2.frame(at(2, 2)).is_some(), "another epoch is news");
+        assert_eq!(v2.frame(at(6, 1)), None, "the client holds 6 now");
+        assert!(v2.frame(at(1, 2)).is_some(), "a new epoch's first is news");
         assert!(v2.frame(Message::push(Payload::from("x"))).is_some());
+        assert!(!v2.missed());
         assert!(v2.frame(Message::broadcast(Payload::from("x"))).is_some());
+        // A gap: nothing more is framed, and the session ends (4006).
+        assert_eq!(v2.frame(at(3, 2)), None);
+        assert!(v2.missed());
+        assert_eq!(v2.frame(at(2, 2)), None);
+        assert_eq!(v2.frame(Message::broadcast(Payload::from("x"))), None);
     }
 }
