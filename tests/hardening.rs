@@ -912,7 +912,7 @@ async fn a_close_frame_already_sent_survives_what_the_client_sends_after_it() {
     // The client writes before it reads the gateway's close frame, as any
     // busy client may: a message over the limit ends the gateway's wait for
     // the client's close frame with bytes still unread.
-    let gw = Gateway::start(&["--bind-timeout", "200ms"]);
+    let gw = Gateway::start(&["--bind-timeout", "200ms", "--max-conns-per-uid", "1"]);
     let mut v2 = slow_ws(&gw, Some(common::v2::V2)).await;
     arrived(&mut v2).await;
     let big = Message::binary(vec![0u8; OVER_LIMIT]);
@@ -926,6 +926,24 @@ async fn a_close_frame_already_sent_survives_what_the_client_sends_after_it() {
     arrived(&mut kicked).await;
     let big = Message::binary(vec![0u8; OVER_LIMIT]);
     assert_eq!(refused(&mut kicked, big).await, (4001, true), "kicked");
+
+    let mut replaced = slow_ws(&gw, None).await;
+    replaced.send(Message::text("tab")).await.unwrap();
+    gw.wait_bound("tab", 1).await;
+    let mut newer = ws_connect(&gw.ws_url("/ws")).await;
+    newer.send(Message::text("tab")).await.unwrap();
+    arrived(&mut replaced).await;
+    let big = Message::binary(vec![0u8; OVER_LIMIT]);
+    assert_eq!(refused(&mut replaced, big).await, (4002, true), "replaced");
+
+    // Last: the drain of a shutdown (1001).
+    let mut drained = slow_ws(&gw, None).await;
+    drained.send(Message::text("drained")).await.unwrap();
+    gw.wait_bound("drained", 1).await;
+    gw.signal("TERM");
+    arrived(&mut drained).await;
+    let big = Message::binary(vec![0u8; OVER_LIMIT]);
+    assert_eq!(refused(&mut drained, big).await, (1001, true), "drained");
 }
 
 /// Waits until the gateway's next frame has arrived at `ws`'s socket,
