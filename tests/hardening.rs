@@ -6,10 +6,11 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -745,4 +746,212 @@ async fn a_burst_of_concurrent_upgrades_cannot_exceed_the_global_cap() {
     }
     assert_eq!(open.len(), 5, "admitted past the cap");
     assert_eq!(refused, 35);
+}
+
+/// A message over the default `--max-message-bytes` (64 KiB) that the
+/// loopback cannot take whole while the gateway reads nothing (its receive
+/// window is about 64 KiB, the client's send buffer is made small): the
+/// client is still writing when the gateway refuses it, as a browser
+/// sending 70 kB over a real network is. Without the staged close, the
+/// gateway's reset fails that write (browsers report 1006, Python's
+/// websocket-client `ConnectionResetError`) and ends the stream before the
+/// close frame is read.
+const OVER_LIMIT: usize = 512 * 1024;
+
+/// A masked binary frame of `len` bytes, whole: what a client that does not
+/// know the limit sends.
+fn whole_frame(len: usize) -> Vec<u8> {
+    let mut frame = frame_header(0x2, len as u64);
+    frame.resize(frame.len() + len, b'x');
+    frame
+}
+
+/// A TCP connection to the gateway's public port with a small send buffer,
+/// so a large write waits on the gateway's reads.
+async fn slow_sender(gw: &Gateway) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_send_buffer_size(4096).expect("SO_SNDBUF");
+    socket.connect(gw.http).await.expect("connect")
+}
+
+/// A WebSocket client on a [`slow_sender`] connection to `/ws`, offering
+/// `subprotocol` if given.
+async fn slow_ws(gw: &Gateway, subprotocol: Option<&str>) -> Ws {
+    let mut request = gw.ws_url("/ws").into_client_request().expect("a ws URL");
+    if let Some(name) = subprotocol {
+        let value = name.parse().expect("a header value");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", value);
+    }
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(slow_sender(gw).await);
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// A raw WebSocket (see `raw_ws`) on a [`slow_sender`] connection.
+async fn slow_raw_ws(gw: &Gateway) -> TcpStream {
+    let mut s = slow_sender(gw).await;
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gw.http
+    );
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = s.read(&mut byte).await.expect("read");
+        assert!(n > 0, "closed during the handshake");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    s
+}
+
+/// Writes `bytes` whole, then reads the close code, then checks that the
+/// stream ends with the gateway's FIN rather than a reset.
+async fn raw_refused(s: &mut TcpStream, bytes: &[u8]) -> (Option<u16>, bool) {
+    s.write_all(bytes).await.expect("the whole write");
+    let code = raw_close_code(s).await;
+    let mut rest = [0u8; 64];
+    let end = tokio::time::timeout(PATIENCE, s.read(&mut rest))
+        .await
+        .expect("timed out waiting for the end of the stream");
+    (code, matches!(end, Ok(0)))
+}
+
+/// Sends `message` whole, then reads the close code, then checks that the
+/// stream ends cleanly (the close handshake completes, no reset).
+async fn refused(ws: &mut Ws, message: Message) -> (u16, bool) {
+    ws.send(message).await.expect("the whole message is sent");
+    let code = close_of(ws).await.0;
+    let end = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("timed out waiting for the end of the stream");
+    (code, end.is_none())
+}
+
+/// The plain TCP stream under a client, for bytes the client library
+/// would not send or to see what has arrived without reading it.
+fn tcp_of(ws: &mut Ws) -> &mut TcpStream {
+    match ws.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(s) => s,
+        _ => panic!("the tests connect without TLS"),
+    }
+}
+
+#[tokio::test]
+async fn a_whole_message_over_the_limit_gets_its_1009_not_a_reset() {
+    let gw = Gateway::start(&[]);
+    let mut v1 = slow_ws(&gw, None).await;
+    v1.send(Message::text("big")).await.unwrap();
+    gw.wait_bound("big", 1).await;
+    let big = Message::text("x".repeat(OVER_LIMIT));
+    assert_eq!(refused(&mut v1, big).await, (1009, true), "v1, bound");
+
+    let mut v2 = slow_ws(&gw, Some(common::v2::V2)).await;
+    let bind = json!({"uid": "a", "pad": "x".repeat(OVER_LIMIT)});
+    let bind = Message::text(bind.to_string());
+    assert_eq!(refused(&mut v2, bind).await, (1009, true), "v2 bind");
+
+    let mut v2 = slow_ws(&gw, Some(common::v2::V2)).await;
+    common::v2::send_json(&mut v2, &json!({"uid": "big2"})).await;
+    assert_eq!(common::v2::next_frame(&mut v2).await["type"], "bound");
+    let big = Message::binary(vec![0u8; OVER_LIMIT]);
+    assert_eq!(refused(&mut v2, big).await, (1009, true), "v2, bound");
+
+    let mut s = slow_raw_ws(&gw).await;
+    let frame = whole_frame(OVER_LIMIT);
+    assert_eq!(raw_refused(&mut s, &frame).await, (Some(1009), true));
+}
+
+#[tokio::test]
+async fn bad_frames_with_more_behind_them_get_their_close_code_not_a_reset() {
+    let gw = Gateway::start(&[]);
+    let behind = whole_frame(OVER_LIMIT);
+    // Text that is not UTF-8: 1007.
+    let mut s = slow_raw_ws(&gw).await;
+    let mut bytes = frame_header(0x1, 2);
+    bytes.extend_from_slice(&[0xc3, 0x28]);
+    bytes.extend_from_slice(&behind);
+    assert_eq!(raw_refused(&mut s, &bytes).await, (Some(1007), true));
+
+    // A frame with a reserved bit set breaks the protocol: 1002.
+    let mut s = slow_raw_ws(&gw).await;
+    let mut bytes = frame_header(0x1, 1);
+    bytes[0] |= 0x40;
+    bytes.push(b'a');
+    bytes.extend_from_slice(&behind);
+    assert_eq!(raw_refused(&mut s, &bytes).await, (Some(1002), true));
+
+    // An empty uid (1008), then a frame over the limit while the gateway
+    // waits for the client's close frame.
+    let mut s = slow_raw_ws(&gw).await;
+    let mut bytes = frame_header(0x1, 0);
+    bytes.extend_from_slice(&behind);
+    assert_eq!(raw_refused(&mut s, &bytes).await, (Some(1008), true));
+
+    // v2: a bind frame that is not one (4007), the same way.
+    let mut v2 = slow_ws(&gw, Some(common::v2::V2)).await;
+    let mut bytes = frame_header(0x1, 4);
+    bytes.extend_from_slice(b"nope");
+    bytes.extend_from_slice(&behind);
+    tcp_of(&mut v2)
+        .write_all(&bytes)
+        .await
+        .expect("the whole write");
+    assert_eq!(close_of(&mut v2).await.0, 4007);
+    assert!(v2.next().await.is_none(), "v2: the stream ends cleanly");
+}
+
+#[tokio::test]
+async fn a_close_frame_already_sent_survives_what_the_client_sends_after_it() {
+    // The client writes before it reads the gateway's close frame, as any
+    // busy client may: a message over the limit ends the gateway's wait for
+    // the client's close frame with bytes still unread.
+    let gw = Gateway::start(&["--bind-timeout", "200ms", "--max-conns-per-uid", "1"]);
+    let mut v2 = slow_ws(&gw, Some(common::v2::V2)).await;
+    arrived(&mut v2).await;
+    let big = Message::binary(vec![0u8; OVER_LIMIT]);
+    assert_eq!(refused(&mut v2, big).await, (4005, true), "v2 bind timeout");
+
+    let mut kicked = slow_ws(&gw, None).await;
+    kicked.send(Message::text("kicked")).await.unwrap();
+    gw.wait_bound("kicked", 1).await;
+    let (_, r) = post_json(&gw, "/disconnect", &json!({"uid": "kicked"})).await;
+    assert_eq!(r["disconnected"], 1);
+    arrived(&mut kicked).await;
+    let big = Message::binary(vec![0u8; OVER_LIMIT]);
+    assert_eq!(refused(&mut kicked, big).await, (4001, true), "kicked");
+
+    let mut replaced = slow_ws(&gw, None).await;
+    replaced.send(Message::text("tab")).await.unwrap();
+    gw.wait_bound("tab", 1).await;
+    let mut newer = ws_connect(&gw.ws_url("/ws")).await;
+    newer.send(Message::text("tab")).await.unwrap();
+    arrived(&mut replaced).await;
+    let big = Message::binary(vec![0u8; OVER_LIMIT]);
+    assert_eq!(refused(&mut replaced, big).await, (4002, true), "replaced");
+
+    // Last: the drain of a shutdown (1001).
+    let mut drained = slow_ws(&gw, None).await;
+    drained.send(Message::text("drained")).await.unwrap();
+    gw.wait_bound("drained", 1).await;
+    gw.signal("TERM");
+    arrived(&mut drained).await;
+    let big = Message::binary(vec![0u8; OVER_LIMIT]);
+    assert_eq!(refused(&mut drained, big).await, (1001, true), "drained");
+}
+
+/// Waits until the gateway's next frame has arrived at `ws`'s socket,
+/// without reading it.
+async fn arrived(ws: &mut Ws) {
+    let mut first = [0u8; 1];
+    let seen = tokio::time::timeout(PATIENCE, tcp_of(ws).peek(&mut first))
+        .await
+        .expect("timed out waiting for the gateway's frame");
+    assert_eq!(seen.ok(), Some(1), "the stream ended instead");
 }

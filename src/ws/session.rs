@@ -28,6 +28,11 @@ use crate::telemetry;
 /// How long a slow consumer gets to take its close frame.
 const SLOW_CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
+/// Bytes beyond `--max-message-bytes` a closing client's socket may still
+/// bring (a message just over the limit, frames sent behind a bad one) that
+/// are read and dropped so the close frame is not lost to a reset.
+const LINGER_DISCARD: usize = 1024 * 1024;
+
 /// Binds `conn` to a verified identity and names its uid on `span`; returns
 /// when the token expires.
 pub(super) fn bind_identity(conn: &mut Connection, id: Identity, span: &Span) -> Instant {
@@ -326,8 +331,16 @@ impl<P: Protocol> Session<P> {
                 End::Closed(CloseReason::SlowConsumer) => write_timeout.min(SLOW_CLOSE_LIMIT),
                 _ => write_timeout,
             };
+            // What the client may still send after the close frame and is
+            // dropped unread: the rest of one message over the limit, and
+            // then some.
+            let max_discard = app
+                .config
+                .websocket
+                .max_message_bytes
+                .saturating_add(LINGER_DISCARD);
             // Boxed for the same reason: it runs once, at the end.
-            Box::pin(socket.close(code, reason, limit)).await;
+            Box::pin(socket.close(code, reason, limit, max_discard)).await;
         }
     }
 }

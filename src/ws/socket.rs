@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -35,6 +36,11 @@ use crate::model::Payload;
 /// Most queued messages written per system call; bounds one write's size and
 /// keeps a busy connection from starving its own inbound reads.
 pub(super) const MAX_FRAMES_PER_WRITE: usize = 64;
+
+/// How long the staged close after a close frame ([`Socket::close`]) waits
+/// for the client to close its side: a client that got the close frame
+/// closes within a round trip, so this only bounds one that does not.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// A server's text frame header is at most 10 bytes (no mask).
 const MAX_HEADER: usize = 10;
@@ -295,7 +301,22 @@ impl Socket {
     /// the close frame does not land inside a frame. Bounded by `limit`.
     /// After a failed read (a protocol error, a frame over the limit)
     /// nothing more can be parsed, so it only sends.
-    pub(super) async fn close(&mut self, code: u16, reason: &'static str, limit: Duration) {
+    ///
+    /// Then, if the close frame reached the kernel, the staged close of
+    /// [`Socket::linger`], dropping at most `max_discard` more bytes from
+    /// the client: without it, bytes the client sent that were never read
+    /// (the rest of a frame over the limit, frames after a bad one) make
+    /// the kernel answer the socket's close with a reset, and a reset
+    /// destroys the close frame before the client reads it (browsers then
+    /// report 1006 instead of the code).
+    pub(super) async fn close(
+        &mut self,
+        code: u16,
+        reason: &'static str,
+        limit: Duration,
+        max_discard: usize,
+    ) {
+        let mut sent = false;
         let handshake = async {
             if self.finish_writes().await.is_err() {
                 return;
@@ -305,8 +326,11 @@ impl Socket {
                 reason: reason.into(),
             };
             let close = self.ctx.close(&mut Io(&self.tcp), Some(frame));
-            if sent_or_queued(close).is_err() || self.flush_control().await.is_err() || self.failed
-            {
+            if sent_or_queued(close).is_err() || self.flush_control().await.is_err() {
+                return;
+            }
+            sent = true;
+            if self.failed {
                 return;
             }
             loop {
@@ -319,6 +343,30 @@ impl Socket {
             }
         };
         let _ = timeout(limit, handshake).await;
+        // A close frame that never left has nothing to protect, and a
+        // socket that did not take it is likely stuck: dropped at once.
+        if sent {
+            self.linger(max_discard).await;
+        }
+    }
+
+    /// The staged close (RFC 6455 §7.1.1: the server closes the TCP
+    /// connection first; RFC 9112 §9.6): half-closes, so the client reads
+    /// the close frame then the end of the stream, and reads and drops what
+    /// the client still sends until it closes its side too, fails, sends
+    /// more than `max_discard` bytes, or [`LINGER`] passes. Past either
+    /// bound the socket is dropped as it is (a reset, for a client that
+    /// keeps sending): the wait never outlives them.
+    async fn linger(&mut self, max_discard: usize) {
+        let tcp = &mut self.tcp;
+        let _ = timeout(LINGER, async move {
+            if tcp.shutdown().await.is_err() {
+                return;
+            }
+            let mut discarded = 0;
+            while tcp.readable().await.is_ok() && drain(tcp, &mut discarded, max_discard) {}
+        })
+        .await;
     }
 
     /// Writes out what tungstenite has queued (pings, pongs, the close
@@ -330,6 +378,28 @@ impl Socket {
                 Err(e) if would_block(&e) => self.tcp.writable().await?,
                 Err(e) => return Err(into_io(e)),
             }
+        }
+    }
+}
+
+/// Reads what the socket has and drops it: `false` once the client closed
+/// or failed, or `discarded` (the bytes dropped so far) passed
+/// `max_discard`; `true` when the socket has nothing more for now. A plain
+/// function, so its buffer is on the stack for the call, not in a future.
+fn drain(tcp: &TcpStream, discarded: &mut usize, max_discard: usize) -> bool {
+    let mut scratch = [0u8; 4096];
+    loop {
+        match tcp.try_read(&mut scratch) {
+            Ok(0) => return false,
+            Ok(n) => {
+                *discarded += n;
+                if *discarded > max_discard {
+                    tracing::debug!("a closing WebSocket client kept sending; dropped");
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
         }
     }
 }
