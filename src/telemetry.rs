@@ -530,6 +530,8 @@ pub const SSE_LABEL_VALUES: &[(&str, &str, &[&str])] = &[
             "no_token",
             "invalid_token",
             "token_expired",
+            "head_timeout",
+            "head_too_large",
         ],
     ),
 ];

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::sse::{self, Item, Raw};
 use common::*;
@@ -115,6 +116,23 @@ async fn bad_requests_are_refused_with_problem_answers_before_any_stream() {
         no_accept.headers()["content-type"],
         "application/problem+json"
     );
+    // A forbidden origin is forbidden whatever it asks for.
+    let evil_no_accept = reqwest::Client::new()
+        .get(gw.public_url("/sse?uid=u"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil_no_accept.status(), 403);
+    // `q=0` says the type is not acceptable (RFC 9110 §12.4.2).
+    let weight_zero = reqwest::Client::new()
+        .get(gw.public_url("/sse?uid=u"))
+        .header("accept", "text/event-stream;q=0, text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(weight_zero.status(), 406);
+    assert_eq!(gw.user("u").await["connections"], 0);
     for (query, headers, status) in [
         ("", vec![], 400),
         ("uid=", vec![], 400),
@@ -132,6 +150,95 @@ async fn bad_requests_are_refused_with_problem_answers_before_any_stream() {
         gw.metric(r#"pushgate_sse_refused_total{reason="bad_request"}"#)
             .await,
         4.0
+    );
+    for (reason, count) in [("not_acceptable", 2.0), ("origin", 2.0)] {
+        let series = format!(r#"pushgate_sse_refused_total{{reason="{reason}"}}"#);
+        assert_eq!(gw.metric(&series).await, count, "{reason}");
+    }
+}
+
+/// `HEAD /sse` as one request of `raw` (keep-alive): its head, after
+/// checking it has no body (the next answer follows it at once).
+async fn head_of_stream(raw: &mut Raw, query: &str, accept: bool) -> sse::Head {
+    let accept = if accept {
+        "Accept: text/event-stream\r\n"
+    } else {
+        ""
+    };
+    raw.send(
+        format!(
+            "HEAD /sse?{query} HTTP/1.1\r\nHost: x\r\n{accept}\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let head = raw.head().await;
+    let next = raw.head().await;
+    assert_eq!(next.status, 200, "no body after the HEAD answer: {next:?}");
+    raw.body(&next).await;
+    head
+}
+
+#[tokio::test]
+async fn a_head_request_gets_the_head_of_a_stream_and_binds_nothing() {
+    let gw = Gateway::start(&["--jwt-secret", SECRET, "--max-conns-per-uid", "1"]);
+    let token = jwt(json!({"sub": "h", "exp": unix_now() + 600}));
+    let mut live = sse::open(&gw, &format!("token={token}"), &[]).await;
+    assert_eq!(live.next_event().await.unwrap().kind(), "bound");
+    gw.wait_bound("h", 1).await;
+
+    // A client's HEAD, on a connection of its own (hyper's: only a GET
+    // opens the lean path).
+    let head = reqwest::Client::new()
+        .head(gw.public_url(&format!("/sse?token={token}")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let h = head.headers();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    // A GET's body has no length: a HEAD must not claim one (RFC 9110 §8.6).
+    assert!(!h.contains_key("content-length"), "{h:?}");
+    // As the first request of a connection and as a later one; refused
+    // like a GET when a GET would be.
+    let mut raw = Raw::connect(&gw).await;
+    assert_eq!(
+        head_of_stream(&mut raw, &format!("token={token}"), true)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        head_of_stream(&mut raw, &format!("token={token}"), false)
+            .await
+            .status,
+        406
+    );
+    assert_eq!(
+        head_of_stream(&mut raw, &format!("token={token}x"), true)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(head_of_stream(&mut raw, "", true).await.status, 401);
+
+    // Nothing was bound: the live stream was not kicked (4002) and still
+    // gets its pushes, and no stream was counted.
+    let (status, _) = post_json(&gw, "/push", &json!({"uid": "h", "data": "still here"})).await;
+    assert_eq!(status, 200);
+    let next = live.next_event().await.unwrap();
+    assert_eq!(next.kind(), "message", "{next:?}");
+    assert_eq!(gw.user("h").await["connections"], 1);
+    assert_eq!(gw.metric("pushgate_sse_connections").await, 1.0);
+    assert_eq!(
+        gw.metric(r#"pushgate_sse_disconnects_total{reason="kicked"}"#)
+            .await
+            + gw.metric(r#"pushgate_sse_disconnects_total{reason="too_many_for_uid"}"#)
+                .await,
+        0.0
     );
 }
 
@@ -402,6 +509,14 @@ async fn the_client_files_and_the_demo_page_are_served_with_their_types_and_vali
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + file)
                 .unwrap();
         assert_eq!(body, on_disk, "{path}");
+        if path == "/demo" {
+            // An icon of its own, so a browser asks for no /favicon.ico
+            // (a 404 here); and the push hint names the API listener as
+            // configurable, not one fixed address.
+            assert!(body.contains(r#"<link rel="icon" href="data:,">"#));
+            assert!(body.contains("--api-listen"));
+            assert!(!body.contains("localhost:1235"));
+        }
         let again = client
             .get(gw.public_url(path))
             .header("if-none-match", etag)
@@ -526,6 +641,11 @@ const STREAM_REQUEST: &str = "HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r
 /// The problem document of a refusal read from `raw`: its JSON, after
 /// checking the answer says so and closes.
 async fn refusal(raw: &mut Raw, status: u16) -> Value {
+    refusal_and_head(raw, status).await.0
+}
+
+/// [`refusal`], and the answer's head.
+async fn refusal_and_head(raw: &mut Raw, status: u16) -> (Value, sse::Head) {
     let head = raw.head().await;
     assert_eq!(head.status, status, "{head:?}");
     assert_eq!(head.headers["content-type"], "application/problem+json");
@@ -538,7 +658,70 @@ async fn refusal(raw: &mut Raw, status: u16) -> Value {
         b"",
         "nothing after the refusal, then the close"
     );
-    problem
+    (problem, head)
+}
+
+/// A gateway whose refusals of a stream request's head are checked to be
+/// counted, logged and readable by a browser like the route's own.
+fn gateway_for_head_refusals(extra: &[&str]) -> Gateway {
+    let mut args = vec!["--allowed-origins", "https://app.example", "--access-log"];
+    args.extend_from_slice(extra);
+    Gateway::start(&args)
+}
+
+/// Checks that a refused stream request head (its answer's `head`) was
+/// answered with CORS for the allowed origin it named, counted under
+/// `reason` (`count` so far) and in the request metrics of `/sse`, and
+/// logged.
+async fn head_refusal_is_observed(gw: &Gateway, head: &sse::Head, reason: &str, count: f64) {
+    assert_eq!(
+        head.headers
+            .get("access-control-allow-origin")
+            .map(String::as_str),
+        Some("https://app.example"),
+        "{head:?}"
+    );
+    gw.wait_metric(
+        &format!(r#"pushgate_sse_refused_total{{reason="{reason}"}}"#),
+        count,
+    )
+    .await;
+    gw.wait_metric(
+        r#"pushgate_http_requests_total{route="/sse",status_class="4xx"}"#,
+        count,
+    )
+    .await;
+    let status = format!("\"status\":{}", head.status);
+    wait_until("the refusal's access log line", || async {
+        let logs = gw.logs.lock().unwrap().clone();
+        logs.iter()
+            .any(|l| l.contains("pushgate::access") && l.contains("/sse") && l.contains(&status))
+            .then_some(())
+            .ok_or("not yet")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_that_comes_in_pieces_while_its_path_is_looked_at_gets_one_header_read_timeout() {
+    let gw = Gateway::start(&["--header-read-timeout", "4s"]);
+    let mut raw = Raw::connect(&gw).await;
+    // Could be `GET /sse`: the gateway waits for more before handing the
+    // connection to hyper.
+    raw.send(b"GET /s").await;
+    // The client is slow: most of the timeout later, the rest of a
+    // request line for hyper, and the head never ends.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    raw.send(b"tats HTTP/1.1\r\nHost: x\r\n").await;
+    let late = Instant::now();
+    assert_eq!(raw.rest().await, b"", "closed without an answer");
+    // One timeout from the accept, about a second after the last piece;
+    // not a whole timeout again from there (hyper's own timer).
+    let after = late.elapsed();
+    assert!(
+        after < Duration::from_secs(4),
+        "closed {after:?} after the last piece"
+    );
 }
 
 #[tokio::test]
@@ -597,30 +780,36 @@ async fn an_http_1_0_stream_is_answered_in_1_0_and_ends_with_the_connection() {
 
 #[tokio::test]
 async fn a_stream_request_head_over_32_kib_is_refused_431_with_a_problem() {
-    let gw = Gateway::start(&[]);
+    let gw = gateway_for_head_refusals(&[]);
     let mut raw = Raw::connect(&gw).await;
     let big = "a".repeat(40 * 1024);
     let request = format!(
-        "GET /sse?uid=big HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nX-Big: {big}\r\n\r\n"
+        "GET /sse?uid=big HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAccept: text/event-stream\r\nX-Big: {big}\r\n\r\n"
     );
     raw.send(request.as_bytes()).await;
-    refusal(&mut raw, 431).await;
+    let (_, head) = refusal_and_head(&mut raw, 431).await;
+    head_refusal_is_observed(&gw, &head, "head_too_large", 1.0).await;
     let mut many = Raw::connect(&gw).await;
     let lines: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
-    many.send(format!("GET /sse?uid=many HTTP/1.1\r\n{lines}\r\n").as_bytes())
-        .await;
-    refusal(&mut many, 431).await;
+    many.send(
+        format!("GET /sse?uid=many HTTP/1.1\r\nOrigin: https://app.example\r\n{lines}\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let (_, head) = refusal_and_head(&mut many, 431).await;
+    head_refusal_is_observed(&gw, &head, "head_too_large", 2.0).await;
     assert_eq!(gw.user("big").await["connections"], 0);
 }
 
 #[tokio::test]
 async fn a_stream_request_head_that_stalls_is_answered_408_at_the_header_read_timeout() {
-    let gw = Gateway::start(&["--header-read-timeout", "1s"]);
+    let gw = gateway_for_head_refusals(&["--header-read-timeout", "1s"]);
     let mut stalled = Raw::connect(&gw).await;
     stalled
-        .send(b"GET /sse?uid=slow HTTP/1.1\r\nHost: x\r\n")
+        .send(b"GET /sse?uid=slow HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nAcc")
         .await;
-    let problem = refusal(&mut stalled, 408).await;
+    let (problem, head) = refusal_and_head(&mut stalled, 408).await;
+    head_refusal_is_observed(&gw, &head, "head_timeout", 1.0).await;
     assert!(
         problem["detail"].as_str().unwrap().contains("head"),
         "{problem}"
@@ -636,11 +825,12 @@ async fn a_stream_request_head_that_stalls_is_answered_408_at_the_header_read_ti
 
 #[tokio::test]
 async fn a_malformed_stream_request_head_is_refused_400() {
-    let gw = Gateway::start(&[]);
+    let gw = gateway_for_head_refusals(&[]);
     let mut raw = Raw::connect(&gw).await;
-    raw.send(b"GET /sse?uid=m HTTP/1.1\r\nNo colon here\r\n\r\n")
+    raw.send(b"GET /sse?uid=m HTTP/1.1\r\nOrigin: https://app.example\r\nNo colon here\r\n\r\n")
         .await;
-    refusal(&mut raw, 400).await;
+    let (_, head) = refusal_and_head(&mut raw, 400).await;
+    head_refusal_is_observed(&gw, &head, "bad_request", 1.0).await;
 }
 
 #[tokio::test]

@@ -19,7 +19,13 @@
 //! parses that one request head itself, hands it to the same router (so
 //! admission, the origin rule, CORS, refusals and metrics stay one code
 //! path), and writes the answer with no buffer of its own. That connection
-//! serves this one request (`Connection: close`). Everything else stays on
+//! serves this one request (`Connection: close`). The look at the first
+//! bytes counts against `--header-read-timeout`: a first head gets one
+//! timeout from the accept on either path. (Hyper's own timer starts only
+//! when hyper does; set shorter for one connection it would shorten every
+//! later head of that connection too, so instead a deadline of this
+//! loop's closes the connection if hyper has no first head by then.)
+//! Everything else stays on
 //! hyper, including a keep-alive connection that asks for a stream later
 //! on; a streamed request there is handed a [`ConnectionAbort`] naming the
 //! connection's task, so a stream whose client stopped reading can still
@@ -42,6 +48,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustix::net::RecvFlags;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
@@ -138,21 +145,34 @@ impl Connection {
                 first = first_request(&self.stream, self.streamed, deadline) => first,
             };
             match first {
-                First::Streamed => {
+                First::Streamed(path) => {
                     // Boxed: only such connections pay for the lean path's
                     // state (a router call) while it runs, not every
                     // keep-alive connection's task.
-                    let lean = lean::serve(self.stream, self.peer, self.router, self.app, deadline);
+                    let lean = lean::serve(
+                        self.stream,
+                        self.peer,
+                        path,
+                        self.router,
+                        self.app,
+                        deadline,
+                    );
                     return Box::pin(lean).await;
                 }
                 First::Gone => return,
-                First::Other => {}
+                First::Other => return self.serve_hyper(Some(deadline)).await,
             }
         }
-        self.serve_hyper().await
+        self.serve_hyper(None).await
     }
 
-    async fn serve_hyper(self) {
+    /// Serves the connection with hyper. `first_head`: when its first
+    /// request head must be complete, if earlier than hyper's own timer
+    /// (started only now) says: the time the first bytes were looked at
+    /// counts, so a head gets one `--header-read-timeout` in all. A
+    /// connection without its first head by then is closed without an
+    /// answer, as hyper closes one.
+    async fn serve_hyper(self, first_head: Option<Instant>) {
         let Connection {
             stream,
             peer,
@@ -162,7 +182,26 @@ impl Connection {
             streamed,
             abort,
         } = self;
+        // Set once hyper has a whole head, when it calls the service. Only
+        // a connection with a first-head deadline pays for the flag and
+        // the timer.
+        let headed = first_head.map(|_| Arc::new(AtomicBool::new(false)));
+        let head_deadline = {
+            let headed = headed.clone();
+            async move {
+                if let (Some(at), Some(headed)) = (first_head, headed) {
+                    Box::pin(tokio::time::sleep_until(at)).await;
+                    if !headed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await
+            }
+        };
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            if let Some(headed) = &headed {
+                headed.store(true, Ordering::Relaxed);
+            }
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
             if let Some(abort) = &abort
@@ -193,6 +232,8 @@ impl Connection {
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => {}
+            // Dropping the connection closes it.
+            () = head_deadline => tracing::debug!("first request head timed out"),
             _ = app.shutdown.stopping() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
@@ -204,8 +245,8 @@ impl Connection {
 /// What a connection's first bytes say about its first request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum First {
-    /// A `GET` of a streamed path: served below hyper.
-    Streamed,
+    /// A `GET` of this streamed path: served below hyper.
+    Streamed(&'static str),
     /// Anything else: hyper's.
     Other,
     /// The client closed, failed or sent nothing in time: dropped.
@@ -221,10 +262,11 @@ enum First {
 /// cannot be a second `peek`: tokio's leaves the socket marked readable, so
 /// it would return the same bytes at once, for ever. That rare case peeks
 /// inside [`TcpStream::try_io`], which clears the mark when too few bytes
-/// are there and so waits for the next segment; the peek goes through a
-/// duplicate of the descriptor, as `try_io` must not call the stream's own
-/// methods (and this crate allows no `unsafe` to call `recv` itself).
-async fn first_request(stream: &TcpStream, streamed: &[&str], deadline: Instant) -> First {
+/// are there and so waits for the next segment; that peek is a `recv` with
+/// `MSG_PEEK` on the stream's own descriptor (rustix's safe call), since
+/// `try_io` must not call the stream's own methods and a duplicate of the
+/// descriptor would cost the waiting connection a second one.
+async fn first_request(stream: &TcpStream, streamed: &[&'static str], deadline: Instant) -> First {
     let want = streamed
         .iter()
         .map(|p| "GET ".len() + p.len() + 1)
@@ -239,17 +281,13 @@ async fn first_request(stream: &TcpStream, streamed: &[&str], deadline: Instant)
     if let Some(first) = classify(&buf[..seen], streamed) {
         return first;
     }
-    let Ok(dup) = stream.as_fd().try_clone_to_owned() else {
-        return First::Other;
-    };
-    let dup = std::net::TcpStream::from(dup);
     loop {
         let ready = match timeout_at(deadline, stream.ready(Interest::READABLE)).await {
             Ok(Ok(ready)) => ready,
             Ok(Err(_)) | Err(_) => return First::Gone,
         };
         let peeked = stream.try_io(Interest::READABLE, || {
-            let n = dup.peek(buf)?;
+            let (n, _) = rustix::net::recv(stream.as_fd(), &mut *buf, RecvFlags::PEEK)?;
             classify(&buf[..n], streamed).ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
         });
         match peeked {
@@ -267,7 +305,7 @@ async fn first_request(stream: &TcpStream, streamed: &[&str], deadline: Instant)
 
 /// `Some` once `seen` (a connection's first bytes) decides; `None` while it
 /// is a prefix of `GET <path>` plus one byte for a streamed path.
-fn classify(seen: &[u8], streamed: &[&str]) -> Option<First> {
+fn classify(seen: &[u8], streamed: &[&'static str]) -> Option<First> {
     let mut undecided = false;
     for path in streamed {
         let target = || b"GET ".iter().chain(path.as_bytes());
@@ -275,7 +313,7 @@ fn classify(seen: &[u8], streamed: &[&str]) -> Option<First> {
         let starts = |n: usize| seen[..n].iter().zip(target()).all(|(a, b)| a == b);
         if seen.len() > len {
             if starts(len) && matches!(seen[len], b' ' | b'?') {
-                return Some(First::Streamed);
+                return Some(First::Streamed(path));
             }
         } else if starts(seen.len()) {
             undecided = true;
@@ -340,8 +378,11 @@ mod tests {
     #[test]
     fn only_a_get_of_the_streamed_path_itself_is_streamed() {
         for (seen, want) in [
-            (&b"GET /sse?uid=a HTTP/1.1"[..], Some(First::Streamed)),
-            (b"GET /sse HTTP/1.1", Some(First::Streamed)),
+            (
+                &b"GET /sse?uid=a HTTP/1.1"[..],
+                Some(First::Streamed("/sse")),
+            ),
+            (b"GET /sse HTTP/1.1", Some(First::Streamed("/sse"))),
             (b"GET /sse/x HTTP/1.1", Some(First::Other)),
             (b"GET /ssex", Some(First::Other)),
             (b"GET /ws HTTP/1.1", Some(First::Other)),
@@ -391,11 +432,36 @@ mod tests {
         // Still a prefix: the next segment is waited for again.
         assert!(futures_util::poll!(first.as_mut()).is_pending());
         client.write_all(b"e?uid=a").await.unwrap();
-        assert_eq!(first.await, First::Streamed);
+        assert_eq!(first.await, First::Streamed("/sse"));
         // Nothing was read: the whole request line is still there.
         let mut buf = [0u8; 32];
         let n = server.peek(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"GET /sse?uid=a");
+    }
+
+    /// How many of this process's descriptors refer to `stream`'s socket.
+    fn descriptors_of(stream: &TcpStream) -> usize {
+        use std::os::fd::AsRawFd;
+        let socket = std::fs::read_link(format!("/proc/self/fd/{}", stream.as_raw_fd())).unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| *target == socket)
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_more_of_its_first_line_holds_one_descriptor() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"GET /s").await.unwrap();
+        server.readable().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = first_request(&server, SSE, deadline);
+        tokio::pin!(first);
+        assert!(futures_util::poll!(first.as_mut()).is_pending());
+        assert_eq!(descriptors_of(&server), 1);
+        client.write_all(b"tats").await.unwrap();
+        assert_eq!(first.await, First::Other);
     }
 
     #[tokio::test]

@@ -163,3 +163,42 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A request head the gateway read itself (a connection that opens with an
+/// event stream request, `http::serve`) and refused before any route saw
+/// it. It is handed to the route the request line named, in the extensions
+/// of a stand-in request, so that the refusal passes the same layers as the
+/// route's own: the access log and request metrics, CORS (a browser can
+/// read it), and the route's refusal counter.
+#[derive(Debug, Clone)]
+pub enum HeadRefused {
+    /// Not complete within `--header-read-timeout` (the duration): 408.
+    Timeout(std::time::Duration),
+    /// Larger than the first number (bytes) or more header lines than the
+    /// second: 431.
+    TooLarge(usize, usize),
+    /// Not an HTTP/1 request head (what was wrong): 400.
+    Malformed(String),
+}
+
+impl HeadRefused {
+    /// The `reason` label a route counts this refusal under.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HeadRefused::Timeout(_) => "head_timeout",
+            HeadRefused::TooLarge(..) => "head_too_large",
+            HeadRefused::Malformed(_) => "bad_request",
+        }
+    }
+
+    /// The problem answer.
+    pub fn into_error(self) -> ApiError {
+        match self {
+            HeadRefused::Timeout(limit) => ApiError::HeadTimeout(limit),
+            HeadRefused::TooLarge(bytes, lines) => ApiError::HeadTooLarge(bytes, lines),
+            HeadRefused::Malformed(why) => {
+                ApiError::BadRequest(format!("malformed request head: {why}"))
+            }
+        }
+    }
+}

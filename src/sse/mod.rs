@@ -22,6 +22,7 @@ mod handoff;
 mod request;
 mod session;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ use crate::App;
 use crate::net::abort::ConnectionAbort;
 use crate::net::client_ip::client_ip;
 use crate::net::origin::{origin_allowed, origin_passes};
-use crate::net::problem::ApiError;
+use crate::net::problem::{ApiError, HeadRefused};
 use crate::telemetry;
 use request::{Refusal, StreamQuery, refuse};
 use session::{EventBody, Session, after, expiry};
@@ -93,15 +94,31 @@ fn cors(allowed: &[String]) -> CorsLayer {
 
 /// `GET /sse`: checks, admits and binds, answers with the opening, and
 /// leaves the rest of the stream to its session task.
+///
+/// `HEAD /sse` (which axum routes here) passes the same checks but those
+/// with an effect (admission, binding): it gets the head a `GET` would get
+/// (RFC 9110 §9.3.2), or its refusal, and changes nothing. A `HEAD` that
+/// bound would kick the uid's stream past `--max-conns-per-uid`.
+///
+/// A request head the accept loop refused ([`HeadRefused`], a stand-in
+/// request) is answered here, so it is counted and answered with CORS as
+/// every refusal of this route is.
 pub async fn stream(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     abort: Option<Extension<ConnectionAbort>>,
+    head_refused: Option<Extension<HeadRefused>>,
+    method: Method,
     query: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(Extension(refused)) = head_refused {
+        telemetry::sse_refused(refused.label());
+        return refused.into_error().into_response();
+    }
     let abort = abort.map(|Extension(a)| a).unwrap_or_default();
-    match open(app, peer, abort, query, &headers).await {
+    let only_head = method == Method::HEAD;
+    match open(app, peer, abort, only_head, query, &headers).await {
         Ok(response) => response,
         Err(Refusal { label, error }) => {
             telemetry::sse_refused(label);
@@ -110,13 +127,23 @@ pub async fn stream(
     }
 }
 
+/// Checks, admits, binds and answers the opening; with `only_head`, only
+/// checks and answers the head (see [`stream`]).
 async fn open(
     app: App,
     peer: SocketAddr,
     abort: ConnectionAbort,
+    only_head: bool,
     query: Result<Query<StreamQuery>, QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<Response, Refusal> {
+    // First: a forbidden origin is forbidden whatever it asks for.
+    if !origin_passes(&app.config.websocket.allowed_origins, headers) {
+        return Err(refuse(
+            "origin",
+            ApiError::Forbidden("this origin may not open a stream here".into()),
+        ));
+    }
     if !request::accepts_event_stream(headers) {
         return Err(refuse(
             "not_acceptable",
@@ -131,12 +158,6 @@ async fn open(
             ApiError::Unavailable("the gateway is shutting down".into()),
         ));
     }
-    if !origin_passes(&app.config.websocket.allowed_origins, headers) {
-        return Err(refuse(
-            "origin",
-            ApiError::Forbidden("this origin may not open a stream here".into()),
-        ));
-    }
     let Query(query) =
         query.map_err(|e| refuse("bad_request", ApiError::BadRequest(e.body_text())))?;
     let since = request::since(&query, headers)?;
@@ -147,6 +168,15 @@ async fn open(
         &cfg.http.trusted_proxies,
         cfg.http.client_ip_header,
     );
+    if only_head {
+        request::identity(app.verifier.as_ref(), &query, headers, client)?;
+        // A body of unknown length, as a stream's is: with an empty one
+        // the router would say `Content-Length: 0`, which a HEAD answer
+        // may only say if the GET's body were empty (RFC 9110 §8.6). The
+        // router drops it unread.
+        let unknown = futures_util::stream::empty::<Result<bytes::Bytes, Infallible>>();
+        return Ok(stream_head(Body::from_stream(unknown)));
+    }
     // Before the token check: a flood of bad tokens costs no signature
     // checks past the caps.
     let permit = app.admission.admit(client).map_err(|refusal| {
@@ -190,7 +220,12 @@ async fn open(
         drop(permit);
         drop(tracked);
     }));
-    let mut response = Response::new(Body::new(EventBody(rx)));
+    Ok(stream_head(Body::new(EventBody(rx))))
+}
+
+/// The answer of an admitted stream: `body` with the stream's headers.
+fn stream_head(body: Body) -> Response {
+    let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -199,5 +234,5 @@ async fn open(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx buffers proxied answers unless told not to.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }

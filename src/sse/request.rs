@@ -32,16 +32,40 @@ pub(super) fn refuse(label: &'static str, error: ApiError) -> Refusal {
     Refusal { label, error }
 }
 
-/// Whether `Accept` lists `text/event-stream` (parameters and case aside).
+/// Whether `Accept` lists `text/event-stream` (case and other parameters
+/// aside) with a weight above zero: `q=0` says "not acceptable" (RFC 9110
+/// §12.4.2, §12.5.1).
 pub(super) fn accepts_event_stream(headers: &HeaderMap) -> bool {
     headers.get_all(header::ACCEPT).iter().any(|value| {
         value.as_bytes().split(|&b| b == b',').any(|item| {
-            let media = item.split(|&b| b == b';').next().unwrap_or_default();
+            let mut parts = item.split(|&b| b == b';');
+            let media = parts.next().unwrap_or_default();
             media
                 .trim_ascii()
                 .eq_ignore_ascii_case(b"text/event-stream")
+                && !parts.any(weight_zero)
         })
     })
+}
+
+/// Whether a media range parameter is a weight of zero (`q=0`, `q=0.`,
+/// `q=0.000`; the name is case-insensitive).
+fn weight_zero(param: &[u8]) -> bool {
+    let Some((name, value)) = param
+        .iter()
+        .position(|&b| b == b'=')
+        .map(|i| (&param[..i], &param[i + 1..]))
+    else {
+        return false;
+    };
+    let value = value.trim_ascii();
+    name.trim_ascii().eq_ignore_ascii_case(b"q")
+        && value.first() == Some(&b'0')
+        && value[1..]
+            .strip_prefix(b".")
+            .unwrap_or(&value[1..])
+            .iter()
+            .all(|&b| b == b'0')
 }
 
 /// The position to resume after: `Last-Event-ID`, else `?since=`; either
@@ -147,11 +171,30 @@ mod tests {
         for (value, ok) in [
             ("text/event-stream", true),
             ("text/html, Text/Event-Stream; q=0.9", true),
+            ("text/event-stream;q=0", false),
+            ("text/event-stream; Q=0.000", false),
+            ("text/event-stream;q=0., text/html", false),
+            ("text/event-stream;q=0.001", true),
+            ("text/event-stream;q=1", true),
+            ("text/event-stream;q=0, text/event-stream", true),
             ("*/*", false),
             ("text/event-streams", false),
         ] {
             h.insert(header::ACCEPT, HeaderValue::from_static(value));
             assert_eq!(accepts_event_stream(&h), ok, "{value}");
+        }
+    }
+
+    #[test]
+    fn every_refused_head_is_counted_under_a_listed_label() {
+        use crate::net::problem::HeadRefused;
+        use crate::telemetry::{SSE_REFUSED, is_listed_sse};
+        for refused in [
+            HeadRefused::Timeout(std::time::Duration::ZERO),
+            HeadRefused::TooLarge(1, 1),
+            HeadRefused::Malformed(String::new()),
+        ] {
+            assert!(is_listed_sse(SSE_REFUSED, refused.label()), "{refused:?}");
         }
     }
 

@@ -9,7 +9,11 @@
 //!   (else 408), at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] lines (else
 //!   431; malformed: 400). These three are problem documents like every
 //!   other refusal, where hyper answers bare ones (and closes a slow head
-//!   without an answer).
+//!   without an answer). They go through the router too, as a stand-in
+//!   request (a `GET` of the path, with the head's `Origin` if that line
+//!   arrived, carrying a [`HeadRefused`]), so they pass the same layers as
+//!   the route's own refusals: the access log and request metrics, CORS,
+//!   and the route's refusal counter.
 //! - The router gets it with the peer's address and a [`ConnectionAbort`]
 //!   naming the writer's task, as hyper's requests get them. A body, if the
 //!   request has one, is not read: a `GET` body has no meaning here (RFC
@@ -39,8 +43,9 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response, StatusCode, Version, header, response};
-use axum::response::IntoResponse;
+use axum::http::{
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header, request, response,
+};
 use bytes::{Buf, BufMut, Bytes};
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
@@ -53,7 +58,7 @@ use tracing::Instrument;
 
 use crate::App;
 use crate::net::abort::ConnectionAbort;
-use crate::net::problem::ApiError;
+use crate::net::problem::HeadRefused;
 
 /// The largest request head read, in bytes: the total of nginx's default
 /// `large_client_header_buffers` (4 × 8 KiB), room for a token in the URL
@@ -82,6 +87,7 @@ const READ_CHUNK: usize = 2048;
 pub(super) async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
+    path: &'static str,
     router: axum::Router,
     app: App,
     deadline: Instant,
@@ -92,25 +98,24 @@ pub(super) async fn serve(
         head = read_head(&mut stream, deadline, header_timeout) => head,
     };
     let abort = ConnectionAbort::new();
-    let (version, response) = match head {
+    let (version, mut parts) = match head {
         // The client left before its head ended.
         Ok(None) => return,
-        Err(refusal) => {
-            tracing::debug!(%peer, error = %refusal, "request head refused");
-            (Version::HTTP_11, refusal.into_response())
-        }
         Ok(Some(request)) => {
-            let (mut parts, ()) = request.into_parts();
-            let version = parts.version;
-            parts.extensions.insert(ConnectInfo(peer));
-            parts.extensions.insert(abort.clone());
-            let response = router
-                .oneshot(Request::from_parts(parts, Body::empty()))
-                .await
-                .unwrap_or_else(|e| match e {});
-            (version, response)
+            let (parts, ()) = request.into_parts();
+            (parts.version, parts)
+        }
+        Err(Refused { why, origin }) => {
+            tracing::debug!(%peer, error = ?why, "request head refused");
+            (Version::HTTP_11, stand_in(path, origin, why))
         }
     };
+    parts.extensions.insert(ConnectInfo(peer));
+    parts.extensions.insert(abort.clone());
+    let response = router
+        .oneshot(Request::from_parts(parts, Body::empty()))
+        .await
+        .unwrap_or_else(|e| match e {});
     let writer = respond(
         stream,
         version,
@@ -122,6 +127,47 @@ pub(super) async fn serve(
     abort.bind(task.abort_handle());
 }
 
+/// A refused request head: why, and the `Origin` it named if that line
+/// arrived whole (so the refusal can carry CORS for it).
+#[derive(Debug)]
+struct Refused {
+    why: HeadRefused,
+    origin: Option<HeaderValue>,
+}
+
+/// The request handed to the router for a head refused as `why`: a `GET`
+/// of `path` (what the connection's first bytes named) with only the
+/// head's `Origin`, carrying `why` for the route to answer (see
+/// [`HeadRefused`]).
+fn stand_in(path: &'static str, origin: Option<HeaderValue>, why: HeadRefused) -> request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = Method::GET;
+    parts.uri = Uri::from_static(path);
+    if let Some(origin) = origin {
+        parts.headers.insert(header::ORIGIN, origin);
+    }
+    parts.extensions.insert(why);
+    parts
+}
+
+/// The value of the first complete `Origin` line after the request line of
+/// the head `buf` starts with, if any, whatever else is wrong with it.
+fn origin_in(buf: &[u8]) -> Option<HeaderValue> {
+    let mut lines = buf.split(|&b| b == b'\n');
+    // Only complete lines: the last piece has no line end after it.
+    let complete = buf.iter().filter(|&&b| b == b'\n').count();
+    lines.next();
+    lines
+        .take(complete.saturating_sub(1))
+        .take_while(|line| !line.trim_ascii().is_empty())
+        .find_map(|line| {
+            let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+            name.eq_ignore_ascii_case(b"origin")
+                .then(|| HeaderValue::from_bytes(value[1..].trim_ascii()).ok())
+                .flatten()
+        })
+}
+
 /// Reads a request head from `io` by `deadline` (which `--header-read-timeout`
 /// set, named in a refusal as `limit`). `Ok(None)`: the client closed or
 /// failed first. Refusals: 408, 431, 400 (see the module docs).
@@ -129,50 +175,62 @@ async fn read_head<R: AsyncRead + Unpin>(
     io: &mut R,
     deadline: Instant,
     limit: Duration,
-) -> Result<Option<Request<()>>, ApiError> {
+) -> Result<Option<Request<()>>, Refused> {
     let mut buf = Vec::new();
+    read_head_into(io, &mut buf, deadline, limit)
+        .await
+        .map_err(|why| Refused {
+            origin: origin_in(&buf),
+            why,
+        })
+}
+
+async fn read_head_into<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<Option<Request<()>>, HeadRefused> {
     loop {
         // One byte more than allowed, to tell a head of exactly MAX_HEAD
         // bytes from a longer one.
         let room = MAX_HEAD + 1 - buf.len();
         buf.reserve(room.min(READ_CHUNK));
         let start = buf.len();
-        match timeout_at(deadline, io.read_buf(&mut (&mut buf).limit(room))).await {
-            Err(_) => return Err(ApiError::HeadTimeout(limit)),
+        match timeout_at(deadline, io.read_buf(&mut buf.limit(room))).await {
+            Err(_) => return Err(HeadRefused::Timeout(limit)),
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
         }
         // Only the end of a line can end the head: a client that sends it
         // a byte at a time is not parsed again for each.
         if buf[start..].contains(&b'\n')
-            && let Some(request) = parse_head(&buf)?
+            && let Some(request) = parse_head(buf)?
         {
             return Ok(Some(request));
         }
         if buf.len() > MAX_HEAD {
-            return Err(ApiError::HeadTooLarge(MAX_HEAD, MAX_HEADERS));
+            return Err(HeadRefused::TooLarge(MAX_HEAD, MAX_HEADERS));
         }
     }
 }
 
 /// The request whose head `buf` starts with; `None` while it is
 /// incomplete. What follows the head is not looked at.
-fn parse_head(buf: &[u8]) -> Result<Option<Request<()>>, ApiError> {
-    let malformed = |why: &dyn std::fmt::Display| {
-        ApiError::BadRequest(format!("malformed request head: {why}"))
-    };
+fn parse_head(buf: &[u8]) -> Result<Option<Request<()>>, HeadRefused> {
+    let malformed = |why: &dyn std::fmt::Display| HeadRefused::Malformed(why.to_string());
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Partial) => return Ok(None),
         Ok(httparse::Status::Complete(len)) => len,
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(ApiError::HeadTooLarge(MAX_HEAD, MAX_HEADERS));
+            return Err(HeadRefused::TooLarge(MAX_HEAD, MAX_HEADERS));
         }
         Err(e) => return Err(malformed(&e)),
     };
     if len > MAX_HEAD {
-        return Err(ApiError::HeadTooLarge(MAX_HEAD, MAX_HEADERS));
+        return Err(HeadRefused::TooLarge(MAX_HEAD, MAX_HEADERS));
     }
     let (Some(method), Some(path), Some(minor)) = (parsed.method, parsed.path, parsed.version)
     else {
@@ -469,15 +527,32 @@ mod tests {
             many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert!(matches!(parse_head(&many), Err(ApiError::HeadTooLarge(..))));
+        assert!(matches!(parse_head(&many), Err(HeadRefused::TooLarge(..))));
         assert!(matches!(
             parse_head(b"GET /sse HTTP/1.1\r\nno colon\r\n\r\n"),
-            Err(ApiError::BadRequest(_))
+            Err(HeadRefused::Malformed(_))
         ));
         assert!(matches!(
             parse_head(b"GET /sse HTTP/1.1\r\nAccept: a\x01b\r\n\r\n"),
-            Err(ApiError::BadRequest(_))
+            Err(HeadRefused::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_refused_heads_origin_is_found_in_its_complete_lines_only() {
+        let origin = |buf: &[u8]| origin_in(buf).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            origin(b"GET /sse HTTP/1.1\r\nHost: x\r\nORIGIN:  https://a.example \r\nX-"),
+            Some("https://a.example".into())
+        );
+        assert_eq!(origin(b"GET /sse HTTP/1.1\r\nOrigin: https://a.exa"), None);
+        assert_eq!(origin(b"GET /sse HTTP/1.1\r\nX-Origin: b\r\n"), None);
+        assert_eq!(origin(b"GET /sse?origin: HTTP/1.1\r\n"), None);
+        assert_eq!(
+            origin(b"GET /sse HTTP/1.1\r\n\r\nOrigin: https://body.example\r\n"),
+            None,
+            "not past the head"
+        );
     }
 
     #[tokio::test]
@@ -513,7 +588,10 @@ mod tests {
         client.write_all(&long).await.unwrap();
         assert!(matches!(
             read_head(&mut server, deadline, limit).await,
-            Err(ApiError::HeadTooLarge(..))
+            Err(Refused {
+                why: HeadRefused::TooLarge(..),
+                ..
+            })
         ));
 
         let (mut client, mut server) = tokio::io::duplex(1024);
@@ -521,7 +599,10 @@ mod tests {
         let soon = Instant::now() + Duration::from_millis(20);
         assert!(matches!(
             read_head(&mut server, soon, limit).await,
-            Err(ApiError::HeadTimeout(_))
+            Err(Refused {
+                why: HeadRefused::Timeout(_),
+                ..
+            })
         ));
         drop(client);
         let (client, mut server) = tokio::io::duplex(1024);
