@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -32,15 +31,11 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message};
 
 use crate::model::Payload;
+use crate::net::linger;
 
 /// Most queued messages written per system call; bounds one write's size and
 /// keeps a busy connection from starving its own inbound reads.
 pub(super) const MAX_FRAMES_PER_WRITE: usize = 64;
-
-/// How long the staged close after a close frame ([`Socket::close`]) waits
-/// for the client to close its side: a client that got the close frame
-/// closes within a round trip, so this only bounds one that does not.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// A server's text frame header is at most 10 bytes (no mask).
 const MAX_HEADER: usize = 10;
@@ -354,19 +349,11 @@ impl Socket {
     /// connection first; RFC 9112 §9.6): half-closes, so the client reads
     /// the close frame then the end of the stream, and reads and drops what
     /// the client still sends until it closes its side too, fails, sends
-    /// more than `max_discard` bytes, or [`LINGER`] passes. Past either
+    /// more than `max_discard` bytes, or [`linger::LINGER`] passes. Past either
     /// bound the socket is dropped as it is (a reset, for a client that
     /// keeps sending): the wait never outlives them.
     async fn linger(&mut self, max_discard: usize) {
-        let tcp = &mut self.tcp;
-        let _ = timeout(LINGER, async move {
-            if tcp.shutdown().await.is_err() {
-                return;
-            }
-            let mut discarded = 0;
-            while tcp.readable().await.is_ok() && drain(tcp, &mut discarded, max_discard) {}
-        })
-        .await;
+        linger::staged_close(&mut self.tcp, max_discard).await;
     }
 
     /// Writes out what tungstenite has queued (pings, pongs, the close
@@ -378,28 +365,6 @@ impl Socket {
                 Err(e) if would_block(&e) => self.tcp.writable().await?,
                 Err(e) => return Err(into_io(e)),
             }
-        }
-    }
-}
-
-/// Reads what the socket has and drops it: `false` once the client closed
-/// or failed, or `discarded` (the bytes dropped so far) passed
-/// `max_discard`; `true` when the socket has nothing more for now. A plain
-/// function, so its buffer is on the stack for the call, not in a future.
-fn drain(tcp: &TcpStream, discarded: &mut usize, max_discard: usize) -> bool {
-    let mut scratch = [0u8; 4096];
-    loop {
-        match tcp.try_read(&mut scratch) {
-            Ok(0) => return false,
-            Ok(n) => {
-                *discarded += n;
-                if *discarded > max_discard {
-                    tracing::debug!("a closing WebSocket client kept sending; dropped");
-                    return false;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
         }
     }
 }

@@ -35,7 +35,7 @@
 //!   into a reset that could destroy the end of the answer, and it is how a
 //!   client that leaves is seen.
 //! - At the end: a half-close, then reading until the client closes too, at
-//!   most [`LINGER`] (RFC 9112 §9.6's staged close).
+//!   most [`linger::LINGER`] (RFC 9112 §9.6's staged close).
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -58,6 +58,7 @@ use tracing::Instrument;
 
 use crate::App;
 use crate::net::abort::ConnectionAbort;
+use crate::net::linger;
 use crate::net::problem::HeadRefused;
 
 /// The largest request head read, in bytes: the total of nginx's default
@@ -72,9 +73,6 @@ pub(super) const MAX_HEADERS: usize = 100;
 /// dropped: a client has no reason to send anything there, but a small body
 /// or a pipelined request is no attack.
 pub(super) const MAX_DISCARD: usize = 64 * 1024;
-
-/// How long the staged close waits for the client to close its side.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// The most bytes read from the socket at a time while reading the head.
 const READ_CHUNK: usize = 2048;
@@ -426,7 +424,7 @@ fn respond(
                 return;
             }
         }
-        linger(stream).await;
+        close(stream).await;
     }
 }
 
@@ -470,41 +468,12 @@ async fn send(
 /// [`MAX_DISCARD`] bytes after its head in all (`discarded` counts them);
 /// what it sends is dropped.
 async fn client_gone(stream: &TcpStream, discarded: &mut usize) {
-    while stream.readable().await.is_ok() && drain(stream, discarded) {}
+    linger::until_closed(stream, discarded, MAX_DISCARD).await;
 }
 
-/// Reads what the socket has and drops it: `false` once the client closed
-/// or failed, or `discarded` passed [`MAX_DISCARD`]. A plain function, so
-/// its buffer is on the stack for the call, not in the stream's state.
-fn drain(stream: &TcpStream, discarded: &mut usize) -> bool {
-    let mut scratch = [0u8; 1024];
-    loop {
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return false,
-            Ok(n) => {
-                *discarded += n;
-                if *discarded > MAX_DISCARD {
-                    tracing::debug!("a stream's client sent too much after its request; dropped");
-                    return false;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
-/// The staged close: the answer is complete, so the gateway half-closes
-/// and reads (dropping it) until the client closes too, at most [`LINGER`].
-/// Closing at once with unread bytes would send a reset, which may destroy
-/// the end of the answer before the client read it (RFC 9112 §9.6).
-async fn linger(mut stream: TcpStream) {
-    let _ = timeout(LINGER, async move {
-        if stream.shutdown().await.is_ok() {
-            client_gone(&stream, &mut 0).await;
-        }
-    })
-    .await;
+/// The staged close ([`linger`]): the answer is complete.
+async fn close(mut stream: TcpStream) {
+    linger::staged_close(&mut stream, MAX_DISCARD).await;
 }
 
 #[cfg(test)]
