@@ -982,3 +982,23 @@ async fn a_stream_whose_client_stops_reading_is_dropped_at_the_write_timeout_on_
         0.0
     );
 }
+
+/// A uid that is not UTF-8 once percent-decoded is refused: the form
+/// decoder would turn each bad byte into U+FFFD, making `%fe` and `%ff` one
+/// uid.
+#[tokio::test]
+async fn a_query_that_is_not_utf8_once_decoded_is_refused() {
+    let gw = Gateway::start(&[]);
+    for query in ["uid=%fe", "uid=%ff", "uid=a%C3"] {
+        let r = common::sse::request(&gw, query, &[("accept", "text/event-stream")]).await;
+        assert_eq!(r.status(), 400, "{query}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{query}"
+        );
+    }
+    // Percent-encoded UTF-8 is a uid like any other.
+    let r = common::sse::request(&gw, "uid=%C3%A9", &[("accept", "text/event-stream")]).await;
+    assert_eq!(r.status(), 200);
+}

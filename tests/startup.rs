@@ -156,7 +156,7 @@ fn a_refused_start_says_its_one_line_and_nothing_about_a_server_that_never_ran()
 /// refused at start (at most 30 days), as is a TTL of zero.
 #[test]
 fn a_history_ttl_past_thirty_days_or_of_zero_is_refused_at_start() {
-    for value in ["60d", "31d", "0"] {
+    for value in ["60d", "31d", "0", "999us", "1ns"] {
         let (status, log) = refuses_to_start(&mut pushgate(&["--history-ttl", value], &[]));
         assert!(!status.success(), "{value}");
         assert!(log.contains("outside 1ms to 30d"), "{value}: {log}");

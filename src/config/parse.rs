@@ -76,7 +76,8 @@ pub const MAX_HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// [`MAX_HISTORY_TTL`], refused at start rather than expiring nothing.
 pub fn parse_history_ttl(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
-    if d.is_zero() || d > MAX_HISTORY_TTL {
+    // Whole milliseconds: the stores count in them, so 999µs would be 0.
+    if d < Duration::from_millis(1) || d > MAX_HISTORY_TTL {
         return Err(format!(
             "--history-ttl {s:?} is outside 1ms to 30d (history in memory keeps 32-bit millisecond times)"
         ));

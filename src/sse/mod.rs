@@ -30,6 +30,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -108,16 +109,24 @@ pub async fn stream(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     abort: Option<Extension<ConnectionAbort>>,
     head_refused: Option<Extension<HeadRefused>>,
-    method: Method,
+    request: Parts,
     query: Result<Query<StreamQuery>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Response {
+    let Parts {
+        method,
+        uri,
+        headers,
+        ..
+    } = request;
     if let Some(Extension(refused)) = head_refused {
         telemetry::sse_refused(refused.label());
         return refused.into_error().into_response();
     }
     let abort = abort.map(|Extension(a)| a).unwrap_or_default();
     let only_head = method == Method::HEAD;
+    // axum's form decoder turns bytes that are not UTF-8 into U+FFFD, which
+    // would make several uids one: such a query is refused instead.
+    let query = query.map(|q| (q, uri.query().is_none_or(request::query_is_utf8)));
     match open(app, peer, abort, only_head, query, &headers).await {
         Ok(response) => response,
         Err(Refusal { label, error }) => {
@@ -134,7 +143,7 @@ async fn open(
     peer: SocketAddr,
     abort: ConnectionAbort,
     only_head: bool,
-    query: Result<Query<StreamQuery>, QueryRejection>,
+    query: Result<(Query<StreamQuery>, bool), QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<Response, Refusal> {
     // First: a forbidden origin is forbidden whatever it asks for.
@@ -158,8 +167,14 @@ async fn open(
             ApiError::Unavailable("the gateway is shutting down".into()),
         ));
     }
-    let Query(query) =
+    let (Query(query), utf8) =
         query.map_err(|e| refuse("bad_request", ApiError::BadRequest(e.body_text())))?;
+    if !utf8 {
+        return Err(refuse(
+            "bad_request",
+            ApiError::BadRequest("the query is not UTF-8 once percent-decoded".into()),
+        ));
+    }
     let since = request::since(&query, headers)?;
     let cfg = &app.config;
     let client = client_ip(

@@ -158,8 +158,26 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether every name and value of a raw query string is UTF-8 once
+/// percent-decoded (RFC 3986 §2.5: text is UTF-8 before it is encoded).
+pub(super) fn query_is_utf8(query: &str) -> bool {
+    query.split('&').all(|pair| {
+        percent_encoding::percent_decode_str(pair)
+            .decode_utf8()
+            .is_ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_query_must_be_utf8_once_percent_decoded() {
+        assert!(super::query_is_utf8("uid=%C3%A9t%C3%A9&since=a:1"));
+        assert!(super::query_is_utf8("uid=plain+text"));
+        assert!(!super::query_is_utf8("uid=%fe"));
+        assert!(!super::query_is_utf8("uid=ok&x=%C3"));
+    }
     use axum::http::HeaderValue;
 
     use super::*;
