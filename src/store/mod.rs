@@ -149,9 +149,12 @@ pub fn recovery(since: Position, page: HistoryPage) -> Result<Vec<StoredMessage>
         return Err(Unrecoverable::Evicted);
     }
     if (page.messages.len() as u64) < expected {
-        return Err(match page.messages.first() {
-            Some(first) if first.offset == since.offset + 1 => Unrecoverable::TooLarge,
-            _ => Unrecoverable::Evicted,
+        // Contiguous from the offset on: only the byte bound stops a
+        // non-empty page short; an empty one lost everything.
+        return Err(if page.messages.is_empty() {
+            Unrecoverable::Evicted
+        } else {
+            Unrecoverable::TooLarge
         });
     }
     Ok(page.messages)
