@@ -88,6 +88,52 @@ pub enum Continuity {
     Gap,
 }
 
+/// What a v2 client holds of its uid's stream, as each transport tracks it
+/// to decide every live message ([`Message::continuity`]): the position of
+/// the last message it got (first the bind answer's top, which covers the
+/// replay), and whether a gap was seen, after which nothing more is sent
+/// and the transport ends the connection (4006) so the client resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Held {
+    at: Option<Position>,
+    missed: bool,
+}
+
+impl Held {
+    /// A client holding everything up to `at` (`None`: no position known,
+    /// e.g. history off or the store unreachable at the bind).
+    pub fn new(at: Option<Position>) -> Held {
+        Held { at, missed: false }
+    }
+
+    /// Whether to send `message`: not when the client holds it already, nor
+    /// from a gap on (which marks [`Held::missed`]); otherwise yes, and the
+    /// client's position moves on to it.
+    pub fn admit(&mut self, message: &Message) -> bool {
+        if self.missed {
+            return false;
+        }
+        match message.continuity(self.at) {
+            Continuity::Covered => false,
+            Continuity::Gap => {
+                self.missed = true;
+                false
+            }
+            Continuity::Next => {
+                if let Some(at) = message.position() {
+                    self.at = Some(at);
+                }
+                true
+            }
+        }
+    }
+
+    /// Whether a message showed a gap: the connection must end.
+    pub fn missed(&self) -> bool {
+        self.missed
+    }
+}
+
 /// One message as queued for a connection: the text a legacy client
 /// receives (encoded once, shared by every recipient) and the stream it
 /// belongs to, from which a v2 connection builds its envelope.
@@ -114,17 +160,6 @@ impl Message {
             payload,
             stream: Stream::Broadcast,
         }
-    }
-
-    /// Whether a client holding everything up to `held` already has this
-    /// message: a stored push of `held`'s epoch at or below its offset.
-    /// After a resume, a live message the replay covered is such a
-    /// duplicate, and every v2 transport drops it.
-    pub fn covered_by(&self, held: Option<Position>) -> bool {
-        matches!(
-            (held, self.position()),
-            (Some(held), Some(at)) if at.epoch == held.epoch && at.offset <= held.offset
-        )
     }
 
     /// Where this live message stands against `held`, the position of the
@@ -182,13 +217,20 @@ mod tests {
             payload: Payload::from("x"),
             stream: Stream::Uid(Some(at(5, 1))),
         };
-        assert!(m.covered_by(Some(at(5, 1))));
-        assert!(m.covered_by(Some(at(9, 1))));
-        assert!(!m.covered_by(Some(at(4, 1))));
-        assert!(!m.covered_by(Some(at(9, 2))));
-        assert!(!m.covered_by(None));
-        assert!(!Message::push(Payload::from("x")).covered_by(Some(at(9, 1))));
-        assert!(!Message::broadcast(Payload::from("x")).covered_by(Some(at(9, 1))));
+        use Continuity::{Covered, Next};
+        assert_eq!(m.continuity(Some(at(5, 1))), Covered);
+        assert_eq!(m.continuity(Some(at(9, 1))), Covered);
+        assert_ne!(m.continuity(Some(at(4, 1))), Covered);
+        assert_ne!(m.continuity(Some(at(9, 2))), Covered);
+        assert_eq!(m.continuity(None), Next);
+        assert_eq!(
+            Message::push(Payload::from("x")).continuity(Some(at(9, 1))),
+            Next
+        );
+        assert_eq!(
+            Message::broadcast(Payload::from("x")).continuity(Some(at(9, 1))),
+            Next
+        );
     }
 
     #[test]

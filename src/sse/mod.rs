@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::App;
+use crate::model::Held;
 use crate::net::abort::ConnectionAbort;
 use crate::net::client_ip::client_ip;
 use crate::net::origin::{origin_allowed, origin_passes};
@@ -226,7 +227,7 @@ async fn open(
         next_ping: after(Instant::now(), cfg.websocket.ping_interval),
         close_at: None,
         expires: identity.map(|id| expiry(id.expires_at)),
-        replayed: bound.replayed_up_to(),
+        held: Held::new(bound.replayed_up_to()),
         app: app.clone(),
     };
     telemetry::sse_streams(1.0);

@@ -27,7 +27,7 @@ use super::event;
 use super::handoff::{self, TrySendError};
 use crate::App;
 use crate::connections::{Connection, Delivery};
-use crate::model::{Continuity, Message, Position};
+use crate::model::{Held, Message};
 use crate::net::abort::ConnectionAbort;
 use crate::telemetry;
 
@@ -65,9 +65,8 @@ pub(super) struct Session {
     /// Secure mode: when the token expires.
     pub(super) expires: Option<Instant>,
     /// What the client holds: the opening's top (`Bound::replayed_up_to`),
-    /// then each live message's position. A live message at or below it
-    /// (same epoch) is a duplicate; one past the next offset shows a gap.
-    pub(super) replayed: Option<Position>,
+    /// then each live message's position; a gap ends the stream (4006).
+    pub(super) held: Held,
 }
 
 /// `now + wait`, or a deadline that never comes in practice when the sum
@@ -147,20 +146,16 @@ impl Session {
             Delivery::Close(reason) => return Err(End::Closed(reason)),
         };
         let mut out = String::new();
-        let mut held = Some(self.replayed);
-        encode(&mut out, &mut held, &first);
-        self.conn
-            .take_queued(BATCH, |m| encode(&mut out, &mut held, &m));
+        let held = &mut self.held;
+        encode(&mut out, held, &first);
+        self.conn.take_queued(BATCH, |m| encode(&mut out, held, &m));
         if !out.is_empty() {
             self.send(Bytes::from(out)).await?;
         }
-        match held {
-            Some(held) => {
-                self.replayed = held;
-                Ok(())
-            }
-            None => Err(End::Missed),
+        if self.held.missed() {
+            return Err(End::Missed);
         }
+        Ok(())
     }
 
     /// The timer fired: the paced close, the token's expiry, or a heartbeat.
@@ -262,22 +257,10 @@ impl Session {
     }
 }
 
-/// Appends `message`'s event to `out` unless the client holds it already,
-/// moving `held` (what the client holds) on; a gap sets `held` to `None`
-/// and leaves out this message and every later one.
-fn encode(out: &mut String, held: &mut Option<Option<Position>>, message: &Message) {
-    let Some(at) = held else {
-        return;
-    };
-    match message.continuity(*at) {
-        Continuity::Covered => {}
-        Continuity::Gap => *held = None,
-        Continuity::Next => {
-            if let Some(position) = message.position() {
-                *at = Some(position);
-            }
-            event::push_message(out, message);
-        }
+/// Appends `message`'s event to `out` if `held` admits it.
+fn encode(out: &mut String, held: &mut Held, message: &Message) {
+    if held.admit(message) {
+        event::push_message(out, message);
     }
 }
 
@@ -303,7 +286,7 @@ mod tests {
             next_ping: Instant::now(),
             close_at: None,
             expires: None,
-            replayed: None,
+            held: Held::default(),
             app: app.clone(),
         });
         let size = std::mem::size_of_val(&future);
@@ -317,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_live_message_the_replay_covered_is_left_out() {
-        use crate::model::{Epoch, Payload, Stream};
+        use crate::model::{Epoch, Payload, Position, Stream};
         let top = Position {
             offset: 5,
             epoch: Epoch(1),
@@ -330,7 +313,7 @@ mod tests {
             })),
         };
         let mut out = String::new();
-        let mut held = Some(Some(top));
+        let mut held = Held::new(Some(top));
         encode(&mut out, &mut held, &at(5, 1));
         assert!(out.is_empty());
         encode(&mut out, &mut held, &at(6, 1));
@@ -338,7 +321,7 @@ mod tests {
         encode(&mut out, &mut held, &Message::broadcast(Payload::from("b")));
         assert_eq!(
             held,
-            Some(Some(Position {
+            Held::new(Some(Position {
                 offset: 1,
                 epoch: Epoch(2)
             }))
@@ -348,7 +331,7 @@ mod tests {
         // session ends (4006) so the client resumes.
         encode(&mut out, &mut held, &at(3, 2));
         encode(&mut out, &mut held, &at(2, 2));
-        assert_eq!(held, None);
+        assert!(held.missed());
         assert_eq!(out.matches("\n\n").count(), 3, "{out}");
     }
 }

@@ -15,18 +15,14 @@ use super::session::{Session, expiry, finish_batch};
 use crate::auth::{Identity, TokenError};
 use crate::connections::Connection;
 use crate::model::envelope::{BoundFrame, message_frame};
-use crate::model::{BindFrame, Continuity, Epoch, Message, Payload, Position, Stream, Uid};
+use crate::model::{BindFrame, Epoch, Held, Message, Payload, Position, Stream, Uid};
 use crate::store::StoredMessage;
 
 /// A v2 connection's own state.
 pub(super) struct V2 {
-    /// What the client holds: the bind answer's and the replay's top, then
-    /// each live message's position. A live message of this epoch at or
-    /// below it is a duplicate; one past the next offset shows a gap.
-    floor: Option<Position>,
-    /// A gap was seen: nothing more is framed, and the session ends (4006)
-    /// so the client resumes from `floor`.
-    missed: bool,
+    /// What the client holds: the bind answer's top, then each live
+    /// message's position; a gap ends the session (4006).
+    held: Held,
     /// The upgrade URL's verified token, until the bind frame comes (it
     /// may omit `token` then). Boxed: one pointer while it waits.
     preauth: Option<Box<Identity>>,
@@ -48,8 +44,7 @@ impl Protocol for V2 {
         };
         Start {
             protocol: V2 {
-                floor: None,
-                missed: false,
+                held: Held::default(),
                 preauth,
             },
             expires: None,
@@ -58,26 +53,11 @@ impl Protocol for V2 {
     }
 
     fn frame(&mut self, message: Message) -> Option<Payload> {
-        if self.missed {
-            return None;
-        }
-        match message.continuity(self.floor) {
-            Continuity::Covered => None,
-            Continuity::Gap => {
-                self.missed = true;
-                None
-            }
-            Continuity::Next => {
-                if let Some(at) = message.position() {
-                    self.floor = Some(at);
-                }
-                Some(message_frame(&message))
-            }
-        }
+        self.held.admit(&message).then(|| message_frame(&message))
     }
 
     fn missed(&self) -> bool {
-        self.missed
+        self.held.missed()
     }
 
     fn bind(
@@ -103,7 +83,7 @@ async fn bind(s: &mut Session<V2>, text: Utf8Bytes) -> Result<(), End> {
         return Ok(());
     };
     s.expires = expires;
-    s.protocol.floor = bound.replayed_up_to();
+    s.protocol.held = Held::new(bound.replayed_up_to());
     let (recovered, replay) = match bound.recovery {
         None => (None, Vec::new()),
         Some(Ok(messages)) => (Some(Ok(())), messages),
@@ -191,11 +171,10 @@ mod tests {
     #[test]
     fn a_live_message_the_bind_answer_or_replay_covered_is_dropped() {
         let mut v2 = V2 {
-            floor: Some(Position {
+            held: Held::new(Some(Position {
                 offset: 5,
                 epoch: Epoch(1),
-            }),
-            missed: false,
+            })),
             preauth: None,
         };
         assert_eq!(v2.frame(at(4, 1)), None);
